@@ -1,0 +1,1 @@
+"""Shaman: the content-addressed file store of Flamenco 2.x."""
