@@ -1,0 +1,148 @@
+"""Garbage collection: delete old stored blobs that no checkout links to.
+
+A blob is deleted only when all of these hold: its mtime is older than ``max_age``; no symlink
+in any checkout tree resolves to it (both sides compared as fully resolved real paths, so a
+symlinked or relative store path cannot make an in-use blob look unused); and its mtime did not
+change while the sweep ran (a blob touched by a concurrent requirements or checkout call is
+kept). A checkout tree that cannot be scanned aborts the sweep before anything is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import attrs
+
+from shaman_core.errors import GarbageCollectionError
+from shaman_core.store import FileStore
+
+__all__ = ["GCReport", "collect_garbage", "run_periodically"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class GCReport:
+    """What one sweep found and did. In a dry run `deleted` lists what would be deleted."""
+
+    dry_run: bool
+    old_blobs: int = 0
+    symlinks_checked: int = 0
+    still_used: int = 0
+    deleted: list[Path] = attrs.Factory(list)
+    kept_touched: int = 0
+    bytes_freed: int = 0
+
+
+def collect_garbage(
+    store: FileStore,
+    checkout_roots: Sequence[str | os.PathLike[str]],
+    *,
+    max_age: float,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> GCReport:
+    """Run one sweep over `store`, keeping every blob linked from `checkout_roots`.
+
+    `max_age` is in seconds. Raises `GarbageCollectionError` (deleting nothing) when a checkout
+    root cannot be walked.
+    """
+    report = GCReport(dry_run=dry_run)
+    threshold = round((time.time() if now is None else now) - max_age)
+    candidates = _old_blobs(store, threshold)
+    report.old_blobs = len(candidates)
+    if not candidates:
+        return report
+    for root in checkout_roots:
+        for target in _symlink_targets(Path(root)):
+            report.symlinks_checked += 1
+            if candidates.pop(target, None) is not None:
+                report.still_used += 1
+        if not candidates:
+            return report
+    for walked_path, mtime in sorted(candidates.values()):
+        try:
+            stat = os.stat(walked_path)
+        except FileNotFoundError:
+            continue
+        if stat.st_mtime_ns > mtime:
+            report.kept_touched += 1
+            continue
+        report.bytes_freed += stat.st_size
+        report.deleted.append(Path(walked_path))
+        if dry_run:
+            log.info("GC would delete %s", walked_path)
+            continue
+        try:
+            os.unlink(walked_path)
+        except FileNotFoundError:
+            continue
+        store._remove_empty_parents(Path(walked_path).parent, store.stored_dir)
+    log.info(
+        "GC %s: %d old blobs, %d still used, %d deleted, %d bytes freed",
+        "dry run" if dry_run else "sweep",
+        report.old_blobs,
+        report.still_used,
+        len(report.deleted),
+        report.bytes_freed,
+    )
+    return report
+
+
+def _old_blobs(store: FileStore, threshold: float) -> dict[str, tuple[str, int]]:
+    """Map real path -> (walked path, mtime_ns) for every stored file older than threshold."""
+    threshold_ns = int(threshold * 1_000_000_000)
+    real_stored = os.path.realpath(store.stored_dir)
+    found: dict[str, tuple[str, int]] = {}
+    for dirpath, _dirnames, filenames in os.walk(store.stored_dir):
+        real_dir = real_stored + dirpath[len(str(store.stored_dir)) :]
+        for name in filenames:
+            walked = os.path.join(dirpath, name)
+            try:
+                stat = os.lstat(walked)
+            except FileNotFoundError:
+                continue
+            if stat.st_mtime_ns < threshold_ns:
+                found[os.path.join(real_dir, name)] = (walked, stat.st_mtime_ns)
+    return found
+
+
+def _symlink_targets(root: Path) -> Iterable[str]:
+    def fail(error: OSError) -> None:
+        raise GarbageCollectionError(f"cannot scan checkout tree {root}: {error}") from error
+
+    if not root.is_dir():
+        raise GarbageCollectionError(f"checkout tree {root} does not exist")
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
+        # os.walk lists symlinks to directories among dirnames but does not descend into them.
+        for name in (*filenames, *dirnames):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                yield os.path.realpath(path)
+
+
+async def run_periodically(
+    store: FileStore,
+    checkout_roots: Sequence[str | os.PathLike[str]],
+    *,
+    max_age: float,
+    period: float,
+    dry_run: bool = False,
+) -> None:
+    """Sweep now, then again `period` seconds after each sweep ends; cancel the task to stop.
+
+    Sweeps run in a worker thread; a failed sweep is logged and retried next period.
+    """
+    while True:
+        try:
+            await asyncio.to_thread(
+                collect_garbage, store, checkout_roots, max_age=max_age, dry_run=dry_run
+            )
+        except GarbageCollectionError as error:
+            log.error("GC sweep aborted, nothing deleted: %s", error)
+        await asyncio.sleep(period)

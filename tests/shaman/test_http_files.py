@@ -1,0 +1,191 @@
+"""`/files/{checksum}/{filesize}`: upload, status probe and download over HTTP
+(spec/shaman.md §4.3-4.5, §12 items 17-21)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from shaman_core.config import Shaman
+from shaman_core.store import BlobStatus
+
+from .conftest import files_under, put_blob, sha256
+
+pytestmark = pytest.mark.anyio
+
+HAHAHA = "hähähä".encode()
+HAHAHA_SUM = "05b373f2ab421a112c779258ea456c17160fcc1d0fe0bb8282de26122873f6e2"
+FAKE_SUM = "da-checksum-is-long-enough-like-this"
+GZIP = {"Content-Encoding": "gzip"}
+
+
+async def test_gzip_upload_with_wrong_checksum_is_417_and_leaves_nothing(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    response = await client.post(
+        f"/files/{FAKE_SUM}/9", content=gzip.compress(HAHAHA), headers=GZIP
+    )
+    assert response.status_code == 417
+    assert response.text == "Declared and actual checksums differ\n"
+    assert shaman.store.status(FAKE_SUM, 9) is BlobStatus.UNKNOWN
+    assert files_under(shaman.store.root) == {"stored", "uploading"}
+
+
+async def test_gzip_upload_stores_uncompressed_payload(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    response = await client.post(
+        f"/files/{HAHAHA_SUM}/9", content=gzip.compress(HAHAHA), headers=GZIP
+    )
+    assert response.status_code == 204
+    assert response.headers["x-user-id-from-token"] == "user-ID"
+    assert shaman.store.status(HAHAHA_SUM, 9) is BlobStatus.STORED
+    assert shaman.store.blob_path(HAHAHA_SUM, 9).read_bytes() == HAHAHA
+
+
+async def test_get_serves_stored_blob_without_rehashing(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    blob = shaman.store.blob_path(FAKE_SUM, 9)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(HAHAHA)
+    response = await client.get(f"/files/{FAKE_SUM}/9")
+    assert response.status_code == 200
+    assert response.content == HAHAHA
+    assert response.headers["etag"] == f"'{FAKE_SUM}-9'"
+    assert response.headers["x-shaman-checksum"] == FAKE_SUM
+    assert response.headers["content-type"] == "application/binary"
+    assert (await client.get(f"/files/{HAHAHA_SUM}/9")).status_code == 404
+
+
+async def test_size_mismatch_checked_before_checksum(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"/files/{FAKE_SUM}/10", content=HAHAHA)
+    assert response.status_code == 417
+    assert response.text == "Received 9 bytes but you promised 10\n"
+
+
+async def test_longer_body_than_declared_is_417(client: httpx.AsyncClient, shaman: Shaman) -> None:
+    payload = os.urandom(3 << 20)
+    response = await client.post(f"/files/{sha256(payload)}/1000", content=payload)
+    assert response.status_code == 417
+    assert "promised" in response.text
+    assert files_under(shaman.store.root) == {"stored", "uploading"}
+
+
+async def test_already_stored_is_208_with_location(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    checksum, size = put_blob(shaman, b"hello")
+    response = await client.post(f"/files/{checksum}/{size}?x=1", content=b"hello")
+    assert response.status_code == 208
+    assert response.text == "File already stored\n"
+    assert response.headers["location"] == f"/files/{checksum}/{size}?x=1"
+
+
+async def test_being_uploaded_with_defer_header_is_208_without_location(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    payload = b"someone else is sending this"
+    checksum = sha256(payload)
+    with shaman.store.begin_upload(checksum, len(payload)):
+        deferred = await client.post(
+            f"/files/{checksum}/{len(payload)}",
+            content=payload,
+            headers={"X-Shaman-Can-Defer-Upload": "true"},
+        )
+        assert deferred.status_code == 208
+        assert deferred.text == "File being uploaded, please defer\n"
+        assert "location" not in deferred.headers
+        probe = await client.options(f"/files/{checksum}/{len(payload)}")
+        assert probe.status_code == 420
+        # Without the header a parallel upload is accepted into its own temp file.
+        parallel = await client.post(f"/files/{checksum}/{len(payload)}", content=payload)
+        assert parallel.status_code == 204
+    assert shaman.store.blob_path(checksum, len(payload)).read_bytes() == payload
+
+
+async def test_options_probe(client: httpx.AsyncClient, shaman: Shaman) -> None:
+    checksum, size = put_blob(shaman, b"stored")
+    assert (await client.options(f"/files/{checksum}/{size}")).status_code == 200
+    assert (await client.options(f"/files/{'f' * 64}/3")).status_code == 404
+    assert (await client.options(f"/files/{'f' * 64}/x")).status_code == 400
+
+
+async def test_chunked_bodies_including_empty(client: httpx.AsyncClient, shaman: Shaman) -> None:
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 1000):
+            yield data[start : start + 1000]
+
+    async def empty() -> AsyncIterator[bytes]:
+        return
+        yield b""
+
+    payload = os.urandom(5000)
+    response = await client.post(f"/files/{sha256(payload)}/5000", content=chunks(payload))
+    assert response.status_code == 204
+    response = await client.post(f"/files/{sha256(b'')}/0", content=empty())
+    assert response.status_code == 204
+    assert shaman.store.blob_path(sha256(b""), 0).read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "message"),
+    [
+        ("/files/abc/1", {}, 400, "checksum suspiciously short\n"),
+        (f"/files/{'a' * 64}/-1", {}, 400, "invalid filesize\n"),
+        (f"/files/{'a' * 64}/1_0", {}, 400, "invalid filesize\n"),
+        (
+            f"/files/{'a' * 64}/1",
+            {"Content-Encoding": "br"},
+            400,
+            "Content-Encoding not supported\n",
+        ),
+        (f"/files/{'..' * 20}/1", {}, 400, None),
+        (f"/files/{'a' * 64}/1", {"Content-Encoding": "gzip"}, 400, None),
+    ],
+)
+async def test_bad_requests_are_400(
+    client: httpx.AsyncClient,
+    shaman: Shaman,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+    message: str | None,
+) -> None:
+    response = await client.post(path, content=b"x", headers=headers)
+    assert response.status_code == status
+    if message is not None:
+        assert response.text == message
+    assert files_under(shaman.store.root) == {"stored", "uploading"}
+
+
+async def test_truncated_gzip_is_400(client: httpx.AsyncClient, shaman: Shaman) -> None:
+    body = gzip.compress(HAHAHA)[:-6]
+    response = await client.post(f"/files/{HAHAHA_SUM}/9", content=body, headers=GZIP)
+    assert response.status_code == 400
+    assert files_under(shaman.store.root) == {"stored", "uploading"}
+
+
+async def test_original_filename_is_sanitised_in_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="shaman_core.asgi")
+    response = await client.post(
+        f"/files/{HAHAHA_SUM}/9",
+        content=HAHAHA,
+        headers={"X-Shaman-Original-Filename": "evil\r\nFAKE LOG LINE \x1b[31m".encode("latin-1")},
+    )
+    assert response.status_code == 204
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "evil\\x0d\\x0aFAKE LOG LINE \\x1b[31m" in logged
+    assert "\n" not in logged.split("evil", 1)[1]
+
+
+async def test_methods_not_served(client: httpx.AsyncClient) -> None:
+    assert (await client.put(f"/files/{HAHAHA_SUM}/9", content=b"")).status_code == 405
+    assert (await client.get("/checkout/requirements")).status_code == 405
+    assert (await client.get("/nothing-here")).status_code == 404
