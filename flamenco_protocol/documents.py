@@ -43,14 +43,16 @@ __all__ = [
     "WorkerSignonDoc",
     "WorkerStatusRequest",
     "field_key",
+    "is_document",
     "is_omitempty",
+    "wire_field",
 ]
 
 _KEY: Final = "flamenco.key"
 _OMITEMPTY: Final = "flamenco.omitempty"
 
 
-def _wire(
+def wire_field(
     default: Any = attrs.NOTHING,
     *,
     factory: Any = None,
@@ -58,6 +60,10 @@ def _wire(
     omitempty: bool = False,
     converter: Any = None,
 ) -> Any:
+    """Declare a document field: its default, JSON key and ``omitempty`` rule.
+
+    Use it in your own ``attrs`` classes to make them documents the codec knows.
+    """
     metadata: dict[str, Any] = {_OMITEMPTY: omitempty}
     if key is not None:
         metadata[_KEY] = key
@@ -76,6 +82,15 @@ def is_omitempty(field: attrs.Attribute[Any]) -> bool:
     return bool(field.metadata.get(_OMITEMPTY, False))
 
 
+def is_document(cls: Any) -> bool:
+    """Whether ``cls`` is an ``attrs`` class whose fields are declared with :func:`wire_field`."""
+    return (
+        isinstance(cls, type)
+        and attrs.has(cls)
+        and all(_OMITEMPTY in field.metadata for field in attrs.fields(cls))
+    )
+
+
 def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
@@ -88,84 +103,81 @@ def _dict(value: Mapping[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
-_document = attrs.frozen(kw_only=True)
-
-
-@_document
+@attrs.frozen(kw_only=True)
 class Command:
     """One step of a task: a command name the worker knows and its settings."""
 
-    name: str = _wire("")
+    name: str = wire_field("")
     """Command name, such as ``blender_render``, ``echo`` or ``exec``."""
-    settings: dict[str, Any] = _wire(factory=dict, converter=_dict)
+    settings: dict[str, Any] = wire_field(factory=dict, converter=_dict)
     """Free-form settings; only top-level string values go through variable replacement."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class WorkerRef:
     """A worker named in a task's ``failed_by_workers`` list."""
 
-    id: ObjectId | None = _wire(None)
+    id: ObjectId | None = wire_field(None)
     """The worker's ID."""
-    identifier: str = _wire("")
+    identifier: str = wire_field("")
     """Human-readable ``"<address> (<nickname>)"``."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class TaskMetrics:
     """Measurements a worker reports about a task."""
 
-    timing: dict[str, float] = _wire(factory=dict, omitempty=True, converter=_dict)
+    timing: dict[str, float] = wire_field(factory=dict, omitempty=True, converter=_dict)
     """Seconds spent per named step of the task."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class Task:
     """A unit of work, as ``POST /task`` sends it to a worker."""
 
-    id: ObjectId | None = _wire(None, key="_id", omitempty=True)
+    id: ObjectId | None = wire_field(None, key="_id", omitempty=True)
     """The task ID; the worker uses it in URLs."""
-    etag: str = _wire("", key="_etag", omitempty=True)
+    etag: str = wire_field("", key="_etag", omitempty=True)
     """Entity tag of the task's current version."""
-    job: ObjectId | None = _wire(None)
+    job: ObjectId | None = wire_field(None)
     """The job the task belongs to."""
-    manager: ObjectId | None = _wire(None)
+    manager: ObjectId | None = wire_field(None)
     """The manager the job belongs to."""
-    project: ObjectId | None = _wire(None)
+    project: ObjectId | None = wire_field(None)
     """The project the job belongs to."""
-    user: ObjectId | None = _wire(None)
+    user: ObjectId | None = wire_field(None)
     """The user who submitted the job."""
-    name: str = _wire("")
+    name: str = wire_field("")
     """Human-readable task name."""
-    status: TaskStatus | str = _wire("")
+    status: TaskStatus | str = wire_field("")
     """Status; always ``active`` in an answer to ``/task``."""
-    priority: int = _wire(0)
+    priority: int = wire_field(0)
     """Task priority; higher runs first within a job priority."""
-    job_priority: int = _wire(0)
+    job_priority: int = wire_field(0)
     """Priority of the task's job; sorted before the task priority."""
-    job_type: str = _wire("")
+    job_type: str = wire_field("")
     """The job type that produced the task."""
-    task_type: str = _wire("")
+    task_type: str = wire_field("")
     """Matched against the worker's supported task types."""
-    commands: tuple[Command, ...] = _wire(factory=tuple, converter=_tuple)
+    commands: tuple[Command, ...] = wire_field(factory=tuple, converter=_tuple)
     """The commands to run, in order."""
-    log: str = _wire("", omitempty=True)
+    log: str = wire_field("", omitempty=True)
     """The last lines of the task log."""
-    activity: str = _wire("", omitempty=True)
+    activity: str = wire_field("", omitempty=True)
     """What the worker last said it was doing."""
-    parents: tuple[ObjectId, ...] = _wire(factory=tuple, omitempty=True, converter=_tuple)
+    parents: tuple[ObjectId, ...] = wire_field(factory=tuple, omitempty=True, converter=_tuple)
     """Tasks that must complete before this one may run."""
-    worker: str = _wire("", omitempty=True)
+    worker: str = wire_field("", omitempty=True)
     """Nickname of the worker that last held the task."""
-    failed_by_workers: tuple[WorkerRef, ...] = _wire(
+    failed_by_workers: tuple[WorkerRef, ...] = wire_field(
         factory=tuple, omitempty=True, converter=_tuple
     )
     """Workers that failed this task."""
-    metrics: TaskMetrics | None = _wire(None, omitempty=True)
+    metrics: TaskMetrics | None = wire_field(None, omitempty=True)
     """Timing measurements from the last update that carried them."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class TaskUpdate:
     """A worker's report on a task: status, activity, progress, log lines and metrics.
 
@@ -173,68 +185,70 @@ class TaskUpdate:
     ``worker`` on receipt, whatever the worker sent.
     """
 
-    id: ObjectId | None = _wire(None, key="_id")
+    id: ObjectId | None = wire_field(None, key="_id")
     """ID of the update itself."""
-    task_id: ObjectId | None = _wire(None, omitempty=True)
+    task_id: ObjectId | None = wire_field(None, omitempty=True)
     """The task the update is about."""
-    task_status: TaskStatus | str = _wire("", omitempty=True)
+    task_status: TaskStatus | str = wire_field("", omitempty=True)
     """New task status, when the worker has one."""
-    received_on_manager: datetime | None = _wire(None)
+    received_on_manager: datetime | None = wire_field(None)
     """When the manager received the update."""
-    activity: str = _wire("", omitempty=True)
+    activity: str = wire_field("", omitempty=True)
     """What the worker is doing now."""
-    task_progress_percentage: int = _wire(0)
+    task_progress_percentage: int = wire_field(0)
     """Progress of the whole task (the real worker always sends 0)."""
-    current_command_idx: int = _wire(0)
+    current_command_idx: int = wire_field(0)
     """Index of the command last started."""
-    command_progress_percentage: int = _wire(0)
+    command_progress_percentage: int = wire_field(0)
     """Progress of the current command."""
-    log: str = _wire("", omitempty=True)
+    log: str = wire_field("", omitempty=True)
     """New log lines, joined with newlines."""
-    log_tail: str = _wire("", omitempty=True)
+    log_tail: str = wire_field("", omitempty=True)
     """The last lines of ``log``."""
-    worker: str = _wire("")
+    worker: str = wire_field("")
     """Identifier of the worker that sent the update."""
-    failed_by_workers: tuple[WorkerRef, ...] = _wire(
+    failed_by_workers: tuple[WorkerRef, ...] = wire_field(
         factory=tuple, omitempty=True, converter=_tuple
     )
     """Workers that failed the task, when the update fails it."""
-    metrics: TaskMetrics | None = _wire(None, omitempty=True)
+    metrics: TaskMetrics | None = wire_field(None, omitempty=True)
     """Timing measurements."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class WorkerRegistration:
     """Body of ``POST /register-worker``."""
 
-    secret: str = _wire("")
+    secret: str = wire_field("")
     """Secret the worker will authenticate with; stored hashed."""
-    platform: str = _wire("")
+    platform: str = wire_field("")
     """``linux``, ``windows`` or ``darwin``."""
-    supported_task_types: tuple[str, ...] = _wire(factory=tuple, converter=_str_tuple)
+    supported_task_types: tuple[str, ...] = wire_field(factory=tuple, converter=_str_tuple)
     """Task types the worker accepts."""
-    nickname: str = _wire("")
+    nickname: str = wire_field("")
     """Human-readable name, usually the host name."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class WorkerSignonDoc:
     """Body of ``POST /sign-on``: what changed since the worker registered."""
 
-    supported_task_types: tuple[str, ...] = _wire(factory=tuple, omitempty=True, converter=_tuple)
+    supported_task_types: tuple[str, ...] = wire_field(
+        factory=tuple, omitempty=True, converter=_tuple
+    )
     """Task types the worker accepts now."""
-    nickname: str = _wire("", omitempty=True)
+    nickname: str = wire_field("", omitempty=True)
     """The worker's nickname now."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class WorkerStatusRequest:
     """Body of a 423 from ``/task`` and of a 200 from ``/status-change``.
 
     Go calls this document ``WorkerStatus``; here that name is the status enum.
     """
 
-    status_requested: WorkerStatus | str = _wire("")
+    status_requested: WorkerStatus | str = wire_field("")
     """The status the worker should take."""
 
 
@@ -285,132 +299,132 @@ class TimeOfDay:
         return f"{self.hour:02d}:{self.minute:02d}"
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class ScheduleInfo:
     """A worker's sleep schedule: asleep outside ``time_start``..``time_end`` on the given days."""
 
-    schedule_active: bool = _wire(False)
+    schedule_active: bool = wire_field(False)
     """Whether the sleep scheduler acts on this worker."""
-    days_of_week: str = _wire("", omitempty=True)
+    days_of_week: str = wire_field("", omitempty=True)
     """Space-separated two-letter day names (``mo tu we th fr sa su``); empty means every day."""
-    time_start: TimeOfDay | None = _wire(None, omitempty=True)
+    time_start: TimeOfDay | None = wire_field(None, omitempty=True)
     """Start of the awake window."""
-    time_end: TimeOfDay | None = _wire(None, omitempty=True)
+    time_end: TimeOfDay | None = wire_field(None, omitempty=True)
     """End of the awake window; may be earlier than the start, for windows across midnight."""
-    next_check: datetime | None = _wire(None, omitempty=True)
+    next_check: datetime | None = wire_field(None, omitempty=True)
     """When the sleep scheduler looks at this worker again."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class WorkerBlacklistEntry:
     """A worker that may not run tasks of one type of one job any more."""
 
-    created: datetime | None = _wire(None, key="_created")
+    created: datetime | None = wire_field(None, key="_created")
     """When the entry was made."""
-    worker_id: ObjectId | None = _wire(None, omitempty=True)
+    worker_id: ObjectId | None = wire_field(None, omitempty=True)
     """The blocked worker."""
-    job_id: ObjectId | None = _wire(None)
+    job_id: ObjectId | None = wire_field(None)
     """The job it is blocked from."""
-    task_type: str = _wire("")
+    task_type: str = wire_field("")
     """The task type it is blocked from within that job."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class Worker:
     """A worker as the manager describes it: answer to ``/register-worker``, dashboard entries.
 
     The hashed secret is never part of the document.
     """
 
-    id: ObjectId | None = _wire(None, key="_id", omitempty=True)
+    id: ObjectId | None = wire_field(None, key="_id", omitempty=True)
     """The worker ID, its Basic-auth user name."""
-    nickname: str = _wire("")
+    nickname: str = wire_field("")
     """Human-readable name."""
-    address: str = _wire("")
+    address: str = wire_field("")
     """Network address it was last seen from."""
-    status: WorkerStatus | str = _wire(WorkerStatus.NEW)
+    status: WorkerStatus | str = wire_field(WorkerStatus.NEW)
     """Current status."""
-    platform: str = _wire("")
+    platform: str = wire_field("")
     """``linux``, ``windows`` or ``darwin``."""
-    current_task: ObjectId | None = _wire(None, omitempty=True)
+    current_task: ObjectId | None = wire_field(None, omitempty=True)
     """The task last assigned to it."""
-    time_cost: int = _wire(0)
+    time_cost: int = wire_field(0)
     """Unused; always 0."""
-    last_activity: datetime | None = _wire(None, omitempty=True)
+    last_activity: datetime | None = wire_field(None, omitempty=True)
     """When it was last seen."""
-    supported_task_types: tuple[str, ...] = _wire(factory=tuple, converter=_str_tuple)
+    supported_task_types: tuple[str, ...] = wire_field(factory=tuple, converter=_str_tuple)
     """Task types it accepts."""
-    software: str = _wire("")
+    software: str = wire_field("")
     """Its last ``User-Agent``."""
-    current_task_status: TaskStatus | str = _wire("", omitempty=True)
+    current_task_status: TaskStatus | str = wire_field("", omitempty=True)
     """Last status it reported for its task."""
-    current_task_updated: datetime | None = _wire(None, omitempty=True)
+    current_task_updated: datetime | None = wire_field(None, omitempty=True)
     """When it last reported on a task."""
-    current_job: ObjectId | None = _wire(None, omitempty=True)
+    current_job: ObjectId | None = wire_field(None, omitempty=True)
     """Job of its current task (dashboard only)."""
-    status_requested: WorkerStatus | str = _wire("")
+    status_requested: WorkerStatus | str = wire_field("")
     """Status it was asked to take; empty when none."""
-    lazy_status_request: bool = _wire(False)
+    lazy_status_request: bool = wire_field(False)
     """Whether the request waits for the current task to finish."""
-    sleep_schedule: ScheduleInfo = _wire(factory=ScheduleInfo)
+    sleep_schedule: ScheduleInfo = wire_field(factory=ScheduleInfo)
     """Its sleep schedule."""
-    blacklist: tuple[WorkerBlacklistEntry, ...] = _wire(
+    blacklist: tuple[WorkerBlacklistEntry, ...] = wire_field(
         factory=tuple, omitempty=True, converter=_tuple
     )
     """Jobs and task types it is blocked from (dashboard only)."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class MayKeepRunningResponse:
     """Answer to ``/may-i-run``. Exactly these three keys: the real worker fails on any other."""
 
-    may_keep_running: bool = _wire(False)
+    may_keep_running: bool = wire_field(False)
     """Whether the worker may go on running the task."""
-    reason: str = _wire("", omitempty=True)
+    reason: str = wire_field("", omitempty=True)
     """Why not, when it may not."""
-    status_requested: WorkerStatus | str = _wire("", omitempty=True)
+    status_requested: WorkerStatus | str = wire_field("", omitempty=True)
     """A status the worker was asked to take, lazily or not."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class FileProduced:
     """Body of ``/output-produced``: files a command just wrote."""
 
-    paths: tuple[str, ...] = _wire(factory=tuple, converter=_str_tuple)
+    paths: tuple[str, ...] = wire_field(factory=tuple, converter=_str_tuple)
     """Absolute paths on the worker's machine."""
 
 
-@_document
+@attrs.frozen(kw_only=True)
 class Job:
     """A job: what a user submits, compiled into tasks by its job type."""
 
-    id: ObjectId | None = _wire(None, key="_id", omitempty=True)
+    id: ObjectId | None = wire_field(None, key="_id", omitempty=True)
     """The job ID."""
-    created: datetime | None = _wire(None, key="_created", omitempty=True)
+    created: datetime | None = wire_field(None, key="_created", omitempty=True)
     """When the job was submitted."""
-    updated: datetime | None = _wire(None, key="_updated", omitempty=True)
+    updated: datetime | None = wire_field(None, key="_updated", omitempty=True)
     """When the job last changed."""
-    etag: str = _wire("", key="_etag", omitempty=True)
+    etag: str = wire_field("", key="_etag", omitempty=True)
     """Entity tag of the job's current version."""
-    name: str = _wire("")
+    name: str = wire_field("")
     """Human-readable name."""
-    job_type: str = _wire("")
+    job_type: str = wire_field("")
     """The job type that compiles it: ``blender-render``, ``sleep``, ..."""
-    description: str = _wire("", omitempty=True)
+    description: str = wire_field("", omitempty=True)
     """Free text."""
-    project: ObjectId | None = _wire(None, omitempty=True)
+    project: ObjectId | None = wire_field(None, omitempty=True)
     """Project the job belongs to."""
-    user: ObjectId | None = _wire(None, omitempty=True)
+    user: ObjectId | None = wire_field(None, omitempty=True)
     """User who submitted it."""
-    manager: ObjectId | None = _wire(None, omitempty=True)
+    manager: ObjectId | None = wire_field(None, omitempty=True)
     """Manager that runs it."""
-    status: JobStatus | str = _wire(JobStatus.UNDER_CONSTRUCTION)
+    status: JobStatus | str = wire_field(JobStatus.UNDER_CONSTRUCTION)
     """Current status."""
-    status_reason: str = _wire("", omitempty=True)
+    status_reason: str = wire_field("", omitempty=True)
     """Why the job has its status."""
-    start_paused: bool = _wire(False, omitempty=True)
+    start_paused: bool = wire_field(False, omitempty=True)
     """Whether the compiled job waits for a requeue before it runs."""
-    priority: int = _wire(50)
+    priority: int = wire_field(50)
     """1 to 100; higher runs first. Copied into every task as ``job_priority``."""
-    settings: dict[str, Any] = _wire(factory=dict, converter=_dict)
+    settings: dict[str, Any] = wire_field(factory=dict, converter=_dict)
     """Input of the job type's compiler."""

@@ -31,15 +31,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from .errors import InvalidObjectId
+
 __all__ = ["InvalidObjectId", "ObjectId"]
 
 _HEX24: Final = re.compile(r"[0-9a-fA-F]{24}")
 _TICKS_PER_SECOND: Final = 1 << 24
 _COUNTER_LIMIT: Final = 1 << 24
-
-
-class InvalidObjectId(ValueError):
-    """Raised when a string is not a 24-character hexadecimal object ID."""
 
 
 class ObjectId(str):
@@ -121,7 +119,7 @@ class _Generator:
                 if self._counter == _COUNTER_LIMIT:
                     self._last_tick += 1
                     self._counter = 0
-            value = (self._last_tick << 64) | (self._random << 24) | self._counter
+            value = (self._last_tick << 40) | (self._random << 24) | self._counter
         return ObjectId.from_bytes(value.to_bytes(12, "big"))
 
 
