@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -96,3 +96,51 @@ def files_under(root: Path) -> set[str]:
         for name in (*dirnames, *filenames):
             found.add(os.path.relpath(os.path.join(dirpath, name), root))
     return found
+
+
+class LiveShaman:
+    """A Shaman served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, config: ShamanConfig) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.app = create_app(config, run_gc=False)
+        self.shaman: Shaman = self.app.state.shaman
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live(tmp_path: Path, key_dir: Path) -> Iterator[LiveShaman]:
+    config = ShamanConfig(
+        store_dir=tmp_path / "store",
+        checkout_dir=tmp_path / "checkouts",
+        jwt_key_dir=key_dir,
+        serve_get_token=True,
+        gc_period=0,
+        create_waits_for_uploads=5.0,
+    )
+    server = LiveShaman(config)
+    yield server
+    server.stop()

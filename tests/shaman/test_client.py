@@ -1,0 +1,188 @@
+"""The pack client, its checksum cache and progress bar, against a live Shaman on loopback."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from shaman_core.checksums import ChecksumCache, hash_file, hash_files
+from shaman_core.client import ShamanClient, ShamanClientError, pack
+from shaman_core.progress import Progress, ProgressBar, render_progress
+
+from .conftest import LiveShaman, files_under, sha256
+
+
+def _make_tree(root: Path) -> dict[str, bytes]:
+    contents = {
+        "scene.blend": os.urandom(300_000),
+        "textures/wood.png": os.urandom(70_000),
+        "textures/wood copy.png": b"",
+        "textures/shot..v2.png": b"same",
+        "textures/dup.png": b"same",
+        "ünïcode/ß.txt": "grüße".encode(),
+    }
+    for relative, data in contents.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return contents
+
+
+def _checkout_matches(checkout: Path, contents: dict[str, bytes]) -> None:
+    files = {p for p in files_under(checkout) if (checkout / p).is_symlink()}
+    assert files == set(contents)
+    for relative, data in contents.items():
+        assert (checkout / relative).read_bytes() == data
+
+
+def test_pack_uploads_then_reuses(tmp_path: Path, live: LiveShaman, token: str) -> None:
+    source = tmp_path / "project"
+    contents = _make_tree(source)
+    cache = ChecksumCache(tmp_path / "cache.sqlite")
+    progress = Progress()
+    report = pack(
+        source, live.url, checkout_id="job_one", token=token, cache=cache, progress=progress
+    )
+    assert report.files == 6
+    assert report.uploaded_files == 5  # dup.png and shot..v2.png share one blob
+    assert report.checkout_path == "ne/job_one"
+    assert progress.done_files == 5
+    assert (
+        progress.done_bytes
+        == progress.total_bytes
+        == sum(len(v) for k, v in contents.items() if k != "textures/dup.png")
+    )
+    _checkout_matches(live.shaman.config.checkout_dir / "ne/job_one", contents)
+    again = pack(source, live.url, checkout_id="job_two", token=token, cache=cache)
+    assert again.uploaded_files == 0
+    assert again.rounds == 1
+    _checkout_matches(live.shaman.config.checkout_dir / "wo/job_two", contents)
+
+
+def test_pack_errors_are_reported(tmp_path: Path, live: LiveShaman, token: str) -> None:
+    source = tmp_path / "p"
+    _make_tree(source)
+    with pytest.raises(ShamanClientError) as caught:
+        pack(source, live.url, checkout_id="x", token=token)
+    assert caught.value.status == 400
+    with pytest.raises(ShamanClientError) as caught:
+        pack(source, live.url, checkout_id="nojwt")
+    assert caught.value.status == 401
+    with pytest.raises(ShamanClientError) as caught:
+        pack(source, "http://127.0.0.1:9/", token=token)
+    assert caught.value.status == 0
+
+
+def test_parallel_packs_of_the_same_files(tmp_path: Path, live: LiveShaman, token: str) -> None:
+    source = tmp_path / "shared"
+    contents = {f"f{i}.bin": os.urandom(200_000) for i in range(12)}
+    source.mkdir()
+    for name, data in contents.items():
+        (source / name).write_bytes(data)
+    errors: list[BaseException] = []
+
+    def run(checkout_id: str) -> None:
+        try:
+            pack(source, live.url, checkout_id=checkout_id, token=token, concurrency=3)
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(f"par_{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for index in range(3):
+        _checkout_matches(live.shaman.config.checkout_dir / f"_{index}/par_{index}", contents)
+    assert files_under(live.shaman.store.uploading_dir) == set()
+
+
+def test_checksum_cache_keyed_by_size_and_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"one")
+    cache = ChecksumCache(tmp_path / "c.sqlite")
+    hashed: list[int] = []
+    assert hash_files([path], cache=cache, on_hashed=hashed.append) == [(sha256(b"one"), 3)]
+    assert hash_files([path], cache=cache, on_hashed=hashed.append) == [(sha256(b"one"), 3)]
+    assert hashed == [3]
+    path.write_bytes(b"two")
+    os.utime(path, ns=(1, 1))
+    assert hash_files([path], cache=cache, on_hashed=hashed.append) == [(sha256(b"two"), 3)]
+    assert hashed == [3, 3]
+    assert hash_file(path) == sha256(b"two")
+
+
+def test_progress_line() -> None:
+    line = render_progress(5 * 2**20, 10 * 2**20, 1, 2, 2.0)
+    assert line.startswith("[##########----------]  50%")
+    assert "5.0 MiB/10.0 MiB" in line
+    assert "1/2 files" in line
+    assert "2.5 MiB/s" in line
+    assert "ETA 0:00:02" in line
+    assert render_progress(0, 0, 0, 0, 0.0).endswith("done")
+    stream = io.StringIO()
+    bar = ProgressBar(stream, interval=0)
+    bar.add_work(1, 10)
+    bar.advance(10)
+    bar.file_done()
+    bar.close()
+    last_line = stream.getvalue().rsplit("\r", 1)[-1]
+    assert "1/1 files" in last_line
+    assert last_line.endswith("done\n")
+    assert "\r[####################] 100%" in stream.getvalue()
+
+
+def test_client_requirements_round_trip(live: LiveShaman, token: str) -> None:
+    with ShamanClient(live.url.rstrip("/"), token) as client:
+        line = f"{'a' * 64} 3 x y.txt\n".encode()
+        assert client.requirements(line) == [("file-unknown", "x y.txt")]
+
+
+@pytest.mark.slow
+def test_cli_keys_token_pack_and_gc(tmp_path: Path, live: LiveShaman, key_dir: Path) -> None:
+    def shaman(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        return subprocess.run(
+            [sys.executable, "-m", "shaman_core.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+
+    created = shaman("keys", "create", str(tmp_path / "keys"))
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "keys" / "es256-private.pem").exists()
+    assert shaman("keys", "create", str(tmp_path / "keys")).returncode == 1  # never overwrites
+    minted = shaman("token", "mint", "--jwt-keys", str(key_dir), "--subject", "cli-user")
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    source = tmp_path / "src"
+    contents = _make_tree(source)
+    packed = shaman("pack", str(source), live.url, "--checkout-id", "cli_job", "--token", token)
+    assert packed.returncode == 0, packed.stderr
+    assert "checkout: ob/cli_job" in packed.stdout
+    assert "files" in packed.stderr  # the progress bar
+    _checkout_matches(live.shaman.config.checkout_dir / "ob/cli_job", contents)
+    gc = shaman(
+        "gc",
+        "--store",
+        str(live.shaman.store.root),
+        "--checkouts",
+        str(live.shaman.config.checkout_dir),
+        "--max-age-days",
+        "0",
+    )
+    assert gc.returncode == 0, gc.stderr
+    assert "would delete 0" in gc.stdout
+    failed = shaman("pack", str(source), live.url, "--checkout-id", "cli_job", "--token", token)
+    assert failed.returncode == 1
+    assert "409" in failed.stderr
