@@ -1,0 +1,535 @@
+"""Task logs on disk, in the Go manager's layout (spec §9).
+
+Every task has one current log file, ``<root>/job-<job[:4]>/<job>/task-<task>.txt`` (called ``X``
+below), that task updates append to. When a task starts a new run its log is rotated:
+
+* numbered older runs shift up by one, gaps preserved (``X.1 X.2 X.5`` become ``X.2 X.3 X.6``);
+* ``X`` becomes ``X.1``, kept as plain text because it is the run people look at most;
+* every older run is gzipped in place: ``X.<n>`` with ``n >= 2`` becomes ``X.<n>.gz``;
+* with ``keep_rotated`` set, only that many older runs (the newest ones) are kept.
+
+``X.gz`` is not a rotated log: it is a gzip copy of ``X`` made by :meth:`TaskLogStore.compress`
+(the Go manager made it for the Server's log upload). Rotation deletes it, since it copies the run
+that just became ``X.1``; left in place, ``/logfile`` would serve the old run until the new one
+writes its first line.
+
+The store is synchronous and keeps no state beyond its configuration; call it from a worker
+thread when the event loop must not wait on the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import io
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+__all__ = [
+    "HEAD_BYTES",
+    "MISSING_LOG_TEXT",
+    "TAIL_BYTES",
+    "FileRange",
+    "LogView",
+    "TaskLogError",
+    "TaskLogStore",
+    "format_skipped",
+    "numbered_path_parts",
+    "trim_log_tail",
+]
+
+HEAD_BYTES: Final = 5 * 1024
+"""Bytes of a large log's start that ``/logfile`` shows."""
+TAIL_BYTES: Final = 10 * 1024
+"""Bytes of a large log's end that ``/logfile`` shows (less the first partial line)."""
+LOG_TAIL_LINES: Final = 10
+"""Lines of a task update's log kept in its ``log_tail``."""
+MISSING_LOG_TEXT: Final = "log file does not exist on Flamenco Manager"
+"""What :meth:`TaskLogStore.compress` compresses when a task has no log at all."""
+GZIP_LEVEL: Final = 9
+
+_WHOLE_FILE_AGENTS: Final = ("Wget/", "curl/")
+_OBJECT_ID: Final = re.compile(r"[0-9a-fA-F]{24}")
+_ROTATED: Final = re.compile(r"\.(\d+)(\.gz)?")
+_CHUNK: Final = 64 * 1024
+
+
+class TaskLogError(Exception):
+    """A task log could not be written, rotated, compressed or read; ``reason`` says why."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(f"{message}: {reason}" if reason else message)
+        self.reason = reason
+        """The operating system's explanation, such as ``No space left on device``."""
+
+
+class InvalidLogIdError(TaskLogError, ValueError):
+    """A job or task ID is not a 24-hex-digit object ID, so it cannot name a log file."""
+
+
+def trim_log_tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``text``, ending in a newline; ``""`` for empty text.
+
+    This is a task update's ``log_tail`` (spec TU-13): ``"a\\nb"`` and ``"a\\nb\\n"`` both give
+    ``"a\\nb\\n"``.
+    """
+    if not text or lines <= 0:
+        return ""
+    if not text.endswith("\n"):
+        text += "\n"
+    cut = len(text) - 1
+    for _ in range(lines):
+        cut = text.rfind("\n", 0, cut)
+        if cut < 0:
+            return text
+    return text[cut + 1 :]
+
+
+def numbered_path_parts(path: str) -> tuple[int, str]:
+    """Split ``base.<n>`` into ``(n, base)``, the way the Go manager's rotation reads names.
+
+    The suffix is read as a signed decimal (``a.007`` is 7, ``a.-4`` is -4). Anything else,
+    including a dot inside a directory name, gives ``(-1, path)`` (spec LR-01).
+    """
+    base, dot, suffix = path.rpartition(".")
+    if not dot:
+        return -1, path
+    digits = suffix[1:] if suffix[:1] in "+-" else suffix
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return -1, path
+    return int(suffix), base
+
+
+def format_skipped(size: int) -> str:
+    """A byte count as the Go manager prints it in a trimmed log: ``%.1f`` and a binary unit."""
+    value = float(size)
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    unit = 0
+    while value > 1024.0 and unit < len(units) - 1:
+        value /= 1024.0
+        unit += 1
+    return f"{value:.1f} {units[unit]}"
+
+
+@attrs.frozen
+class FileRange:
+    """Bytes ``start`` up to ``end`` (exclusive) of a file."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        """How many bytes the range holds."""
+        return self.end - self.start
+
+
+@attrs.frozen(kw_only=True)
+class LogView:
+    """What ``/logfile`` sends for one task log (spec §9.4), without any HTTP.
+
+    * ``whole``: send the file at ``path`` as it is (a file response, so Range requests work);
+    * ``gzip``: the file is ``X.gz``; send it with ``Content-Encoding: gzip`` and
+      ``Content-Disposition: attachment; filename="<filename>"`` (``whole`` is then true too);
+    * otherwise the body is ``head`` of the file, then ``skipped_text``, then ``tail`` of the file;
+      :meth:`iter_bytes` produces it in chunks and :attr:`content_length` is its length.
+    """
+
+    path: Path
+    """The file to send from."""
+    filename: str
+    """The file's name (``task-<id>.txt`` or ``task-<id>.txt.gz``)."""
+    size: int
+    """The file's size when the view was made; ranges never go past it."""
+    whole: bool
+    """Send the whole file."""
+    gzip: bool = False
+    """The file is the gzip copy; tell the client it is gzip-encoded, as an attachment."""
+    head: FileRange | None = None
+    """The start of a trimmed log."""
+    skipped_text: bytes = b""
+    """The note between the head and the tail of a trimmed log."""
+    tail: FileRange | None = None
+    """The last ``TAIL_BYTES`` of a trimmed log, less the partial line they start with.
+
+    When no line starts in them, they are sent as they are.
+    """
+
+    @property
+    def content_length(self) -> int:
+        """Length of the body :meth:`iter_bytes` produces."""
+        if self.whole:
+            return self.size
+        head = self.head.length if self.head else 0
+        tail = self.tail.length if self.tail else 0
+        return head + len(self.skipped_text) + tail
+
+    def iter_bytes(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        """The body in chunks of at most ``chunk_size`` bytes, read lazily from the file."""
+        ranges = [FileRange(0, self.size)] if self.whole else [self.head, None, self.tail]
+        with self.path.open("rb") as file:
+            for part in ranges:
+                if part is None:
+                    if self.skipped_text:
+                        yield self.skipped_text
+                    continue
+                file.seek(part.start)
+                remaining = part.length
+                while remaining > 0:
+                    chunk = file.read(min(chunk_size, remaining))
+                    if not chunk:
+                        break  # The file shrank under us; send what there is.
+                    remaining -= len(chunk)
+                    yield chunk
+
+
+class TaskLogStore:
+    """The task log files under one root directory.
+
+    ``keep_rotated`` caps how many older runs rotation keeps per task (``None``: all of them);
+    ``compress_rotated`` gzips runs older than the previous one.
+    """
+
+    def __init__(
+        self, root: Path, *, keep_rotated: int | None = None, compress_rotated: bool = True
+    ) -> None:
+        if keep_rotated is not None and keep_rotated < 0:
+            raise ValueError(f"keep_rotated must be 0 or more, not {keep_rotated}")
+        self.root = Path(root)
+        """The directory holding every job's logs (Go's ``task_logs_path``)."""
+        self.keep_rotated = keep_rotated
+        self.compress_rotated = compress_rotated
+
+    # Paths
+
+    def job_dir(self, job_id: str) -> Path:
+        """``<root>/job-<job[:4]>/<job>``: the directory of one job's logs."""
+        job = _checked_id(job_id, "job")
+        return self.root / f"job-{job[:4]}" / job
+
+    def path(self, job_id: str, task_id: str) -> Path:
+        """``<root>/job-<job[:4]>/<job>/task-<task>.txt``: the task's current log."""
+        return self.job_dir(job_id) / f"task-{_checked_id(task_id, 'task')}.txt"
+
+    def gzip_path(self, job_id: str, task_id: str) -> Path:
+        """The gzip copy of the current log, ``X.gz``."""
+        return _with_suffix(self.path(job_id, task_id), ".gz")
+
+    # Writing
+
+    def append(self, job_id: str, task_id: str, text: str) -> None:
+        """Append ``text`` to the task's log, ending it with a newline if it has none.
+
+        Empty text, or an empty job ID (the Go manager's "unknown job"), writes nothing. The text
+        goes in with one append, and a failed append is undone, so a full disk never leaves half a
+        line behind. Raises :class:`TaskLogError` when the disk refuses.
+        """
+        if not text or not job_id:
+            return
+        path = self.path(job_id, task_id)
+        data = text.encode("utf-8", errors="surrogateescape")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = _open_append(path)
+        except OSError as exc:
+            raise TaskLogError(f"cannot open task log {path}", _reason(exc)) from exc
+        try:
+            _write_all_or_nothing(fd, data)
+        except OSError as exc:
+            raise TaskLogError(f"cannot write task log {path}", _reason(exc)) from exc
+        finally:
+            os.close(fd)
+
+    # Rotation
+
+    def rotate(self, job_id: str, task_id: str) -> None:
+        """Start a fresh log for a new run of the task (spec §9.2, fixed as the module doc says).
+
+        Nothing happens when the task has no log yet.
+        """
+        current = self.path(job_id, task_id)
+        if not current.exists():
+            return
+        try:
+            self._shift_numbered(current)
+            os.replace(current, _with_suffix(current, ".1"))
+            with contextlib.suppress(FileNotFoundError):
+                _with_suffix(current, ".gz").unlink()
+            if self.keep_rotated is not None:
+                for _, path in self.rotated(job_id, task_id)[self.keep_rotated :]:
+                    path.unlink()
+            if self.compress_rotated:
+                self._compress_old(job_id, task_id)
+        except OSError as exc:
+            raise TaskLogError(f"cannot rotate task log {current}", _reason(exc)) from exc
+
+    def rotated(self, job_id: str, task_id: str) -> list[tuple[int, Path]]:
+        """The task's older runs as ``(number, path)``, newest (lowest number) first."""
+        current = self.path(job_id, task_id)
+        found = [(number, path) for number, path, _ in _numbered_siblings(current)]
+        found.sort(key=lambda item: (item[0], item[1].name))
+        return found
+
+    def _shift_numbered(self, current: Path) -> None:
+        # Descending order keeps gaps and never renames onto a file still to be moved; the free-slot
+        # check only matters for odd names (`X.07` next to `X.7`), where Go lost one of the two.
+        entries = sorted(_numbered_siblings(current), key=lambda e: (e[0], e[1].name), reverse=True)
+        for number, path, compressed in entries:
+            target_number = number + 1
+            while True:
+                target = _rotated_path(current, target_number, compressed)
+                if not target.exists():
+                    break
+                target_number += 1
+            os.replace(path, target)
+
+    def _compress_old(self, job_id: str, task_id: str) -> None:
+        current = self.path(job_id, task_id)
+        for number, path, compressed in _numbered_siblings(current):
+            if compressed or number < 2:
+                continue
+            target = _rotated_path(current, number, compressed=True)
+            if target.exists():
+                continue  # A copy from an interrupted run of this loop: keep the plain file.
+            try:
+                _gzip_atomically(path, target)
+            except OSError:
+                continue  # Out of space: the plain file stays, which loses nothing.
+            path.unlink()
+
+    # Compression and reading
+
+    def compress(self, job_id: str, task_id: str) -> Path:
+        """Write ``X.gz`` (gzip level 9) next to ``X`` and return its path (spec LU-01..LU-04).
+
+        An ``X.gz`` newer than ``X``, or one without ``X``, is reused as it is. When neither
+        exists, ``X`` is first created holding :data:`MISSING_LOG_TEXT`.
+        """
+        current = self.path(job_id, task_id)
+        packed = _with_suffix(current, ".gz")
+        try:
+            packed_stat = _stat_or_none(packed)
+            current_stat = _stat_or_none(current)
+            if packed_stat is not None and (
+                current_stat is None or packed_stat.st_mtime_ns > current_stat.st_mtime_ns
+            ):
+                return packed
+            if current_stat is None:
+                current.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                fd = _open_append(current)
+                try:
+                    _write_all_or_nothing(fd, MISSING_LOG_TEXT.encode())
+                finally:
+                    os.close(fd)
+            _gzip_atomically(current, packed)
+        except OSError as exc:
+            raise TaskLogError(f"cannot compress task log {current}", _reason(exc)) from exc
+        return packed
+
+    def open_run(self, job_id: str, task_id: str, run: int = 0) -> io.BufferedIOBase:
+        """Open one run's log for reading, decompressed: 0 is the current run, 1 the previous...
+
+        The current run falls back on ``X.gz`` when ``X`` is missing; an older run is read from
+        ``X.<n>`` or ``X.<n>.gz``. Raises :class:`FileNotFoundError` when the run has no log.
+        """
+        current = self.path(job_id, task_id)
+        if run == 0:
+            plain, packed = current, _with_suffix(current, ".gz")
+        else:
+            plain = _rotated_path(current, run, compressed=False)
+            packed = _rotated_path(current, run, compressed=True)
+        try:
+            return plain.open("rb")
+        except FileNotFoundError:
+            return gzip.open(packed, "rb")
+
+    def read_whole(self, job_id: str, task_id: str, run: int = 0) -> bytes:
+        """One run's whole log, decompressed (see :meth:`open_run`); for tools and tests.
+
+        This reads the log into memory: to send a log to a client use :meth:`serve`.
+        """
+        with self.open_run(job_id, task_id, run) as file:
+            return file.read()
+
+    def tail(self, job_id: str, task_id: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the current log, read from the end of the file.
+
+        ``""`` when the task has no log. Undecodable bytes are replaced, not fatal.
+        """
+        if lines <= 0:
+            return ""
+        try:
+            file = self.path(job_id, task_id).open("rb")
+        except FileNotFoundError:
+            return ""
+        with file:
+            end = file.seek(0, os.SEEK_END)
+            data = b""
+            position = end
+            # lines+1 newlines guarantee the first kept line is complete.
+            while position > 0 and data.count(b"\n") <= lines:
+                step = min(8192, position)
+                position -= step
+                file.seek(position)
+                data = file.read(step) + data
+        return trim_log_tail(data.decode("utf-8", errors="replace"), lines)
+
+    # Serving
+
+    def serve(self, job_id: str, task_id: str, user_agent: str = "") -> LogView | None:
+        """What ``/logfile/{job}/{task}`` sends (spec §9.4), or ``None`` when there is no log.
+
+        Raises :class:`TaskLogError` when the log exists but cannot be read (the route's 500).
+        """
+        current = self.path(job_id, task_id)
+        try:
+            stat = _stat_or_none(current)
+            if stat is None:
+                packed = _with_suffix(current, ".gz")
+                packed_stat = _stat_or_none(packed)
+                if packed_stat is None:
+                    return None
+                return LogView(
+                    path=packed,
+                    filename=packed.name,
+                    size=packed_stat.st_size,
+                    whole=True,
+                    gzip=True,
+                )
+            size = stat.st_size
+            if size < HEAD_BYTES + TAIL_BYTES or user_agent.startswith(_WHOLE_FILE_AGENTS):
+                return LogView(path=current, filename=current.name, size=size, whole=True)
+            tail_start = size - TAIL_BYTES
+            with current.open("rb") as file:
+                # One byte early, to see whether the tail already starts on a line boundary.
+                file.seek(tail_start - 1)
+                window = file.read(TAIL_BYTES + 1)
+        except OSError as exc:
+            raise TaskLogError(f"cannot access task log {current}", _reason(exc)) from exc
+        line_start = tail_start + window.find(b"\n")
+        if not tail_start <= line_start < size:
+            # No line starts in the tail: showing it cut beats showing nothing of the log's end.
+            line_start = tail_start
+        skipped = (
+            f"...\n\n... Skipped {format_skipped(tail_start - HEAD_BYTES)}, "
+            "use WGet or Curl to download the entire log ... \n\n"
+        )
+        return LogView(
+            path=current,
+            filename=current.name,
+            size=size,
+            whole=False,
+            head=FileRange(0, HEAD_BYTES),
+            skipped_text=skipped.encode(),
+            tail=FileRange(line_start, size),
+        )
+
+    # Removal
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove every log of a job; nothing happens when it has none."""
+        directory = self.job_dir(job_id)
+        try:
+            shutil.rmtree(directory)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise TaskLogError(f"cannot delete the logs in {directory}", _reason(exc)) from exc
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()  # Only succeeds when no other job shares the prefix.
+
+
+def _checked_id(value: str, what: str) -> str:
+    # IDs become path components: anything but an object ID could climb out of the root.
+    if not _OBJECT_ID.fullmatch(value):
+        raise InvalidLogIdError(f"invalid {what} ID for a task log: {value!r}")
+    return value.lower()
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _rotated_path(current: Path, number: int, compressed: bool) -> Path:
+    return _with_suffix(current, f".{number}.gz" if compressed else f".{number}")
+
+
+def _numbered_siblings(current: Path) -> Iterator[tuple[int, Path, bool]]:
+    """``X.<n>`` and ``X.<n>.gz`` next to ``X``, as ``(n, path, compressed)``, in no order."""
+    prefix = current.name
+    try:
+        names = os.listdir(current.parent)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        match = _ROTATED.fullmatch(name, len(prefix))
+        if match is not None:
+            yield int(match[1]), current.parent / name, match[2] is not None
+
+
+def _open_append(path: Path) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return os.open(path, flags)
+    # The umask may have taken bits away from a new file; logs are world-readable in Go.
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o644)
+    return fd
+
+
+def _write_all_or_nothing(fd: int, data: bytes) -> None:
+    written = 0
+    try:
+        while written < len(data):
+            count = os.write(fd, data[written:])
+            if count == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += count
+    except OSError:
+        if written:
+            # Take back our partial line; O_APPEND put it at the very end of the file.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+        raise
+
+
+def _gzip_atomically(source: Path, target: Path) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with (
+            open(source, "rb") as plain,
+            os.fdopen(fd, "wb") as raw,
+            gzip.GzipFile(source.name, "wb", GZIP_LEVEL, raw) as packed,
+        ):
+            shutil.copyfileobj(plain, packed, _CHUNK)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -1,0 +1,432 @@
+"""Task logs on disk: layout, appending, rotation, compression and serving (spec §9)."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flamenco_manager.services import task_logs
+from flamenco_manager.services.task_logs import (
+    HEAD_BYTES,
+    MISSING_LOG_TEXT,
+    TAIL_BYTES,
+    InvalidLogIdError,
+    TaskLogError,
+    TaskLogStore,
+    format_skipped,
+    numbered_path_parts,
+    trim_log_tail,
+)
+
+JOB = "5c0165dc494ba92dc0552a00"
+TASK = "5c0165dc494ba92dc0552a01"
+FIFTEEN_LINES = "many\nlines\nof\nlogging\nproduced\nby\nthis\nworker\nso\nmany\nmany\nmany\nlines\nit's\ncrazy.\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TaskLogStore:
+    return TaskLogStore(tmp_path / "task-logs")
+
+
+def _names(directory: Path) -> set[str]:
+    return {path.name for path in directory.iterdir()}
+
+
+# Layout and appending
+
+
+def test_path_follows_the_go_layout(store: TaskLogStore) -> None:
+    expected = store.root / "job-5c01" / JOB / f"task-{TASK}.txt"
+    assert store.path(JOB, TASK) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "../../etc/passwd", "5c0165dc494ba92dc0552a0", "x" * 24])
+def test_ids_that_are_not_object_ids_are_refused(store: TaskLogStore, bad: str) -> None:
+    with pytest.raises(InvalidLogIdError):
+        store.path(JOB, bad)
+    with pytest.raises(InvalidLogIdError):
+        store.path(bad, TASK)
+
+
+def test_trim_log_tail_keeps_ten_lines_with_a_final_newline() -> None:
+    # TU-13
+    assert trim_log_tail("") == ""
+    assert trim_log_tail("one line\ntwo lines") == "one line\ntwo lines\n"
+    assert trim_log_tail("one line\ntwo lines\n") == "one line\ntwo lines\n"
+    expected = "by\nthis\nworker\nso\nmany\nmany\nmany\nlines\nit's\ncrazy.\n"
+    assert trim_log_tail(FIFTEEN_LINES) == expected
+    assert trim_log_tail("a\nb\nc", lines=2) == "b\nc\n"
+    assert trim_log_tail("a\nb", lines=0) == ""
+
+
+def test_append_writes_exact_text_and_adds_a_missing_newline(store: TaskLogStore) -> None:
+    # TU-11, TU-12
+    store.append(JOB, TASK, FIFTEEN_LINES)
+    assert store.path(JOB, TASK).read_text() == FIFTEEN_LINES
+    store.append(JOB, TASK, "just\nsome\nmore\nlines")
+    assert store.path(JOB, TASK).read_text() == FIFTEEN_LINES + "just\nsome\nmore\nlines\n"
+
+
+def test_append_creates_world_readable_files_and_directories(store: TaskLogStore) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        store.append(JOB, TASK, "hello")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(store.path(JOB, TASK).stat().st_mode) == 0o644
+    assert stat.S_IMODE(store.root.stat().st_mode) & 0o700 == 0o700
+
+
+def test_append_of_nothing_or_for_an_unknown_job_writes_nothing(store: TaskLogStore) -> None:
+    # TU-15: no log file before the first log write.
+    store.append(JOB, TASK, "")
+    store.append("", TASK, "text for a task of an unknown job")
+    assert not store.root.exists()
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_half_line(
+    store: TaskLogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append(JOB, TASK, "first line")
+    real_write = os.write
+
+    def write_half_then_fail(fd: int, data: bytes) -> int:
+        if len(data) > 4:
+            return real_write(fd, bytes(data[:4]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(task_logs.os, "write", write_half_then_fail)
+    with pytest.raises(TaskLogError) as caught:
+        store.append(JOB, TASK, "second line that does not fit")
+    monkeypatch.undo()
+
+    assert caught.value.reason == os.strerror(errno.ENOSPC)
+    assert store.path(JOB, TASK).read_text() == "first line\n"
+
+
+def test_an_unwritable_root_is_a_task_log_error(tmp_path: Path) -> None:
+    root = tmp_path / "not-a-directory"
+    root.write_text("")
+    with pytest.raises(TaskLogError):
+        TaskLogStore(root).append(JOB, TASK, "text")
+
+
+def test_tail_reads_the_last_lines_from_the_end(store: TaskLogStore) -> None:
+    assert store.tail(JOB, TASK) == ""
+    store.append(JOB, TASK, "".join(f"line {n}\n" for n in range(20_000)))
+    assert store.tail(JOB, TASK, 3) == "line 19997\nline 19998\nline 19999\n"
+    assert store.tail(JOB, TASK) == trim_log_tail(store.path(JOB, TASK).read_text())
+
+
+def test_delete_job_removes_its_logs_only(store: TaskLogStore) -> None:
+    other_job = JOB[:-1] + "f"
+    store.append(JOB, TASK, "mine")
+    store.append(other_job, TASK, "theirs")
+    store.delete_job(JOB)
+    store.delete_job(JOB)  # Deleting twice is fine.
+    assert not store.job_dir(JOB).exists()
+    assert store.path(other_job, TASK).read_text() == "theirs\n"
+
+
+# Rotation
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("a.1", (1, "a")),
+        ("a.-4", (-4, "a")),
+        ("a.1.2.3", (3, "a.1.2")),
+        ("a.001", (1, "a")),
+        ("a.01", (1, "a")),
+        ("a.010", (10, "a")),
+        ("a.", (-1, "a.")),
+        ("a", (-1, "a")),
+        ("a.abc", (-1, "a.abc")),
+        ("", (-1, "")),
+        (" ", (-1, " ")),
+        ("x.327.what?", (-1, "x.327.what?")),
+        ("/path/üničøde.327/.47", (47, "/path/üničøde.327/")),
+    ],
+)
+def test_numbered_path_parts(path: str, expected: tuple[int, str]) -> None:
+    # LR-01
+    assert numbered_path_parts(path) == expected
+
+
+def test_rotating_a_missing_log_does_nothing(store: TaskLogStore) -> None:
+    # LR-02
+    store.rotate(JOB, TASK)
+    assert not store.root.exists()
+
+
+def test_rotating_one_file(store: TaskLogStore) -> None:
+    # LR-03, TU-16
+    store.append(JOB, TASK, "first run")
+    store.rotate(JOB, TASK)
+    store.append(JOB, TASK, "second run")
+    assert _names(store.job_dir(JOB)) == {f"task-{TASK}.txt", f"task-{TASK}.txt.1"}
+    assert store.read_whole(JOB, TASK) == b"second run\n"
+    assert store.read_whole(JOB, TASK, 1) == b"first run\n"
+
+
+def test_rotation_keeps_gaps_like_go(tmp_path: Path) -> None:
+    # LR-04, with compression off to see Go's exact names.
+    store = TaskLogStore(tmp_path, compress_rotated=False)
+    current = store.path(JOB, TASK)
+    current.parent.mkdir(parents=True)
+    current.write_text("current")
+    for number in (1, 2, 3, 5, 7):
+        Path(f"{current}.{number}").write_text(f"was {number}")
+    store.rotate(JOB, TASK)
+    assert _names(current.parent) == {f"{current.name}.{n}" for n in (1, 2, 3, 4, 6, 8)}
+    assert Path(f"{current}.1").read_text() == "current"
+    for old in (1, 2, 3, 5, 7):
+        assert Path(f"{current}.{old + 1}").read_text() == f"was {old}"
+
+
+def test_rotation_gzips_runs_older_than_the_previous_one(store: TaskLogStore) -> None:
+    for run in range(4):
+        store.rotate(JOB, TASK)
+        store.append(JOB, TASK, f"run {run}")
+    name = f"task-{TASK}.txt"
+    assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2.gz", f"{name}.3.gz"}
+    assert [store.read_whole(JOB, TASK, n) for n in range(4)] == [
+        b"run 3\n",
+        b"run 2\n",
+        b"run 1\n",
+        b"run 0\n",
+    ]
+
+
+def test_rotation_keeps_at_most_the_configured_number_of_runs(tmp_path: Path) -> None:
+    store = TaskLogStore(tmp_path, keep_rotated=2)
+    for run in range(5):
+        store.rotate(JOB, TASK)
+        store.append(JOB, TASK, f"run {run}")
+    assert [number for number, _ in store.rotated(JOB, TASK)] == [1, 2]
+    assert store.read_whole(JOB, TASK, 2) == b"run 2\n"
+
+
+def test_rotation_leaves_no_numbered_gzip_copy_of_the_current_log(store: TaskLogStore) -> None:
+    # §19.2 item 19: Go renamed X.gz to X.gz.0 and then X.gz.1.
+    store.append(JOB, TASK, "first run")
+    store.compress(JOB, TASK)
+    store.rotate(JOB, TASK)
+    store.rotate(JOB, TASK)
+    assert _names(store.job_dir(JOB)) == {f"task-{TASK}.txt.1"}
+    # The stale copy of the first run is gone, so /logfile does not serve it as the new run.
+    assert store.serve(JOB, TASK) is None
+
+
+def test_rotation_leaves_foreign_files_alone(store: TaskLogStore) -> None:
+    store.append(JOB, TASK, "run")
+    current = store.path(JOB, TASK)
+    for suffix in (".abc", ".-4", ".1.bak"):
+        Path(f"{current}{suffix}").write_text(suffix)
+    store.rotate(JOB, TASK)
+    assert _names(current.parent) == {f"{current.name}{s}" for s in (".1", ".abc", ".-4", ".1.bak")}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    numbers=st.lists(st.integers(1, 12), max_size=8),
+    padded=st.lists(st.booleans(), min_size=8, max_size=8),
+    packed=st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_rotation_never_loses_a_file(
+    numbers: list[int], padded: list[bool], packed: list[bool]
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        store = TaskLogStore(Path(directory))
+        current = store.path(JOB, TASK)
+        current.parent.mkdir(parents=True)
+        current.write_text("current")
+        contents = {"current"}
+        for index, number in enumerate(numbers):
+            suffix = f".{number:03d}" if padded[index] else f".{number}"
+            path = Path(f"{current}{suffix}{'.gz' if packed[index] else ''}")
+            if path.exists():
+                continue
+            text = f"old {index}"
+            contents.add(text)
+            if packed[index]:
+                path.write_bytes(gzip.compress(text.encode()))
+            else:
+                path.write_text(text)
+
+        store.rotate(JOB, TASK)
+
+        found = {store_read(path) for _, path in store.rotated(JOB, TASK)}
+        assert found == contents
+        assert not current.exists()
+        assert len(store.rotated(JOB, TASK)) == len(contents)
+
+
+def store_read(path: Path) -> str:
+    data = path.read_bytes()
+    return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode()
+
+
+# Compression
+
+
+def test_compress_writes_a_gzip_copy(store: TaskLogStore) -> None:
+    # LU-01
+    store.append(JOB, TASK, FIFTEEN_LINES)
+    packed = store.compress(JOB, TASK)
+    assert packed == store.gzip_path(JOB, TASK)
+    assert gzip.decompress(packed.read_bytes()).decode() == FIFTEEN_LINES
+    assert store.path(JOB, TASK).exists()
+
+
+def test_compress_reuses_a_newer_gzip_copy(store: TaskLogStore) -> None:
+    # LU-02
+    store.append(JOB, TASK, "text")
+    packed = store.gzip_path(JOB, TASK)
+    packed.write_bytes(b"not recompressed")
+    now = store.path(JOB, TASK).stat().st_mtime
+    os.utime(packed, (now + 10, now + 10))
+    assert store.compress(JOB, TASK).read_bytes() == b"not recompressed"
+
+    os.utime(packed, (now - 10, now - 10))
+    assert gzip.decompress(store.compress(JOB, TASK).read_bytes()) == b"text\n"
+
+
+def test_compress_uses_a_gzip_copy_without_original(store: TaskLogStore) -> None:
+    # LU-03
+    packed = store.gzip_path(JOB, TASK)
+    packed.parent.mkdir(parents=True)
+    packed.write_bytes(b"kept as is")
+    assert store.compress(JOB, TASK).read_bytes() == b"kept as is"
+
+
+def test_compress_without_any_log(store: TaskLogStore) -> None:
+    # LU-04: compare the decompressed text, not Go's gzip bytes.
+    packed = store.compress(JOB, TASK)
+    assert gzip.decompress(packed.read_bytes()).decode() == MISSING_LOG_TEXT
+
+
+# Serving
+
+
+def _body(store: TaskLogStore, user_agent: str = "Mozilla/5.0") -> bytes:
+    view = store.serve(JOB, TASK, user_agent)
+    assert view is not None
+    body = b"".join(view.iter_bytes(chunk_size=1000))
+    assert len(body) == view.content_length
+    return body
+
+
+def test_serving_a_missing_log_gives_nothing(store: TaskLogStore) -> None:
+    assert store.serve(JOB, TASK, "") is None
+
+
+def test_serving_falls_back_on_the_gzip_copy(store: TaskLogStore) -> None:
+    store.append(JOB, TASK, "text")
+    store.compress(JOB, TASK)
+    store.path(JOB, TASK).unlink()
+    view = store.serve(JOB, TASK, "")
+    assert view is not None
+    assert view.gzip
+    assert view.whole
+    assert view.filename == f"task-{TASK}.txt.gz"
+    assert gzip.decompress(b"".join(view.iter_bytes())) == b"text\n"
+
+
+def test_small_logs_are_served_whole(store: TaskLogStore) -> None:
+    store.append(JOB, TASK, "x" * (HEAD_BYTES + TAIL_BYTES - 2))
+    view = store.serve(JOB, TASK, "Mozilla/5.0")
+    assert view is not None
+    assert view.whole
+    assert not view.gzip
+    assert _body(store) == store.path(JOB, TASK).read_bytes()
+
+
+@pytest.mark.parametrize("agent", ["Wget/1.21", "curl/8.5.0"])
+def test_wget_and_curl_get_the_whole_large_log(store: TaskLogStore, agent: str) -> None:
+    store.append(JOB, TASK, "line\n" * 10_000)
+    view = store.serve(JOB, TASK, agent)
+    assert view is not None
+    assert view.whole
+    assert _body(store, agent) == store.path(JOB, TASK).read_bytes()
+
+
+def test_large_logs_are_trimmed_to_head_and_whole_tail_lines(store: TaskLogStore) -> None:
+    text = "".join(f"line {n:05d}\n" for n in range(10_000))  # 11 bytes a line
+    store.append(JOB, TASK, text)
+    data = text.encode()
+    size = len(data)
+    tail_start = size - TAIL_BYTES
+    first_full_line = data.index(b"\n", tail_start) + 1
+    assert data[tail_start - 1 : tail_start] != b"\n"
+
+    body = _body(store)
+
+    skipped = format_skipped(tail_start - HEAD_BYTES)
+    note = f"...\n\n... Skipped {skipped}, use WGet or Curl to download the entire log ... \n\n"
+    assert body == data[:HEAD_BYTES] + note.encode() + data[first_full_line:]
+    assert skipped == "92.4 KiB"
+
+
+def test_a_tail_without_newline_is_kept_whole(store: TaskLogStore) -> None:
+    data = b"y" * (HEAD_BYTES + TAIL_BYTES + 100)
+    store.append(JOB, TASK, data.decode())  # Adds the final newline only.
+    assert _body(store).endswith(b"\n\n" + b"y" * (TAIL_BYTES - 1) + b"\n")
+
+
+def test_a_tail_starting_on_a_line_boundary_keeps_its_first_line(store: TaskLogStore) -> None:
+    data = b"h" * (HEAD_BYTES + 99) + b"\n" + b"t" * (TAIL_BYTES - 1) + b"\n"
+    store.append(JOB, TASK, data.decode())
+    assert _body(store).endswith(b"\n\n" + b"t" * (TAIL_BYTES - 1) + b"\n")
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0.0 B"),
+        (1024, "1024.0 B"),
+        (1025, "1.0 KiB"),
+        (1536 * 1024, "1.5 MiB"),
+        (3 * 1024**3, "3.0 GiB"),
+        (5 * 1024**5, "5120.0 TiB"),
+    ],
+)
+def test_format_skipped(size: int, text: str) -> None:
+    assert format_skipped(size) == text
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=400).map(lambda b: b.replace(b"\n", b"")), max_size=120),
+    extra=st.integers(0, 3 * TAIL_BYTES),
+)
+def test_serving_never_loses_head_or_tail_bytes(lines: list[bytes], extra: int) -> None:
+    data = b"\n".join(lines) + b"z" * extra + b"\n"
+    with tempfile.TemporaryDirectory() as directory:
+        store = TaskLogStore(Path(directory))
+        path = store.path(JOB, TASK)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+        view = store.serve(JOB, TASK, "")
+        assert view is not None
+        body = b"".join(view.iter_bytes(chunk_size=777))
+        assert len(body) == view.content_length
+    if len(data) < HEAD_BYTES + TAIL_BYTES:
+        assert body == data
+        return
+    assert body.startswith(data[:HEAD_BYTES])
+    tail_start = len(data) - TAIL_BYTES
+    line_start = data.find(b"\n", tail_start - 1) + 1
+    expected_tail = data[line_start:] if line_start < len(data) else data[tail_start:]
+    assert body.endswith(expected_tail)
+    # The tail shows whole lines where it can, and nothing else is cut.
+    assert len(body) == HEAD_BYTES + len(view.skipped_text) + len(expected_tail)
