@@ -282,6 +282,7 @@ class Variables:
         no value matches come back unchanged.
         """
         windows = platform == "windows"
+        separators = "/\\" if windows else "/"
 
         def comparable(text: str) -> str:
             # Both changes keep the length, so offsets in `path` stay valid.
@@ -297,7 +298,7 @@ class Variables:
                 continue
             if not candidates.startswith(comparable(value)):
                 continue
-            if len(path) > len(value) and path[len(value)] not in "/\\":
+            if len(path) > len(value) and path[len(value)] not in separators:
                 continue
             if best is None or len(value) > best[0]:
                 best = (len(value), name)

@@ -238,6 +238,7 @@ def test_to_variables_prefers_the_longest_value_at_a_component_boundary() -> Non
     assert variables.to_variables("/shared/render", "linux") == "{render}"
     assert variables.to_variables("/shared/renders/x", "linux") == "{storage}/renders/x"
     assert variables.to_variables("/sharedstuff", "linux") == "/sharedstuff"
+    assert variables.to_variables("/shared\\x", "linux") == "/shared\\x"  # "\\" is a name char
     assert variables.to_variables("/opt/blender", "linux") == "/opt/blender"  # one-way
     assert variables.to_variables("r:\\render\\x.png", "windows") == "{render}\\x.png"
     assert variables.to_variables("/shared/render/x", "darwin") == "/shared/render/x"
