@@ -28,7 +28,11 @@ from flamenco_manager.services.task_logs import (
 
 JOB = "5c0165dc494ba92dc0552a00"
 TASK = "5c0165dc494ba92dc0552a01"
-FIFTEEN_LINES = "many\nlines\nof\nlogging\nproduced\nby\nthis\nworker\nso\nmany\nmany\nmany\nlines\nit's\ncrazy.\n"
+FIFTEEN_LINES = (
+    "many\nlines\nof\nlogging\nproduced\n"
+    "by\nthis\nworker\nso\nmany\n"
+    "many\nmany\nlines\nit's\ncrazy.\n"
+)
 
 
 @pytest.fixture
