@@ -301,16 +301,17 @@ class TimeOfDay:
 
 @attrs.frozen(kw_only=True)
 class ScheduleInfo:
-    """A worker's sleep schedule: asleep outside ``time_start``..``time_end`` on the given days."""
+    """A sleep schedule: the worker sleeps from ``time_start`` to ``time_end`` on the given days."""
 
     schedule_active: bool = wire_field(False)
     """Whether the sleep scheduler acts on this worker."""
     days_of_week: str = wire_field("", omitempty=True)
     """Space-separated two-letter day names (``mo tu we th fr sa su``); empty means every day."""
     time_start: TimeOfDay | None = wire_field(None, omitempty=True)
-    """Start of the awake window."""
+    """Start of the sleep window; none means from midnight."""
     time_end: TimeOfDay | None = wire_field(None, omitempty=True)
-    """End of the awake window; may be earlier than the start, for windows across midnight."""
+    """End of the sleep window; none means until midnight. Earlier than the start for a window
+    across midnight."""
     next_check: datetime | None = wire_field(None, omitempty=True)
     """When the sleep scheduler looks at this worker again."""
 

@@ -1,0 +1,144 @@
+"""``flamenco-manager``: run the manager, and manage it from the command line.
+
+``flamenco-manager serve`` starts it with its embedded defaults: data in ``./flamenco-data``,
+SQLite, listening on ``0.0.0.0:8080``. Every setting can be given as a flag, an environment
+variable or in ``flamenco-manager.toml``; ``flamenco-manager serve --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from flamenco_manager import __version__
+from flamenco_manager.config import ConfigError, Settings, add_setting_flags, load_settings
+
+__all__ = ["main"]
+
+# Attributes every log record has; anything else was passed in `extra` and is printed as a field.
+_STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+_SECRET_WORDS: Final = ("secret", "password", "token", "authorization")
+
+
+class StructuredFormatter(logging.Formatter):
+    """One line per record: time, level, logger, message, then ``key=value`` fields.
+
+    Fields whose name mentions a secret are masked, so a secret never reaches the log.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        parts = [moment, record.levelname.lower(), record.name, json.dumps(record.getMessage())]
+        for key, value in record.__dict__.items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            shown = "***" if any(word in key.lower() for word in _SECRET_WORDS) else value
+            parts.append(f"{key}={json.dumps(shown, default=str)}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str) -> None:
+    """Structured logs on standard error."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(StructuredFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flamenco-manager",
+        description="The Flamenco 2.x render-farm manager: workers, jobs, Shaman, dashboard.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the manager",
+        description="Run the manager. Settings come from defaults, then the TOML file, then "
+        "FLAMENCO_* environment variables, then these flags.",
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML settings file (default: flamenco-manager.toml in the data directory, if any)",
+    )
+    add_setting_flags(serve.add_argument)
+    return parser
+
+
+def load(args: argparse.Namespace) -> Settings:
+    """The settings from the command line, the environment and the TOML file."""
+    flags: dict[str, Any] = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("command", "config") and value is not None
+    }
+    return load_settings(config_file=args.config, overrides=flags)
+
+
+def serve(settings: Settings) -> None:
+    """Run the manager until interrupted."""
+    import uvicorn
+
+    from flamenco_manager.manager import Manager
+    from flamenco_manager.web.app import create_app
+
+    configure_logging(settings.log_level)
+    log = logging.getLogger("flamenco_manager")
+    host, port = settings.listen_host_port
+    manager = Manager(settings)
+    if not settings.worker_registration_secret.strip():
+        log.warning("worker registration is open: any machine that reaches the manager can join")
+    shown_host = "localhost" if host in ("0.0.0.0", "::") else host
+    log.info(
+        "manager starting",
+        extra={
+            "url": f"http://{shown_host}:{port}/",
+            "data_dir": str(settings.data_dir.resolve()),
+            "database": settings.database_url.split("@")[-1],
+        },
+    )
+    try:
+        uvicorn.run(
+            create_app(manager),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        manager.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flamenco-manager`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load(args)
+        if args.command == "serve":
+            serve(settings)
+    except ConfigError as exc:
+        print(f"flamenco-manager: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

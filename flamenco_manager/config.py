@@ -1,0 +1,318 @@
+"""The manager's settings: defaults, then a TOML file, then environment variables, then flags.
+
+Settings are named as in the Go manager's ``flamenco-manager.yaml`` where one exists
+(``listen``, ``task_logs_path``, ``active_task_timeout_interval``, ...). Durations are written the
+Go way (``10m``, ``1h30m``, ``336h``, ``500ms``) or as seconds.
+
+* TOML: ``flamenco-manager.toml`` in the data directory, or the file given by ``--config``.
+  Nested sections (``[shaman]``) hold the settings whose names start with that section.
+* Environment: ``FLAMENCO_<NAME>`` in capitals, ``shaman.enabled`` as ``FLAMENCO_SHAMAN_ENABLED``.
+* Flags: ``--<name-with-dashes>``, ``--shaman-enabled``; see ``flamenco-manager serve --help``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+__all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
+
+CONFIG_FILE_NAME: Final = "flamenco-manager.toml"
+ENV_PREFIX: Final = "FLAMENCO_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the manager cannot use; the message names it."""
+
+
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(value: str | float | timedelta) -> timedelta:
+    """Read a Go duration (``1h30m``, ``-1s``, ``500ms``), a number of seconds, or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise ConfigError(f"not a duration: {value!r}")
+    text = value.strip()
+    sign = -1 if text.startswith("-") else 1
+    text = text.lstrip("+-")
+    if text in ("0", ""):
+        if text == "":
+            raise ConfigError(f"not a duration: {value!r}")
+        return timedelta(0)
+    try:
+        return timedelta(seconds=sign * float(text))
+    except ValueError:
+        pass
+    position = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        seconds += float(match[1]) * _UNIT_SECONDS[match[2]]
+        position = match.end()
+    if position != len(text):
+        raise ConfigError(f"not a duration (like 10m, 1h30m, 500ms): {value!r}")
+    return timedelta(seconds=sign * seconds)
+
+
+def _setting(default: Any, help: str, *, converter: Any = None, factory: Any = None) -> Any:
+    metadata = {"help": help}
+    if factory is not None:
+        return attrs.field(factory=factory, metadata=metadata, converter=converter)
+    return attrs.field(default=default, metadata=metadata, converter=converter)
+
+
+def _duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+def _path(value: Any) -> Path:
+    return Path(value).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value in (None, "") else Path(value).expanduser()
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part for part in re.split(r"[,\s]+", value) if part)
+    return tuple(str(item) for item in value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"not an integer: {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"not an integer: {value!r}") from None
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not true or false: {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every setting of the manager, with its default."""
+
+    data_dir: Path = _setting(
+        Path("flamenco-data"),
+        "directory for the database, task logs, keys and the latest image",
+        converter=_path,
+    )
+    listen: str = _setting("0.0.0.0:8080", "HOST:PORT to listen on")
+    database: str = _setting(
+        "",
+        "database URL: sqlite:///PATH or postgresql://USER@HOST/DB; "
+        "empty means SQLite in the data directory",
+    )
+    manager_name: str = _setting("Flamenco Manager", "name shown on the dashboard")
+    task_logs_path: Path | None = _setting(
+        None,
+        "task log directory; empty means task-logs in the data directory",
+        converter=_optional_path,
+    )
+    timezone: str = _setting(
+        "", "time zone of sleep schedules (e.g. Europe/Amsterdam); empty means the machine's"
+    )
+    worker_registration_secret: str = _setting(
+        "", "pre-shared secret workers must sign their registration with; empty means open"
+    )
+    active_task_timeout_interval: timedelta = _setting(
+        timedelta(minutes=10),
+        "a running task not pinged for this long is re-queued",
+        converter=_duration,
+    )
+    active_worker_timeout_interval: timedelta = _setting(
+        timedelta(minutes=1),
+        "an awake worker not seen for this long times out; its tasks are re-queued",
+        converter=_duration,
+    )
+    timeout_check_initial_delay: timedelta = _setting(
+        timedelta(minutes=5),
+        "wait this long after start before timing anything out (workers reconnect)",
+        converter=_duration,
+    )
+    worker_cleanup_max_age: timedelta = _setting(
+        timedelta(0),
+        "forget workers in worker_cleanup_status unseen for this long; 0 disables",
+        converter=_duration,
+    )
+    worker_cleanup_status: tuple[str, ...] = _setting(
+        ("offline",), "statuses of workers the worker remover may forget", converter=_strings
+    )
+    blacklist_threshold: int = _setting(
+        3, "failures of one job's task type before a worker is blocked from it", converter=_int
+    )
+    task_fail_after_softfail_count: int = _setting(
+        3, "workers that may fail a task before it fails for good", converter=_int
+    )
+    failed_task_ratio: float = _setting(
+        0.1, "share of a job's tasks that may fail before the job fails", converter=float
+    )
+    blocklist_max_age: timedelta = _setting(
+        timedelta(days=7), "blocklist entries expire after this long", converter=_duration
+    )
+    latest_image_roots: tuple[str, ...] = _setting(
+        (),
+        "directories the latest-image feature may read from; empty means the paths of the "
+        "two-way variables for this machine",
+        converter=_strings,
+    )
+    variables: Mapping[str, Any] = _setting(
+        None, "path variables (TOML only), as the Go manager's `variables`", factory=dict
+    )
+    shaman_enabled: bool = _setting(True, "serve the Shaman file store", converter=_bool)
+    shaman_file_store_path: Path | None = _setting(
+        None,
+        "Shaman file store; empty means file-store in the data directory",
+        converter=_optional_path,
+    )
+    shaman_checkout_path: Path | None = _setting(
+        None, "Shaman checkouts; empty means jobs in the data directory", converter=_optional_path
+    )
+    shaman_garbage_collect_period: timedelta = _setting(
+        timedelta(hours=24), "how often Shaman garbage collection runs", converter=_duration
+    )
+    shaman_garbage_collect_max_age: timedelta = _setting(
+        timedelta(hours=744),
+        "unreferenced stored files older than this are deleted",
+        converter=_duration,
+    )
+    log_level: str = _setting("info", "debug, info, warning or error")
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, SQLite in the data directory unless one was given."""
+        if self.database:
+            return self.database
+        return f"sqlite:///{self.data_dir / 'flamenco-manager.sqlite'}"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where task logs go."""
+        return self.task_logs_path or self.data_dir / "task-logs"
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port."""
+        host, _, port = self.listen.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"listen: expected HOST:PORT, got {self.listen!r}")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def setting_names() -> list[str]:
+    """Every setting's name."""
+    return [field.name for field in attrs.fields(Settings)]
+
+
+def setting_help(name: str) -> str:
+    """The help text of a setting."""
+    return str(attrs.fields_dict(Settings)[name].metadata["help"])
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}".replace("-", "_").replace(".", "_")
+        if isinstance(value, Mapping) and name not in ("variables",) and f"{name}_" in _PREFIXES:
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+_PREFIXES: Final = {
+    name[: index + 1] for name in setting_names() for index, char in enumerate(name) if char == "_"
+}
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from defaults, the TOML file, the environment and ``overrides`` (flags), in order.
+
+    The TOML file is ``config_file`` or, when that is ``None``, ``flamenco-manager.toml`` in the
+    data directory if it exists. Unknown names and bad values raise :class:`ConfigError`.
+    """
+    environ = os.environ if environ is None else environ
+    known = set(setting_names())
+    values: dict[str, Any] = {}
+
+    from_env = {
+        key.removeprefix(ENV_PREFIX).lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key.removeprefix(ENV_PREFIX).lower() in known
+    }
+    flags = dict(overrides or {})
+    data_dir = Path(flags.get("data_dir") or from_env.get("data_dir") or "flamenco-data")
+    if config_file is None:
+        candidate = data_dir / CONFIG_FILE_NAME
+        config_file = candidate if candidate.exists() else None
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as stream:
+                table = tomllib.load(stream)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc}") from None
+        from_file = _flatten(table)
+        unknown = sorted(set(from_file) - known)
+        if unknown:
+            raise ConfigError(f"{config_file}: unknown settings {', '.join(unknown)}")
+        values.update(from_file)
+    values.update(from_env)
+    values.update({key: value for key, value in flags.items() if value is not None})
+    try:
+        return Settings(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def add_setting_flags(add_argument: Callable[..., Any], skip: Sequence[str] = ()) -> None:
+    """Declare a ``--flag`` for every setting that has a scalar value."""
+    for field in attrs.fields(Settings):
+        if field.name in skip or field.name == "variables":
+            continue
+        default = "(none)" if field.name == "variables" else field.default
+        shown = ", ".join(default) if isinstance(default, tuple) else default
+        add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            default=None,
+            metavar="VALUE",
+            help=f"{field.metadata['help']} "
+            f"(default: {shown}; env {ENV_PREFIX}{field.name.upper()})",
+        )

@@ -1,0 +1,139 @@
+"""Worker secrets and registration tokens.
+
+Secrets are stored as scrypt hashes. Checking one costs milliseconds on purpose, which the Go
+manager paid (as bcrypt) on every request and which became its bottleneck; here a successful check
+is remembered as a fast SHA-256 digest of the presented credentials, so a worker pays the slow hash
+once per process and per :data:`CACHE_SECONDS`, and any other secret still goes through scrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+import jwt
+
+__all__ = [
+    "RegistrationRefused",
+    "WorkerAuthenticator",
+    "check_registration_token",
+    "hash_secret",
+    "verify_secret",
+]
+
+_SCRYPT_N: Final = 2**14
+_SCRYPT_R: Final = 8
+_SCRYPT_P: Final = 1
+CACHE_SECONDS: Final = 600.0
+CACHE_SIZE: Final = 20_000
+
+
+def hash_secret(secret: str) -> str:
+    """A salted scrypt hash of a worker secret, as ``scrypt$N$r$p$salt$hash``."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    return "$".join(
+        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
+    )
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` matches a hash made by :func:`hash_secret`."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            secret.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+class WorkerAuthenticator:
+    """Checks worker credentials, remembering recent successes.
+
+    ``lookup`` gives the stored hash of a worker ID, or ``None`` for an unknown worker.
+    """
+
+    def __init__(self, lookup: Callable[[str], str | None]) -> None:
+        self._lookup = lookup
+        self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def authenticate(self, worker_id: str, secret: str) -> bool:
+        """Whether ``secret`` is the secret of ``worker_id``."""
+        fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._verified.get(worker_id)
+            if (
+                cached is not None
+                and cached[1] > now
+                and hmac.compare_digest(cached[0], fingerprint)
+            ):
+                self._verified.move_to_end(worker_id)
+                return True
+        stored = self._lookup(worker_id)
+        if stored is None or not verify_secret(secret, stored):
+            return False
+        with self._lock:
+            self._verified[worker_id] = (fingerprint, now + CACHE_SECONDS)
+            self._verified.move_to_end(worker_id)
+            while len(self._verified) > CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return True
+
+    def forget(self, worker_id: str) -> None:
+        """Drop what is remembered of a worker (it was forgotten or registered again)."""
+        with self._lock:
+            self._verified.pop(worker_id, None)
+
+
+class RegistrationRefused(Exception):
+    """A registration lacks the token the registration secret requires; the message says why."""
+
+
+def check_registration_token(authorization: str, registration_secret: str) -> None:
+    """Check the Bearer token of a registration against the pre-shared secret.
+
+    With an empty secret registration is open. Otherwise the token must be signed with the
+    secret by an HMAC algorithm, and its ``exp``, ``iat`` and ``nbf`` claims, when present, must
+    hold now (no leeway). The real worker sends float timestamps; they are accepted.
+    """
+    key = registration_secret.strip()
+    if not key:
+        return
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RegistrationRefused("Missing Bearer token for registration")
+    try:
+        claims = jwt.decode(
+            token.strip(),
+            key,
+            algorithms=["HS256", "HS384", "HS512"],
+            options={"require": [], "verify_aud": False},
+        )
+    except jwt.PyJWTError:
+        raise RegistrationRefused("Invalid Bearer token for registration") from None
+    issued = claims.get("iat")
+    if isinstance(issued, int | float) and issued > time.time():
+        raise RegistrationRefused("Invalid Bearer token for registration")

@@ -1,0 +1,35 @@
+"""What every service needs: the database, the settings, the clock, the task logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import attrs
+
+from flamenco_manager.config import Settings
+from flamenco_manager.storage.database import Database
+
+from .task_logs import TaskLogStore
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, in UTC."""
+    return datetime.now(UTC)
+
+
+def log_timestamp(moment: datetime) -> str:
+    """A time as task log lines show it (the Go manager's ``2006-01-02T15:04:05-0700``)."""
+    return moment.astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@attrs.define
+class ServiceContext:
+    """The shared state of the services."""
+
+    settings: Settings
+    database: Database
+    logs: TaskLogStore
+    clock: Clock = utc_now

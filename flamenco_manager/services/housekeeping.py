@@ -1,0 +1,110 @@
+"""The manager's periodic chores: timeouts, the worker remover, blocklist expiry.
+
+Each chore is one plain method doing one pass; :mod:`flamenco_manager.loops` runs them on a timer.
+
+Timeouts (spec §11.1), with one deliberate difference: a task whose worker stopped pinging it is
+**re-queued**, not failed. The worker, not the task, is at fault; the task fails only through
+the failure policy when workers really fail it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flamenco_manager.storage import tasks as task_store
+from flamenco_manager.storage import workers as worker_store
+from flamenco_protocol.statuses import TIMEOUT_PRONE_WORKER_STATUSES, TaskStatus
+from flamenco_protocol.task_states import TaskEvent, next_task_status
+
+from .context import ServiceContext, log_timestamp
+from .jobs import refresh_job_status
+from .workers import WorkerService
+
+__all__ = ["Housekeeping"]
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    """One pass of each periodic chore."""
+
+    def __init__(self, context: ServiceContext, workers: WorkerService) -> None:
+        self.context = context
+        self.workers = workers
+
+    def check_timeouts(self) -> tuple[int, int]:
+        """Time out silent tasks and workers; how many of each."""
+        settings = self.context.settings
+        now = self.context.clock()
+        running = (TaskStatus.ACTIVE, TaskStatus.CANCEL_REQUESTED)
+        timed_out_tasks = 0
+        with self.context.database.transaction() as connection:
+            for stale in task_store.unpinged_since(
+                connection, now - settings.active_task_timeout_interval
+            ):
+                task = task_store.get(connection, str(stale.id), for_update=True)
+                if task is None or task.status not in running:
+                    continue  # Its worker timed out earlier in this pass.
+                timed_out_tasks += 1
+                worker = (
+                    worker_store.get(connection, str(task.worker_id)) if task.worker_id else None
+                )
+                ident = worker.identifier if worker else task.worker_nickname or "-no worker-"
+                since = task.last_worker_ping.isoformat() if task.last_worker_ping else "never"
+                self.context.logs.append(
+                    str(task.job_id),
+                    str(task.id),
+                    f"{log_timestamp(now)}: Task {task.name} ({task.id}) timed out, was active but "
+                    f"untouched since {since}. Was handled by worker {ident}",
+                )
+                if worker is not None:
+                    self.workers.time_out(connection, worker, f"task {task.id} timed out")
+                    continue
+                task_store.set_status(
+                    connection,
+                    task,
+                    next_task_status(task.status, TaskEvent.PING_TIMEOUT),
+                    activity=f"Task timed out on worker {ident}",
+                    last_updated=now,
+                )
+                refresh_job_status(
+                    connection, str(task.job_id), now, failed_ratio=settings.failed_task_ratio
+                )
+            silent = worker_store.unseen_since(
+                connection,
+                [status.value for status in TIMEOUT_PRONE_WORKER_STATUSES],
+                now - settings.active_worker_timeout_interval,
+            )
+            for worker_id in silent:
+                worker = worker_store.get(connection, str(worker_id))
+                if worker is not None:
+                    self.workers.time_out(connection, worker, "not seen for too long")
+        if timed_out_tasks or silent:
+            log.info("timeouts", extra={"tasks": timed_out_tasks, "workers": len(silent)})
+        return timed_out_tasks, len(silent)
+
+    def remove_workers(self) -> int:
+        """Forget workers left in a cleanup status for too long; how many."""
+        settings = self.context.settings
+        if settings.worker_cleanup_max_age.total_seconds() <= 0 or not (
+            settings.worker_cleanup_status
+        ):
+            return 0
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            stale = worker_store.seen_before(
+                connection, settings.worker_cleanup_status, now - settings.worker_cleanup_max_age
+            )
+            for worker_id in stale:
+                worker = worker_store.get(connection, str(worker_id))
+                if worker is not None:
+                    self.workers.remove(connection, worker)
+        if stale:
+            log.info("removed workers", extra={"count": len(stale)})
+        return len(stale)
+
+    def expire_blocklist(self) -> int:
+        """Drop blocklist entries older than their maximum age; how many."""
+        before = self.context.clock() - self.context.settings.blocklist_max_age
+        with self.context.database.transaction() as connection:
+            return worker_store.expire_blocklist(connection, before)

@@ -1,0 +1,165 @@
+"""``/task``: which task a worker runs next.
+
+In one transaction: the worker is marked seen and awake; a pending status request answers first
+(423), then a worker without task types (406); a worker that already runs a task gets that task
+again; otherwise the best runnable task is claimed
+(:func:`flamenco_manager.storage.tasks.select_next`, an index probe per task type). Claiming
+is a conditional update of a runnable row, so two requests never get the same task, within one
+process or across processes on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+from sqlalchemy.engine import Connection
+
+from flamenco_manager.storage import tasks as task_store
+from flamenco_manager.storage import workers as worker_store
+from flamenco_manager.storage.tasks import TaskRecord
+from flamenco_manager.storage.workers import WorkerRecord
+from flamenco_protocol.documents import Command, Task, WorkerRef
+from flamenco_protocol.statuses import TaskStatus, WorkerStatus
+from flamenco_protocol.worker_states import (
+    FetchVerdict,
+    WorkerEvent,
+    decide_fetch,
+    next_worker_status,
+)
+
+from .context import ServiceContext, log_timestamp
+from .errors import Forbidden
+from .jobs import refresh_job_status
+from .variables import Variables
+from .workers import Peer, mark_seen
+
+__all__ = ["Assigned", "FetchResult", "NoTask", "NoTaskTypes", "Scheduler", "StatusChange"]
+
+# Another request may claim the chosen task between selection and claim; try again this often.
+_CLAIM_ATTEMPTS: Final = 5
+
+
+@attrs.frozen
+class Assigned:
+    """Run this task (its commands have the worker's variables filled in)."""
+
+    task: Task
+
+
+@attrs.frozen
+class NoTask:
+    """Nothing to run now."""
+
+
+@attrs.frozen
+class NoTaskTypes:
+    """The worker supports no task types."""
+
+
+@attrs.frozen
+class StatusChange:
+    """The worker must change status first."""
+
+    status: WorkerStatus
+
+
+FetchResult = Assigned | NoTask | NoTaskTypes | StatusChange
+
+
+def task_document(
+    connection: Connection, task: TaskRecord, variables: Variables, platform: str
+) -> Task:
+    """The protocol document of a stored task, variables replaced for ``platform``."""
+    document = Task(
+        id=task.id,
+        job=task.job_id,
+        name=task.name,
+        status=task.status,
+        priority=task.priority,
+        job_priority=task.job_priority,
+        job_type=task.job_type,
+        task_type=task.task_type,
+        commands=tuple(
+            Command(name=command.get("name", ""), settings=command.get("settings") or {})
+            for command in task.commands
+        ),
+        activity=task.activity,
+        parents=task_store.parents_of(connection, str(task.id)),
+        worker=task.worker_nickname,
+        failed_by_workers=tuple(
+            WorkerRef(id=worker_id, identifier=identifier)
+            for worker_id, identifier in task_store.failed_by(connection, str(task.id))
+        ),
+    )
+    return variables.replace_in_task(document, platform)
+
+
+class Scheduler:
+    """Hands tasks to workers."""
+
+    def __init__(self, context: ServiceContext, variables: Variables) -> None:
+        self.context = context
+        self.variables = variables
+
+    def fetch_task(self, worker_id: str, peer: Peer) -> FetchResult:
+        """What ``/task`` answers this worker."""
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            worker = worker_store.get(connection, worker_id)
+            if worker is None:
+                raise Forbidden(f"Unable to find worker: {worker_id}")
+            status = next_worker_status(worker.status, WorkerEvent.ASKED_FOR_WORK)
+            worker = mark_seen(connection, worker, peer, now, status=status.value)
+            verdict = decide_fetch(worker.request, worker.supported_task_types)
+            if verdict is FetchVerdict.STATUS_CHANGE:
+                assert worker.request is not None
+                return StatusChange(worker.request.status)
+            if verdict is FetchVerdict.NO_TASK_TYPES:
+                return NoTaskTypes()
+
+            task = self._running_or_claimed(connection, worker)
+            if task is None:
+                return NoTask()
+            worker_store.update(connection, worker_id, current_task=str(task.id))
+            message = f"Manager assigned task {task.id} to worker {worker.identifier}"
+            task_store.update(connection, str(task.id), activity=message)
+            self.context.logs.append(
+                str(task.job_id), str(task.id), f"{log_timestamp(now)}: {message}"
+            )
+            refresh_job_status(
+                connection,
+                str(task.job_id),
+                now,
+                failed_ratio=self.context.settings.failed_task_ratio,
+            )
+            stored = task_store.get(connection, str(task.id))
+            assert stored is not None
+            # The answer names the worker that held the task before, as the Go manager's does.
+            previous = attrs.evolve(stored, worker_nickname=task.worker_nickname)
+            return Assigned(task_document(connection, previous, self.variables, worker.platform))
+
+    def _running_or_claimed(
+        self, connection: Connection, worker: WorkerRecord
+    ) -> TaskRecord | None:
+        """The task the worker already runs, or a newly claimed one (its log rotated)."""
+        running = task_store.active_task_of(connection, str(worker.id))
+        if running is not None:
+            return task_store.get(connection, str(running))
+        skip_locked = not self.context.database.is_sqlite
+        for _ in range(_CLAIM_ATTEMPTS):
+            candidate = task_store.select_next(
+                connection, str(worker.id), worker.supported_task_types, skip_locked=skip_locked
+            )
+            if candidate is None:
+                return None
+            before = task_store.get(connection, str(candidate))
+            if before is None or before.status == TaskStatus.ACTIVE:
+                continue
+            if task_store.claim(
+                connection, str(candidate), str(worker.id), worker.nickname, self.context.clock()
+            ):
+                # A new run of the task starts a new log file; the previous run's is kept.
+                self.context.logs.rotate(str(before.job_id), str(before.id))
+                return before
+        return None

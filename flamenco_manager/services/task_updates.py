@@ -1,0 +1,200 @@
+"""What workers report about tasks: updates, returns, and ``/may-i-run``.
+
+The decisions come from :mod:`flamenco_protocol.task_states` (what an update does, soft or hard
+failure, blocklisting) and :mod:`flamenco_protocol.worker_states` (may the task keep running);
+this module loads, asks, and stores.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.engine import Connection
+
+from flamenco_manager.storage import tasks as task_store
+from flamenco_manager.storage import workers as worker_store
+from flamenco_manager.storage.tasks import TaskRecord
+from flamenco_manager.storage.workers import WorkerRecord
+from flamenco_protocol.documents import MayKeepRunningResponse, TaskUpdate
+from flamenco_protocol.ids import ObjectId
+from flamenco_protocol.task_states import (
+    TaskEvent,
+    TaskUpdateOutcome,
+    UpdateVerdict,
+    decide_failure,
+    decide_task_update,
+    next_task_status,
+    should_blocklist,
+)
+from flamenco_protocol.worker_states import (
+    WorkerEvent,
+    decide_may_keep_running,
+    next_worker_status,
+)
+
+from .context import ServiceContext
+from .errors import Conflict, Forbidden, Invalid, NotFound, StorageFailure
+from .jobs import refresh_job_status
+from .task_logs import TaskLogError
+from .workers import Peer, mark_seen, return_task
+
+__all__ = ["TaskUpdates"]
+
+
+class TaskUpdates:
+    """Takes task updates, returns and may-I-run questions from workers."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+
+    def update(self, worker_id: str, task_id: str, update: TaskUpdate, peer: Peer) -> None:
+        """``/tasks/{task_id}/update``: store what the worker reports.
+
+        Raises :class:`NotFound` (unknown task), :class:`Conflict` (another worker's task),
+        :class:`Invalid` (a status a worker may not report), :class:`StorageFailure` (the log
+        could not be written; nothing was changed).
+        """
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            worker = worker_store.get(connection, worker_id)
+            if worker is None:
+                raise Forbidden(f"Unable to find worker address: {worker_id}")
+            task = task_store.get(connection, task_id, for_update=True)
+            if task is None:
+                raise NotFound(f"Task {task_id} is unknown.")
+            outcome = decide_task_update(
+                task_status=task.status,
+                task_worker=task.worker_id,
+                sender=worker.id,
+                reported_status=update.task_status,
+            )
+            if outcome.verdict is UpdateVerdict.CONFLICT:
+                raise Conflict(f"Task {task_id} is assigned to another worker.")
+            if outcome.verdict is UpdateVerdict.UNKNOWN_STATUS:
+                raise Invalid(
+                    f"task_status {update.task_status!r} cannot be reported by a worker; "
+                    "expected active, completed, failed or canceled"
+                )
+
+            reported: dict[str, object] = {"current_task_updated": now}
+            if update.task_status:
+                reported["current_task_status"] = str(update.task_status)
+            worker = mark_seen(connection, worker, peer, now, **reported)
+
+            if outcome.failed_from is not None:
+                outcome = self._apply_failure_policy(connection, task, worker, outcome, now)
+
+            values: dict[str, object] = {
+                "last_worker_ping": now,
+                "worker_id": worker_id,
+                "last_updated": now,
+            }
+            if outcome.keep_activity:
+                if update.activity:
+                    values["activity"] = update.activity
+                values["task_progress_percentage"] = update.task_progress_percentage
+                values["current_command_idx"] = update.current_command_idx
+                values["command_progress_percentage"] = update.command_progress_percentage
+            if update.metrics is not None and update.metrics.timing:
+                values["metrics"] = {"timing": update.metrics.timing}
+            try:
+                self.context.logs.append(str(task.job_id), task_id, update.log)
+            except TaskLogError as exc:
+                raise StorageFailure(f"Unable to store update: {exc}") from exc
+            if outcome.new_status is None:
+                task_store.update(connection, task_id, **values)
+            else:
+                task_store.set_status(connection, task, outcome.new_status, **values)
+                refresh_job_status(
+                    connection,
+                    str(task.job_id),
+                    now,
+                    failed_ratio=self.context.settings.failed_task_ratio,
+                )
+
+    def _apply_failure_policy(
+        self,
+        connection: Connection,
+        task: TaskRecord,
+        worker: WorkerRecord,
+        outcome: TaskUpdateOutcome,
+        now: datetime,
+    ) -> TaskUpdateOutcome:
+        """Soft or hard failure, blocklisting the worker when it failed too many of the job's."""
+        settings = self.context.settings
+        job_id, task_type = str(task.job_id), task.task_type
+        blocked = worker_store.blocked_workers(connection, job_id, task_type)
+        capable = frozenset(worker_store.capable_of(connection, task_type)) - blocked
+        failures = task_store.failures_in_job_and_type(
+            connection, str(worker.id), job_id, task_type
+        )
+        if should_blocklist(failures + 1, settings.blacklist_threshold):
+            worker_store.block(connection, str(worker.id), job_id, task_type, now)
+            if not capable - {worker.id}:
+                self._cascade(connection, worker, job_id, task_type, now)
+        task_store.add_failure(connection, str(task.id), str(worker.id), worker.identifier, now)
+        failed_by = frozenset(
+            worker_id for worker_id, _ in task_store.failed_by(connection, str(task.id))
+        )
+        hard = decide_failure(
+            failed_by=failed_by,
+            capable_workers=capable,
+            softfail_limit=settings.task_fail_after_softfail_count,
+        )
+        return outcome.with_failure(hard)
+
+    def _cascade(
+        self,
+        connection: Connection,
+        worker: WorkerRecord,
+        job_id: str,
+        task_type: str,
+        now: datetime,
+    ) -> None:
+        """The blocklisted worker was the last capable one: its soft failures become hard."""
+        for soft in task_store.soft_failed_by(connection, str(worker.id), job_id, task_type):
+            task_store.set_status(
+                connection,
+                soft,
+                next_task_status(soft.status, TaskEvent.BLOCKLIST_CASCADE),
+                activity=f"Manager hard-failed task after blocking worker {soft.worker_nickname}",
+                last_updated=now,
+            )
+
+    def return_task(self, worker_id: str, task_id: str, peer: Peer) -> None:
+        """``/tasks/{task_id}/return``: the worker gives the task back (after may-i-run said no)."""
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            if task_store.get(connection, task_id) is None:
+                raise NotFound(f"Task {task_id} is unknown.")
+            worker = worker_store.get(connection, worker_id)
+            if worker is None:
+                raise Forbidden(f"Unable to find worker: {worker_id}")
+            worker = mark_seen(connection, worker, peer, now)
+            return_task(self.context, connection, task_id, worker, "returned by worker")
+
+    def may_i_run(self, worker_id: str, task_id: ObjectId, peer: Peer) -> MayKeepRunningResponse:
+        """``/may-i-run/{task_id}``: always an answer, even for unknown tasks or workers."""
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            worker = worker_store.get(connection, worker_id)
+            if worker is None:
+                return MayKeepRunningResponse(
+                    may_keep_running=False, reason=f"unknown worker {worker_id}"
+                )
+            status = next_worker_status(worker.status, WorkerEvent.ASKED_FOR_WORK)
+            worker = mark_seen(connection, worker, peer, now, status=status.value)
+            task = task_store.get(connection, str(task_id))
+            answer = decide_may_keep_running(
+                task_id=task_id,
+                task_status=None if task is None else task.status,
+                task_worker=None if task is None else task.worker_id,
+                worker=worker.id,
+                request=worker.request,
+            )
+            if answer.may_keep_running:
+                task_store.update(
+                    connection, str(task_id), last_worker_ping=now, worker_id=worker_id
+                )
+                worker_store.update(connection, worker_id, current_task_updated=now)
+            return answer

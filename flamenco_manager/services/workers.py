@@ -1,0 +1,296 @@
+"""Workers: registration, sign-on and sign-off, status requests and acknowledgements.
+
+The rules come from :mod:`flamenco_protocol.worker_states`; this module loads a worker, asks
+those functions, and stores the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import attrs
+from sqlalchemy.engine import Connection
+
+from flamenco_manager.storage import tasks as task_store
+from flamenco_manager.storage import workers as worker_store
+from flamenco_manager.storage.workers import WorkerRecord
+from flamenco_protocol.documents import Worker, WorkerRegistration, WorkerSignonDoc
+from flamenco_protocol.ids import ObjectId
+from flamenco_protocol.statuses import TIMEOUT_PRONE_WORKER_STATUSES, TaskStatus, WorkerStatus
+from flamenco_protocol.task_states import TaskEvent, next_task_status
+from flamenco_protocol.worker_states import (
+    StatusRequest,
+    WorkerEvent,
+    decide_ack,
+    decide_sign_off,
+    next_worker_status,
+    validate_request,
+)
+
+from .auth import WorkerAuthenticator, hash_secret
+from .context import ServiceContext, log_timestamp
+from .errors import Forbidden, NotFound
+from .jobs import refresh_job_status
+
+__all__ = [
+    "Peer",
+    "WorkerService",
+    "mark_seen",
+    "return_task",
+    "seen_values",
+    "worker_document",
+]
+
+
+class Peer:
+    """Where a request came from: the address and ``User-Agent`` recorded when a worker is seen."""
+
+    __slots__ = ("host", "user_agent")
+
+    def __init__(self, host: str, user_agent: str = "") -> None:
+        self.host = host
+        self.user_agent = user_agent
+
+
+def seen_values(worker: WorkerRecord, peer: Peer, now: datetime) -> dict[str, object]:
+    """The columns that mark a worker as seen now from ``peer``."""
+    values: dict[str, object] = {"last_activity": now}
+    if peer.host and peer.host != worker.address:
+        values["address"] = peer.host
+    if peer.user_agent != worker.software:
+        values["software"] = peer.user_agent
+    return values
+
+
+def mark_seen(
+    connection: Connection, worker: WorkerRecord, peer: Peer, now: datetime, **values: object
+) -> WorkerRecord:
+    """Record that ``worker`` was seen now from ``peer`` (plus other columns); the new record."""
+    seen = seen_values(worker, peer, now)
+    seen.update(values)
+    worker_store.update(connection, str(worker.id), **seen)
+    return attrs.evolve(worker, **seen)  # type: ignore[arg-type]
+
+
+def worker_document(worker: WorkerRecord) -> Worker:
+    """The protocol document of a stored worker."""
+    return Worker(
+        id=worker.id,
+        nickname=worker.nickname,
+        address=worker.address,
+        status=worker.status,
+        platform=worker.platform,
+        current_task=worker.current_task,
+        last_activity=worker.last_activity,
+        supported_task_types=worker.supported_task_types,
+        software=worker.software,
+        current_task_status=worker.current_task_status,
+        current_task_updated=worker.current_task_updated,
+        status_requested=worker.status_requested,
+        lazy_status_request=worker.lazy_status_request,
+    )
+
+
+def return_task(
+    context: ServiceContext,
+    connection: Connection,
+    task_id: str,
+    worker: WorkerRecord,
+    reason: str,
+) -> bool:
+    """Give a running task of ``worker`` back to the queue; ``False`` when there is nothing to do.
+
+    Nothing happens when the task belongs to another worker or is not running. The task keeps
+    its worker's ID and nickname (the Go manager does too), so that a late update from that
+    worker is still accepted as its own.
+    """
+    task = task_store.get(connection, task_id, for_update=True)
+    if task is None:
+        return False
+    if task.worker_id is not None and task.worker_id != worker.id:
+        return False
+    if task.status not in (TaskStatus.ACTIVE, TaskStatus.CANCEL_REQUESTED):
+        return False
+    now = context.clock()
+    new_status = next_task_status(task.status, TaskEvent.WORKER_STOPPED)
+    verb = "re-queued" if new_status is TaskStatus.CLAIMED_BY_MANAGER else "canceled"
+    task_store.set_status(
+        connection,
+        task,
+        new_status,
+        activity=f"{verb.capitalize()} task after unassigning from worker {worker.identifier}: "
+        f"{reason}",
+        last_updated=now,
+    )
+    context.logs.append(
+        str(task.job_id),
+        str(task.id),
+        f"{log_timestamp(now)}: Manager {verb} task after unassigning it from worker "
+        f"{worker.identifier}: {reason}",
+    )
+    refresh_job_status(
+        connection, str(task.job_id), now, failed_ratio=context.settings.failed_task_ratio
+    )
+    return True
+
+
+class WorkerService:
+    """What workers and users do to workers."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+        self.authenticator = WorkerAuthenticator(self._secret_hash)
+
+    def _secret_hash(self, worker_id: str) -> str | None:
+        if not ObjectId.is_valid(worker_id):
+            return None
+        with self.context.database.transaction() as connection:
+            return worker_store.secret_hash(connection, worker_id.lower())
+
+    def _load(self, connection: Connection, worker_id: str) -> WorkerRecord:
+        worker = worker_store.get(connection, worker_id)
+        if worker is None:
+            raise Forbidden(f"Unable to find worker: {worker_id}")
+        return worker
+
+    def register(self, registration: WorkerRegistration, address: str) -> Worker:
+        """Store a new worker; the document answers ``/register-worker``."""
+        now = self.context.clock()
+        record = WorkerRecord(
+            id=ObjectId.new(),
+            secret_hash=hash_secret(registration.secret),
+            nickname=registration.nickname,
+            address=address,
+            status=WorkerStatus.NEW,
+            platform=registration.platform,
+            supported_task_types=registration.supported_task_types,
+            software="",
+            current_task=None,
+            current_task_status="",
+            current_task_updated=None,
+            last_activity=None,
+            status_requested="",
+            lazy_status_request=False,
+            sleep_schedule=None,
+            sleep_next_check=None,
+            registered=now,
+        )
+        with self.context.database.transaction() as connection:
+            worker_store.insert(connection, record)
+        return worker_document(record)
+
+    def sign_on(self, worker_id: str, doc: WorkerSignonDoc, peer: Peer) -> None:
+        """A worker starts: status ``starting``; new nickname and task types when given."""
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            worker = self._load(connection, worker_id)
+            values: dict[str, object] = {}
+            if doc.nickname and doc.nickname != worker.nickname:
+                values["nickname"] = doc.nickname
+            if doc.supported_task_types and doc.supported_task_types != (
+                worker.supported_task_types
+            ):
+                values["supported_task_types"] = doc.supported_task_types
+            values["status"] = next_worker_status(worker.status, WorkerEvent.SIGNED_ON).value
+            values["current_task"] = None
+            mark_seen(connection, worker, peer, now, **values)
+
+    def sign_off(self, worker_id: str) -> None:
+        """A worker stops: its running tasks go back to the queue, its status is ``offline``."""
+        with self.context.database.transaction() as connection:
+            worker = self._load(connection, worker_id)
+            self._return_all(connection, worker, "worker signed off")
+            keep = decide_sign_off(worker.status, worker.request)
+            worker_store.update(
+                connection,
+                worker_id,
+                status=next_worker_status(worker.status, WorkerEvent.SIGNED_OFF).value,
+                status_requested=keep.status.value if keep else "",
+                lazy_status_request=keep.lazy if keep else worker.lazy_status_request,
+            )
+
+    def _return_all(self, connection: Connection, worker: WorkerRecord, reason: str) -> None:
+        running = task_store.held_by(
+            connection, str(worker.id), [TaskStatus.ACTIVE, TaskStatus.CANCEL_REQUESTED]
+        )
+        for task_id in running:
+            return_task(self.context, connection, str(task_id), worker, reason)
+
+    def status_change(self, worker_id: str, peer: Peer) -> StatusRequest | None:
+        """The pending status request of a worker (``/status-change``), marking it seen."""
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            worker = self._load(connection, worker_id)
+            return mark_seen(connection, worker, peer, now).request
+
+    def acknowledge(self, worker_id: str, acked: str) -> bool:
+        """``/ack-status-change/{acked}``; whether the worker acknowledged what was asked."""
+        with self.context.database.transaction() as connection:
+            worker = self._load(connection, worker_id)
+            decision = decide_ack(worker.status, worker.request, acked)
+            if decision.status is not None:
+                worker_store.update(
+                    connection, worker_id, status=decision.status.value, status_requested=""
+                )
+            return decision.matches_request
+
+    def request_status(self, worker_id: str, status: str, *, lazy: bool) -> WorkerRecord:
+        """A user (or the sleep scheduler) asks a worker to become ``status``."""
+        request = validate_request(status, lazy)
+        with self.context.database.transaction() as connection:
+            if not worker_store.update(
+                connection,
+                worker_id,
+                status_requested=request.status.value,
+                lazy_status_request=request.lazy,
+            ):
+                raise NotFound(f"Worker {worker_id} is unknown.")
+            worker = worker_store.get(connection, worker_id)
+        assert worker is not None
+        return worker
+
+    def get(self, worker_id: str) -> WorkerRecord:
+        """A worker; :class:`NotFound` if there is none."""
+        with self.context.database.transaction() as connection:
+            worker = worker_store.get(connection, worker_id)
+        if worker is None:
+            raise NotFound(f"Worker {worker_id} is unknown.")
+        return worker
+
+    def list(self) -> Sequence[WorkerRecord]:
+        """Every worker, by nickname."""
+        with self.context.database.transaction() as connection:
+            return worker_store.list_all(connection)
+
+    def forget(self, worker_id: str) -> None:
+        """Delete a worker; its running tasks go back to the queue first."""
+        with self.context.database.transaction() as connection:
+            worker = worker_store.get(connection, worker_id)
+            if worker is None:
+                raise NotFound(f"Worker {worker_id} is unknown.")
+            self._return_all(connection, worker, "worker was forgotten")
+            worker_store.delete(connection, worker_id)
+        self.authenticator.forget(worker_id)
+
+    def time_out(self, connection: Connection, worker: WorkerRecord, why: str) -> None:
+        """A worker went silent: its running tasks go back to the queue.
+
+        An awake worker also becomes ``timeout`` and, unless a request is pending, is asked to
+        come back ``awake``; the Go manager overwrote a pending request here.
+        """
+        if worker.status in TIMEOUT_PRONE_WORKER_STATUSES:
+            worker_store.update(
+                connection,
+                str(worker.id),
+                status=next_worker_status(worker.status, WorkerEvent.TIMED_OUT).value,
+                status_requested=worker.status_requested or WorkerStatus.AWAKE.value,
+                lazy_status_request=worker.lazy_status_request and bool(worker.status_requested),
+            )
+        self._return_all(connection, worker, f"worker {worker.identifier} timed out ({why})")
+
+    def remove(self, connection: Connection, worker: WorkerRecord) -> None:
+        """The worker remover's deletion: tasks re-queued, then the worker forgotten."""
+        self._return_all(connection, worker, "worker is being auto-removed")
+        worker_store.delete(connection, str(worker.id))
+        self.authenticator.forget(str(worker.id))

@@ -1,0 +1,1 @@
+"""Everything SQL: the schema, the database handle and the queries the services use."""

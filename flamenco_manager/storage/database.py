@@ -1,0 +1,97 @@
+"""The database handle: SQLite (WAL) by default, PostgreSQL when one machine is not enough.
+
+Services run short transactions through :meth:`Database.transaction`. The schema is brought up to
+date by Alembic when the database is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Database:
+    """A connection pool to the manager's database, with the schema up to date."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Database:
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://…``), migrating the schema."""
+        database = cls(create_engine(url))
+        if migrate:
+            database.migrate()
+        return database
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is SQLite (one process only)."""
+        return self.engine.dialect.name == "sqlite"
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        with self.engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends without an exception."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for ``url`` with the settings the manager needs on that database."""
+    url_object = sa.make_url(url)
+    if url_object.get_backend_name() == "sqlite":
+        return _sqlite_engine(url_object)
+    if url_object.drivername in ("postgresql", "postgres"):
+        url_object = url_object.set(drivername="postgresql+psycopg")
+    return sa.create_engine(url_object, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        # The driver's own transaction handling gets in the way; we issue BEGIN ourselves.
+        isolation_level=None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers go on while one writer commits; NORMAL syncs at checkpoints, which
+        # loses no committed transaction on a process crash (only on power loss).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Take the write lock up front, so two processes never deadlock upgrading read locks.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,97 @@
+"""SQL for jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from flamenco_protocol.ids import ObjectId
+from flamenco_protocol.statuses import JobStatus, parse_job_status
+
+from .schema import jobs, row_dict, tasks
+
+
+@attrs.frozen(kw_only=True)
+class JobRecord:
+    """A job as stored."""
+
+    id: ObjectId
+    name: str
+    job_type: str
+    description: str
+    status: JobStatus | str
+    status_reason: str
+    priority: int
+    settings: dict[str, Any]
+    start_paused: bool
+    submitter: str
+    created: datetime
+    updated: datetime
+
+
+def _record(row: sa.Row[Any]) -> JobRecord:
+    values = row_dict(row)
+    values["id"] = ObjectId(values["id"])
+    values["status"] = parse_job_status(values["status"])
+    return JobRecord(**values)
+
+
+def insert(connection: Connection, record: JobRecord) -> None:
+    """Store a new job."""
+    values = attrs.asdict(record, recurse=False)
+    values["status"] = str(record.status)
+    connection.execute(jobs.insert().values(**values))
+
+
+def get(connection: Connection, job_id: str, *, for_update: bool = False) -> JobRecord | None:
+    """The job with this ID, or ``None``."""
+    query = sa.select(jobs).where(jobs.c.id == job_id)
+    if for_update:
+        query = query.with_for_update()
+    row = connection.execute(query).first()
+    return None if row is None else _record(row)
+
+
+def set_status(
+    connection: Connection, job_id: str, status: JobStatus, reason: str, now: datetime
+) -> None:
+    """Change a job's status and its reason."""
+    connection.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id)
+        .values(status=status.value, status_reason=reason, updated=now)
+    )
+
+
+def set_priority(connection: Connection, job_id: str, priority: int, now: datetime) -> None:
+    """Change a job's priority and copy it to its tasks."""
+    connection.execute(
+        jobs.update().where(jobs.c.id == job_id).values(priority=priority, updated=now)
+    )
+    connection.execute(tasks.update().where(tasks.c.job_id == job_id).values(job_priority=priority))
+
+
+def delete(connection: Connection, job_id: str) -> bool:
+    """Delete a job and (by cascade) its tasks; ``False`` when it did not exist."""
+    connection.execute(tasks.delete().where(tasks.c.job_id == job_id))
+    return connection.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount > 0
+
+
+def list_jobs(
+    connection: Connection,
+    *,
+    statuses: list[str] | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> list[JobRecord]:
+    """Jobs, newest first, optionally filtered by status; ``before`` pages by ID."""
+    query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    if statuses:
+        query = query.where(jobs.c.status.in_(statuses))
+    if before:
+        query = query.where(jobs.c.id < before)
+    return [_record(row) for row in connection.execute(query)]

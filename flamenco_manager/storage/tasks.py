@@ -1,0 +1,397 @@
+"""SQL for tasks: insertion with dependencies, selection, claiming, status changes, failures.
+
+Status changes go through :func:`set_status` (one task) or :func:`apply_event_to_job` (every task
+of a job), which keep the children's ``unfinished_parents`` counts right whenever a status moves
+into or out of ``completed``; the ``runnable`` column follows by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from flamenco_protocol.ids import ObjectId
+from flamenco_protocol.statuses import TaskStatus, parse_task_status
+from flamenco_protocol.task_states import TASK_TRANSITIONS, TaskEvent
+
+from .schema import row_dict, task_failures, task_parents, tasks, worker_blocklist
+
+COMPLETED = TaskStatus.COMPLETED.value
+
+
+@attrs.frozen(kw_only=True)
+class TaskRecord:
+    """A task as stored."""
+
+    id: ObjectId
+    job_id: ObjectId
+    name: str
+    status: TaskStatus | str
+    priority: int
+    job_priority: int
+    job_type: str
+    task_type: str
+    commands: list[dict[str, Any]]
+    activity: str
+    worker_nickname: str
+    worker_id: ObjectId | None
+    last_worker_ping: datetime | None
+    last_updated: datetime
+    metrics: dict[str, Any] | None
+    task_progress_percentage: int
+    current_command_idx: int
+    command_progress_percentage: int
+    unfinished_parents: int
+    runnable: bool
+
+
+@attrs.frozen(kw_only=True)
+class NewTask:
+    """A task to insert; ``parents`` name tasks inserted earlier or in the same batch."""
+
+    id: ObjectId
+    name: str
+    task_type: str
+    commands: list[dict[str, Any]]
+    priority: int = 50
+    parents: tuple[ObjectId, ...] = ()
+
+
+def _record(row: sa.Row[Any]) -> TaskRecord:
+    values = row_dict(row)
+    values["id"] = ObjectId(values["id"])
+    values["job_id"] = ObjectId(values["job_id"])
+    values["status"] = parse_task_status(values["status"])
+    values["worker_id"] = ObjectId(values["worker_id"]) if values["worker_id"] else None
+    values["runnable"] = bool(values["runnable"])
+    return TaskRecord(**values)
+
+
+def insert_many(
+    connection: Connection,
+    *,
+    job_id: str,
+    job_type: str,
+    job_priority: int,
+    status: TaskStatus,
+    new_tasks: Sequence[NewTask],
+    now: datetime,
+) -> None:
+    """Insert a job's tasks with their dependencies, all in ``status``."""
+    if not new_tasks:
+        return
+    known_status = dict(
+        connection.execute(
+            sa.select(tasks.c.id, tasks.c.status).where(
+                tasks.c.id.in_([p for task in new_tasks for p in task.parents])
+            )
+        ).all()
+    )
+    statuses = {**known_status, **{str(task.id): status.value for task in new_tasks}}
+    connection.execute(
+        tasks.insert(),
+        [
+            {
+                "id": str(task.id),
+                "job_id": job_id,
+                "name": task.name,
+                "status": status.value,
+                "priority": task.priority,
+                "job_priority": job_priority,
+                "job_type": job_type,
+                "task_type": task.task_type,
+                "commands": task.commands,
+                "last_updated": now,
+                "unfinished_parents": sum(
+                    1 for parent in task.parents if statuses.get(str(parent)) != COMPLETED
+                ),
+            }
+            for task in new_tasks
+        ],
+    )
+    links = [
+        {"task_id": str(task.id), "parent_id": str(parent), "position": position}
+        for task in new_tasks
+        for position, parent in enumerate(task.parents)
+    ]
+    if links:
+        connection.execute(task_parents.insert(), links)
+
+
+def get(connection: Connection, task_id: str, *, for_update: bool = False) -> TaskRecord | None:
+    """The task with this ID, or ``None``."""
+    query = sa.select(tasks).where(tasks.c.id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    row = connection.execute(query).first()
+    return None if row is None else _record(row)
+
+
+def parents_of(connection: Connection, task_id: str) -> tuple[ObjectId, ...]:
+    """The parents of a task, in the order they were given."""
+    rows = connection.execute(
+        sa.select(task_parents.c.parent_id)
+        .where(task_parents.c.task_id == task_id)
+        .order_by(task_parents.c.position)
+    )
+    return tuple(ObjectId(row.parent_id) for row in rows)
+
+
+def failed_by(connection: Connection, task_id: str) -> list[tuple[ObjectId, str]]:
+    """The workers that failed a task, as (ID, identifier), oldest first."""
+    rows = connection.execute(
+        sa.select(task_failures.c.worker_id, task_failures.c.identifier)
+        .where(task_failures.c.task_id == task_id)
+        .order_by(task_failures.c.failed)
+    )
+    return [(ObjectId(row.worker_id), row.identifier) for row in rows]
+
+
+def add_failure(
+    connection: Connection, task_id: str, worker_id: str, identifier: str, now: datetime
+) -> None:
+    """Record that a worker failed a task (once per worker)."""
+    exists = connection.execute(
+        sa.select(sa.literal(1)).where(
+            task_failures.c.task_id == task_id, task_failures.c.worker_id == worker_id
+        )
+    ).first()
+    if exists is None:
+        connection.execute(
+            task_failures.insert().values(
+                task_id=task_id, worker_id=worker_id, identifier=identifier, failed=now
+            )
+        )
+
+
+def clear_failures(connection: Connection, task_ids: Iterable[str]) -> None:
+    """Forget who failed these tasks (they are queued afresh)."""
+    connection.execute(task_failures.delete().where(task_failures.c.task_id.in_(list(task_ids))))
+
+
+def active_task_of(connection: Connection, worker_id: str) -> ObjectId | None:
+    """The first ``active`` task held by a worker, if any."""
+    value = connection.execute(
+        sa.select(tasks.c.id)
+        .where(tasks.c.worker_id == worker_id, tasks.c.status == TaskStatus.ACTIVE.value)
+        .order_by(tasks.c.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if value is None else ObjectId(value)
+
+
+def held_by(connection: Connection, worker_id: str, statuses: Iterable[str]) -> list[ObjectId]:
+    """Tasks held by a worker in one of ``statuses``."""
+    rows = connection.execute(
+        sa.select(tasks.c.id).where(
+            tasks.c.worker_id == worker_id, tasks.c.status.in_(list(statuses))
+        )
+    )
+    return [ObjectId(row.id) for row in rows]
+
+
+def select_next(
+    connection: Connection, worker_id: str, task_types: Sequence[str], *, skip_locked: bool
+) -> ObjectId | None:
+    """The best task for this worker to run next, or ``None``.
+
+    One indexed probe per task type (runnable, type, job priority, priority, ID), skipping tasks
+    of jobs whose type the worker is blocked from and tasks the worker failed before; then the
+    best of those. Its cost does not grow with the number of queued tasks.
+    """
+    blocked = sa.exists().where(
+        worker_blocklist.c.worker_id == worker_id,
+        worker_blocklist.c.job_id == tasks.c.job_id,
+        worker_blocklist.c.task_type == tasks.c.task_type,
+    )
+    failed = sa.exists().where(
+        task_failures.c.task_id == tasks.c.id, task_failures.c.worker_id == worker_id
+    )
+    best: tuple[int, int, str] | None = None
+    for task_type in dict.fromkeys(task_types):
+        query = (
+            sa.select(tasks.c.id, tasks.c.job_priority, tasks.c.priority)
+            .where(tasks.c.runnable.is_(True), tasks.c.task_type == task_type, ~blocked, ~failed)
+            .order_by(tasks.c.job_priority.desc(), tasks.c.priority.desc(), tasks.c.id)
+            .limit(1)
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        row = connection.execute(query).first()
+        if row is None:
+            continue
+        key = (-row.job_priority, -row.priority, row.id)
+        if best is None or key < best:
+            best = key
+    return None if best is None else ObjectId(best[2])
+
+
+def claim(
+    connection: Connection, task_id: str, worker_id: str, nickname: str, now: datetime
+) -> bool:
+    """Make a runnable task ``active`` for a worker; ``False`` if someone else was quicker."""
+    result = connection.execute(
+        tasks.update()
+        .where(tasks.c.id == task_id, tasks.c.runnable.is_(True))
+        .values(
+            status=TaskStatus.ACTIVE.value,
+            worker_id=worker_id,
+            worker_nickname=nickname,
+            last_worker_ping=now,
+            last_updated=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def update(connection: Connection, task_id: str, **values: Any) -> None:
+    """Set columns of a task (not its status: see :func:`set_status`)."""
+    if "status" in values:
+        raise ValueError("change a task's status with set_status")
+    connection.execute(tasks.update().where(tasks.c.id == task_id).values(**values))
+
+
+def set_status(
+    connection: Connection, task: TaskRecord, new_status: TaskStatus, **values: Any
+) -> None:
+    """Change one task's status (and other columns), keeping its children's readiness right."""
+    connection.execute(
+        tasks.update().where(tasks.c.id == str(task.id)).values(status=new_status.value, **values)
+    )
+    was_completed = task.status == COMPLETED
+    if was_completed != (new_status is TaskStatus.COMPLETED):
+        step = 1 if was_completed else -1
+        children = sa.select(task_parents.c.task_id).where(task_parents.c.parent_id == str(task.id))
+        connection.execute(
+            tasks.update()
+            .where(tasks.c.id.in_(children))
+            .values(unfinished_parents=tasks.c.unfinished_parents + step)
+        )
+
+
+def apply_event_to_job(
+    connection: Connection,
+    job_id: str,
+    event: TaskEvent,
+    now: datetime,
+    *,
+    include_completed: bool = True,
+    activity: str = "",
+) -> dict[str, int]:
+    """Send ``event`` to every task of a job; tasks with no such transition keep their status.
+
+    Returns how many tasks moved, per new status.
+    """
+    moved: dict[str, int] = {}
+    values: dict[str, Any] = {"last_updated": now}
+    if activity:
+        values["activity"] = activity
+    touched_completed = False
+    for old, row in TASK_TRANSITIONS.items():
+        new = row.get(event)
+        if new is None or new is old or (old is TaskStatus.COMPLETED and not include_completed):
+            continue
+        result = connection.execute(
+            tasks.update()
+            .where(tasks.c.job_id == job_id, tasks.c.status == old.value)
+            .values(status=new.value, **values)
+        )
+        if result.rowcount:
+            moved[new.value] = moved.get(new.value, 0) + result.rowcount
+            touched_completed |= TaskStatus.COMPLETED in (old, new)
+    if touched_completed:
+        recount_unfinished_parents(connection, job_id)
+    return moved
+
+
+def recount_unfinished_parents(connection: Connection, job_id: str) -> None:
+    """Recompute every task's count of unfinished parents in a job."""
+    parent = tasks.alias("parent")
+    unfinished = (
+        sa.select(sa.func.count())
+        .select_from(task_parents.join(parent, parent.c.id == task_parents.c.parent_id))
+        .where(task_parents.c.task_id == tasks.c.id, parent.c.status != COMPLETED)
+        .scalar_subquery()
+    )
+    connection.execute(
+        tasks.update().where(tasks.c.job_id == job_id).values(unfinished_parents=unfinished)
+    )
+
+
+def status_counts(connection: Connection, job_id: str) -> dict[str, int]:
+    """How many of a job's tasks are in each status."""
+    rows = connection.execute(
+        sa.select(tasks.c.status, sa.func.count())
+        .where(tasks.c.job_id == job_id)
+        .group_by(tasks.c.status)
+    )
+    return {str(status): int(count) for status, count in rows.all()}
+
+
+def failures_in_job_and_type(
+    connection: Connection, worker_id: str, job_id: str, task_type: str
+) -> int:
+    """Tasks of a job's type last held by a worker and now failed or soft-failed."""
+    count: int = connection.execute(
+        sa.select(sa.func.count()).where(
+            tasks.c.worker_id == worker_id,
+            tasks.c.job_id == job_id,
+            tasks.c.task_type == task_type,
+            tasks.c.status.in_([TaskStatus.FAILED.value, TaskStatus.SOFT_FAILED.value]),
+        )
+    ).scalar_one()
+    return count
+
+
+def soft_failed_by(
+    connection: Connection, worker_id: str, job_id: str, task_type: str
+) -> list[TaskRecord]:
+    """Soft-failed tasks of a job's type last held by a worker."""
+    rows = connection.execute(
+        sa.select(tasks).where(
+            tasks.c.worker_id == worker_id,
+            tasks.c.job_id == job_id,
+            tasks.c.task_type == task_type,
+            tasks.c.status == TaskStatus.SOFT_FAILED.value,
+        )
+    )
+    return [_record(row) for row in rows]
+
+
+def unpinged_since(connection: Connection, since: datetime) -> list[TaskRecord]:
+    """Running tasks (active or canceling) whose worker has not pinged them since ``since``."""
+    rows = connection.execute(
+        sa.select(tasks).where(
+            tasks.c.status.in_([TaskStatus.ACTIVE.value, TaskStatus.CANCEL_REQUESTED.value]),
+            sa.or_(tasks.c.last_worker_ping.is_(None), tasks.c.last_worker_ping <= since),
+        )
+    )
+    return [_record(row) for row in rows]
+
+
+def list_of_job(connection: Connection, job_id: str) -> list[TaskRecord]:
+    """Every task of a job, in creation order."""
+    rows = connection.execute(sa.select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id))
+    return [_record(row) for row in rows]
+
+
+def ids_of_job_in(connection: Connection, job_id: str, statuses: Iterable[str]) -> list[str]:
+    """IDs of a job's tasks in one of ``statuses``."""
+    rows = connection.execute(
+        sa.select(tasks.c.id).where(tasks.c.job_id == job_id, tasks.c.status.in_(list(statuses)))
+    )
+    return [row.id for row in rows]
+
+
+def count(connection: Connection, where: Mapping[str, Any] | None = None) -> int:
+    """How many tasks there are (matching column values, if given)."""
+    query = sa.select(sa.func.count()).select_from(tasks)
+    for column, value in (where or {}).items():
+        query = query.where(tasks.c[column] == value)
+    total: int = connection.execute(query).scalar_one()
+    return total

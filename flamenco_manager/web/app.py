@@ -1,0 +1,51 @@
+"""The manager's ASGI application, built from a :class:`~flamenco_manager.manager.Manager`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from flamenco_manager.manager import Manager
+
+from .responses import text
+from .worker_api import WorkerAPI
+
+__all__ = ["create_app"]
+
+
+def create_app(manager: Manager, *, run_loops: bool = True) -> Starlette:
+    """The manager's routes, and its periodic chores running while the app is served."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        loops = asyncio.create_task(manager.run_loops()) if run_loops else None
+        try:
+            yield
+        finally:
+            if loops is not None:
+                loops.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loops
+
+    routes: list[BaseRoute] = [*WorkerAPI(manager).routes()]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
+    )
+    app.state.manager = manager
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return text(404, "404 page not found")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return Response(status_code=405)

@@ -1,0 +1,48 @@
+"""How the manager spells answers on the wire: JSON documents and text errors, as Go wrote them."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from flamenco_protocol import codec
+
+JSON: Final = "application/json"
+TEXT: Final = "text/plain; charset=utf-8"
+
+
+def document(doc: Any, status: int = 200) -> Response:
+    """A protocol document as JSON; Go's encoder ends every body with a newline."""
+    return Response(codec.dumps(doc) + b"\n", status_code=status, media_type=JSON)
+
+
+def text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A plain-text answer, newline-terminated like Go's ``http.Error``."""
+    body = message if message.endswith("\n") or not message else message + "\n"
+    return Response(body, status_code=status, media_type=TEXT, headers=headers)
+
+
+def no_content() -> Response:
+    """204."""
+    return Response(status_code=204)
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the endpoint accepts."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

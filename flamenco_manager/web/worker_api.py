@@ -1,0 +1,255 @@
+"""The worker protocol's routes: HTTP in, service call, HTTP out. No rule lives here.
+
+Routes are built from the endpoint catalogue (:data:`flamenco_protocol.endpoints.ENDPOINTS`):
+each catalogue entry of the worker group has one handler below, and a test checks that every
+entry is served with the methods and status codes the catalogue lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from flamenco_manager.manager import Manager
+from flamenco_manager.services.auth import RegistrationRefused, check_registration_token
+from flamenco_manager.services.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    StorageFailure,
+)
+from flamenco_manager.services.scheduler import Assigned, NoTask, NoTaskTypes, StatusChange
+from flamenco_manager.services.workers import Peer
+from flamenco_protocol import codec
+from flamenco_protocol.documents import (
+    FileProduced,
+    TaskUpdate,
+    WorkerRegistration,
+    WorkerSignonDoc,
+    WorkerStatusRequest,
+)
+from flamenco_protocol.endpoints import ENDPOINTS, Auth, Endpoint
+from flamenco_protocol.errors import DecodeError
+from flamenco_protocol.ids import ObjectId
+
+from .responses import BodyTooLarge, document, no_content, read_body, text
+
+Handler = Callable[[Request], Awaitable[Response]]
+WorkerHandler = Callable[[Request, str], Awaitable[Response]]
+
+SMALL_BODY: Final = 64 * 1024
+UPDATE_BODY: Final = 32 * 1024 * 1024
+_REALM: Final = {"WWW-Authenticate": 'Basic realm="Flamenco Manager"'}
+_SERVICE_STATUS: Final[dict[type[ServiceError], int]] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Invalid: 400,
+    StorageFailure: 507,
+}
+
+
+def peer(request: Request) -> Peer:
+    """Who sent the request: the TCP peer's host (no proxy headers) and its ``User-Agent``."""
+    host = request.client.host if request.client else ""
+    return Peer(host, request.headers.get("user-agent", ""))
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme != "Basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, separator, password = decoded.partition(":")
+    return (user, password) if separator else None
+
+
+async def _decode(request: Request, doc: type, limit: int = SMALL_BODY) -> object:
+    body = await read_body(request, limit)
+    return codec.loads(doc, body)
+
+
+def _task_id(request: Request, name: str = "task_id") -> ObjectId | None:
+    value = request.path_params[name]
+    return ObjectId(value) if ObjectId.is_valid(value) else None
+
+
+def _bad_id(name: str, request: Request) -> Response:
+    return text(
+        404, f"Invalid ObjectID used for {name.replace('_', '-')}: {request.path_params[name]}"
+    )
+
+
+class WorkerAPI:
+    """The handlers of the worker endpoints, bound to a manager."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+
+    def routes(self) -> list[Route]:
+        """One route per worker endpoint of the catalogue, with its methods."""
+        handlers: dict[str, Handler] = {
+            "register_worker": self._guarded(self.register_worker),
+            "sign_on": self._as_worker(self.sign_on),
+            "sign_off": self._as_worker(self.sign_off),
+            "fetch_task": self._as_worker(self.fetch_task),
+            "update_task": self._as_worker(self.update_task),
+            "return_task": self._as_worker(self.return_task),
+            "may_i_run": self._as_worker(self.may_i_run),
+            "status_change": self._as_worker(self.status_change),
+            "ack_status_change": self._as_worker(self.ack_status_change),
+            "output_produced": self._as_worker(self.output_produced),
+        }
+        return [
+            Route(item.path, handlers[item.name], methods=list(item.methods), name=item.name)
+            for item in worker_catalogue()
+        ]
+
+    # --- wrappers: credentials and errors ------------------------------------------------------
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DecodeError as exc:
+                return text(400, f"Unable to decode JSON: {exc}")
+            except BodyTooLarge as exc:
+                return text(413, str(exc))
+            except ServiceError as exc:
+                return text(_SERVICE_STATUS.get(type(exc), 500), exc.message)
+
+        return guarded
+
+    def _as_worker(self, handler: WorkerHandler) -> Handler:
+        authenticator = self.manager.workers.authenticator
+
+        async def authenticated(request: Request) -> Response:
+            credentials = _basic_credentials(request)
+            if credentials is None or not await run_in_threadpool(
+                authenticator.authenticate, credentials[0].lower(), credentials[1]
+            ):
+                return text(401, "401 Unauthorized", headers=_REALM)
+            return await handler(request, credentials[0].lower())
+
+        return self._guarded(authenticated)
+
+    # --- handlers --------------------------------------------------------------------------------
+
+    async def register_worker(self, request: Request) -> Response:
+        """``POST /register-worker``."""
+        try:
+            check_registration_token(
+                request.headers.get("authorization", ""),
+                self.manager.settings.worker_registration_secret,
+            )
+        except RegistrationRefused as exc:
+            return text(403, str(exc))
+        registration = await _decode(request, WorkerRegistration)
+        assert isinstance(registration, WorkerRegistration)
+        client = request.client
+        address = f"{client.host}:{client.port}" if client else ""
+        worker = await run_in_threadpool(self.manager.workers.register, registration, address)
+        return document(worker)
+
+    async def sign_on(self, request: Request, worker_id: str) -> Response:
+        """``POST /sign-on``."""
+        doc = await _decode(request, WorkerSignonDoc)
+        assert isinstance(doc, WorkerSignonDoc)
+        self.manager.workers.sign_on(worker_id, doc, peer(request))
+        return no_content()
+
+    async def sign_off(self, request: Request, worker_id: str) -> Response:
+        """``POST /sign-off``."""
+        self.manager.workers.sign_off(worker_id)
+        return no_content()
+
+    async def fetch_task(self, request: Request, worker_id: str) -> Response:
+        """``POST /task`` (``GET`` too)."""
+        result = self.manager.scheduler.fetch_task(worker_id, peer(request))
+        match result:
+            case Assigned(task):
+                return document(task)
+            case StatusChange(status):
+                return document(WorkerStatusRequest(status_requested=status), 423)
+            case NoTaskTypes():
+                return text(406, "You do not support any task types.")
+            case NoTask():
+                return no_content()
+        raise AssertionError(result)
+
+    async def update_task(self, request: Request, worker_id: str) -> Response:
+        """``POST /tasks/{task_id}/update``."""
+        task_id = _task_id(request)
+        if task_id is None:
+            return _bad_id("task_id", request)
+        update = await _decode(request, TaskUpdate, UPDATE_BODY)
+        assert isinstance(update, TaskUpdate)
+        self.manager.task_updates.update(worker_id, task_id, update, peer(request))
+        return no_content()
+
+    async def return_task(self, request: Request, worker_id: str) -> Response:
+        """``POST /tasks/{task_id}/return``."""
+        task_id = _task_id(request)
+        if task_id is None:
+            return _bad_id("task_id", request)
+        self.manager.task_updates.return_task(worker_id, task_id, peer(request))
+        return no_content()
+
+    async def may_i_run(self, request: Request, worker_id: str) -> Response:
+        """``GET /may-i-run/{task_id}``: always the three-key document."""
+        task_id = _task_id(request)
+        if task_id is None:
+            return _bad_id("task_id", request)
+        return document(self.manager.task_updates.may_i_run(worker_id, task_id, peer(request)))
+
+    async def status_change(self, request: Request, worker_id: str) -> Response:
+        """``GET /status-change``."""
+        pending = self.manager.workers.status_change(worker_id, peer(request))
+        if pending is None:
+            return no_content()
+        return document(WorkerStatusRequest(status_requested=pending.status))
+
+    async def ack_status_change(self, request: Request, worker_id: str) -> Response:
+        """``POST /ack-status-change/{status}``: always 204."""
+        acked = request.path_params["status"]
+        if not self.manager.workers.acknowledge(worker_id, acked):
+            self.manager.log.info(
+                "worker acknowledged a status it was not asked for",
+                extra={"worker": worker_id, "status": acked},
+            )
+        return no_content()
+
+    async def output_produced(self, request: Request, worker_id: str) -> Response:
+        """``POST /output-produced``: candidates for the latest image."""
+        body = await read_body(request, SMALL_BODY)
+        if not body:
+            return text(400, "No HTTP body received")
+        produced = codec.loads(FileProduced, body)
+        if not produced.paths:
+            return text(422, "List of paths may not be empty.")
+        self.manager.latest_image.offer(list(produced.paths))
+        return no_content()
+
+
+def worker_catalogue() -> list[Endpoint]:
+    """The catalogue entries this module serves: the worker endpoints with worker auth."""
+    return [
+        item
+        for item in ENDPOINTS
+        if item.group == "worker" and item.auth in (Auth.WORKER, Auth.REGISTRATION)
+    ]
+
+
+__all__ = ["WorkerAPI", "peer", "worker_catalogue"]

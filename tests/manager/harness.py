@@ -1,0 +1,162 @@
+"""A manager in a test: the ASGI app on httpx, a controllable clock, and helpers for workers."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+
+from flamenco_manager.config import Settings
+from flamenco_manager.manager import Manager
+from flamenco_manager.services.jobs import TaskSpec
+from flamenco_manager.storage.jobs import JobRecord
+from flamenco_manager.web.app import create_app
+
+
+class FakeClock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@attrs.frozen
+class WorkerHandle:
+    """A registered worker's credentials."""
+
+    id: str
+    secret: str
+    nickname: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        token = base64.b64encode(f"{self.id}:{self.secret}".encode()).decode()
+        return {"Authorization": f"Basic {token}", "User-Agent": "Flamenco-Worker/2.5"}
+
+
+class Farm:
+    """A manager with helpers to act as workers and users."""
+
+    def __init__(self, manager: Manager, client: httpx.AsyncClient, clock: FakeClock) -> None:
+        self.manager = manager
+        self.client = client
+        self.clock = clock
+
+    async def register(
+        self, nickname: str = "w", task_types: Sequence[str] = ("sleep",), platform: str = "linux"
+    ) -> WorkerHandle:
+        secret = secrets.token_urlsafe(32)
+        response = await self.client.post(
+            "/register-worker",
+            json={
+                "secret": secret,
+                "platform": platform,
+                "supported_task_types": list(task_types),
+                "nickname": nickname,
+            },
+        )
+        assert response.status_code == 200, response.text
+        return WorkerHandle(response.json()["_id"], secret, nickname)
+
+    async def call(
+        self, worker: WorkerHandle, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response:
+        return await self.client.request(method, path, headers=worker.auth, **kwargs)
+
+    async def fetch(self, worker: WorkerHandle) -> httpx.Response:
+        return await self.call(worker, "POST", "/task")
+
+    async def update(self, worker: WorkerHandle, task_id: str, **body: Any) -> httpx.Response:
+        return await self.call(worker, "POST", f"/tasks/{task_id}/update", json=body)
+
+    async def may_i_run(self, worker: WorkerHandle, task_id: str) -> dict[str, Any]:
+        response = await self.call(worker, "GET", f"/may-i-run/{task_id}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        result: dict[str, Any] = response.json()
+        return result
+
+    def job(
+        self,
+        *tasks: TaskSpec,
+        priority: int = 50,
+        name: str = "job",
+        start_paused: bool = False,
+    ) -> JobRecord:
+        return self.manager.jobs.create_job(
+            name=name,
+            job_type="test",
+            tasks=list(tasks),
+            priority=priority,
+            start_paused=start_paused,
+        )
+
+    def task_ids(self, job: JobRecord) -> list[str]:
+        return [str(task.id) for task in self.tasks(job)]
+
+    def tasks(self, job: JobRecord) -> list[Any]:
+        from flamenco_manager.storage import tasks as task_store
+
+        with self.manager.database.transaction() as connection:
+            return task_store.list_of_job(connection, str(job.id))
+
+    def task(self, task_id: str) -> Any:
+        from flamenco_manager.storage import tasks as task_store
+
+        with self.manager.database.transaction() as connection:
+            return task_store.get(connection, task_id)
+
+    def worker(self, worker: WorkerHandle) -> Any:
+        return self.manager.workers.get(worker.id)
+
+    def job_status(self, job: JobRecord) -> str:
+        return str(self.manager.jobs.get(str(job.id)).status)
+
+
+def spec(
+    name: str = "t",
+    task_type: str = "sleep",
+    priority: int = 50,
+    parents: tuple[int, ...] = (),
+    commands: list[dict[str, Any]] | None = None,
+) -> TaskSpec:
+    """A task of a test job."""
+    return TaskSpec(
+        name=name,
+        task_type=task_type,
+        priority=priority,
+        parents=parents,
+        commands=commands or [{"name": "sleep", "settings": {"time_in_seconds": 1}}],
+    )
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a manager in ``tmp_path``."""
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "timeout_check_initial_delay": "1h"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
+    """A manager on SQLite in a temporary directory, served in-process."""
+    clock = FakeClock()
+    manager = Manager(make_settings(tmp_path), clock=clock)
+    app = create_app(manager, run_loops=False)
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.5", 53211))
+    async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
+        yield Farm(manager, client, clock)
+    manager.close()

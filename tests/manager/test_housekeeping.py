@@ -1,0 +1,138 @@
+"""Timeouts, the worker remover and blocklist expiry (spec §11.1, §11.3, §17.3, §17.6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flamenco_manager.manager import Manager
+from flamenco_manager.storage import workers as worker_store
+from flamenco_manager.web.app import create_app
+
+from .harness import FakeClock, Farm, make_settings, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_silent_awake_worker_times_out_and_its_task_is_requeued(farm: Farm) -> None:
+    job = farm.job(spec())
+    worker = await farm.register()
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    farm.clock.advance(seconds=59)
+    assert farm.manager.housekeeping.check_timeouts() == (0, 0)
+    farm.clock.advance(seconds=2)
+    assert farm.manager.housekeeping.check_timeouts() == (0, 1)
+    record = farm.worker(worker)
+    assert (record.status, record.status_requested) == ("timeout", "awake")
+    task = farm.task(task_id)
+    assert task.status == "claimed-by-manager"
+    assert "timed out" in task.activity
+    assert farm.job_status(job) == "queued"
+    # When it comes back it wakes up, is asked to ack awake, and gets the task again.
+    response = await farm.fetch(worker)
+    assert (response.status_code, response.json()) == (423, {"status_requested": "awake"})
+    await farm.call(worker, "POST", "/ack-status-change/awake")
+    assert (await farm.fetch(worker)).json()["_id"] == task_id
+
+
+async def test_a_timeout_keeps_a_pending_request(farm: Farm) -> None:
+    worker = await farm.register()
+    await farm.fetch(worker)
+    farm.manager.workers.request_status(worker.id, "asleep", lazy=True)
+    farm.clock.advance(minutes=2)
+    farm.manager.housekeeping.check_timeouts()
+    record = farm.worker(worker)
+    assert (record.status, record.status_requested, record.lazy_status_request) == (
+        "timeout",
+        "asleep",
+        True,
+    )
+
+
+@pytest.mark.parametrize("status", ["asleep", "starting", "offline", "testing", "error", ""])
+async def test_only_awake_workers_time_out(farm: Farm, status: str) -> None:
+    worker = await farm.register()
+    with farm.manager.database.transaction() as connection:
+        worker_store.update(connection, worker.id, status=status)
+    farm.clock.advance(hours=5)
+    farm.manager.housekeeping.check_timeouts()
+    assert farm.worker(worker).status == status
+
+
+async def test_an_unpinged_task_is_requeued_not_failed(farm: Farm) -> None:
+    job = farm.job(spec("slow"))
+    worker = await farm.register("busy")
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    # The worker keeps polling /task-free endpoints, so it stays awake, but never pings the task.
+    for _ in range(11):
+        farm.clock.advance(minutes=1)
+        await farm.call(worker, "GET", "/status-change")
+        farm.manager.housekeeping.check_timeouts()
+    task = farm.task(task_id)
+    assert task.status == "claimed-by-manager"
+    log = farm.manager.logs.read_whole(str(job.id), task_id).decode()
+    assert f"Task slow ({task_id}) timed out" in log
+    assert "Was handled by worker 10.0.0.5 (busy)" in log
+
+
+async def test_pings_keep_a_task_alive(farm: Farm) -> None:
+    worker = await farm.register()
+    farm.job(spec())
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    for _ in range(30):
+        farm.clock.advance(seconds=30)
+        await farm.may_i_run(worker, task_id)
+        farm.manager.housekeeping.check_timeouts()
+    assert farm.task(task_id).status == "active"
+    assert farm.worker(worker).status == "awake"
+
+
+async def test_the_worker_remover(tmp_path: Path) -> None:
+    clock = FakeClock()
+    manager = Manager(
+        make_settings(tmp_path, worker_cleanup_max_age="1h", worker_cleanup_status="offline"),
+        clock=clock,
+    )
+    transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+        farm = Farm(manager, client, clock)
+        manager.jobs.create_job(name="j", job_type="t", tasks=[spec()])
+        leaving = await farm.register("leaving")
+        staying = await farm.register("staying")
+        task_id = (await farm.fetch(leaving)).json()["_id"]
+        await farm.fetch(staying)
+        clock.advance(hours=2)
+        # Awake workers are kept, however old.
+        assert manager.housekeeping.remove_workers() == 0
+        with manager.database.transaction() as connection:
+            worker_store.update(connection, leaving.id, status="offline")
+        assert manager.housekeeping.remove_workers() == 1
+        assert [worker.nickname for worker in manager.workers.list()] == ["staying"]
+        task = farm.task(task_id)
+        assert task.status == "claimed-by-manager"
+        assert str(task.worker_id) == leaving.id
+        assert "worker is being auto-removed" in task.activity
+        # Its credentials no longer work.
+        assert (await farm.fetch(leaving)).status_code == 401
+    manager.close()
+
+
+async def test_the_remover_is_off_by_default(farm: Farm) -> None:
+    worker = await farm.register()
+    with farm.manager.database.transaction() as connection:
+        worker_store.update(connection, worker.id, status="offline", last_activity=farm.clock())
+    farm.clock.advance(days=300)
+    assert farm.manager.housekeeping.remove_workers() == 0
+
+
+async def test_blocklist_entries_expire(farm: Farm) -> None:
+    job = farm.job(spec())
+    worker = await farm.register()
+    with farm.manager.database.transaction() as connection:
+        worker_store.block(connection, worker.id, str(job.id), "sleep", farm.clock())
+    farm.clock.advance(days=6)
+    assert farm.manager.housekeeping.expire_blocklist() == 0
+    farm.clock.advance(days=2)
+    assert farm.manager.housekeeping.expire_blocklist() == 1

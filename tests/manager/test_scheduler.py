@@ -1,0 +1,232 @@
+"""``POST /task``: the scheduler conformance checklist (spec/manager-behaviour.md §17.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from pathlib import Path
+
+import pytest
+
+from flamenco_manager.config import Settings
+from flamenco_manager.manager import Manager
+from flamenco_manager.services.scheduler import Assigned
+from flamenco_manager.services.workers import Peer
+from flamenco_manager.storage import tasks as task_store
+from flamenco_protocol.documents import WorkerRegistration
+
+from .harness import Farm, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_worker_gets_its_task_type_with_variables_replaced(farm: Farm) -> None:
+    blender = [{"name": "blender_render", "settings": {"blender_cmd": "{blender} --bg", "n": 3}}]
+    job = farm.job(
+        spec("render", task_type="blender-render", commands=blender),
+        spec("sleep", task_type="sleep"),
+    )
+    linux = await farm.register("linux", ["blender-render"], platform="linux")
+    windows = await farm.register("windows", ["sleep", "blender-render"], platform="windows")
+
+    response = await farm.fetch(linux)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.content.endswith(b"\n")
+    task = response.json()
+    assert task["_id"] == farm.task_ids(job)[0]
+    assert task["status"] == "active"
+    assert task["job_type"] == "test"
+    assert task["commands"][0]["settings"] == {
+        "blender_cmd": "/farm/path/to/blender --bg",
+        "n": 3,
+    }
+    # The stored task keeps its placeholder.
+    assert farm.task(task["_id"]).commands == blender
+
+    second = (await farm.fetch(windows)).json()
+    assert second["name"] == "sleep"
+
+
+async def test_higher_priority_first_then_job_priority_dominates(farm: Farm) -> None:
+    low = farm.job(spec("low", priority=10), spec("high", priority=90), priority=5)
+    top = farm.job(spec("job-top", priority=50), priority=10)
+    worker = await farm.register()
+    names = [(await farm.fetch(worker)).json()["name"]]
+    await farm.update(worker, farm.task_ids(top)[0], task_status="completed")
+    names.append((await farm.fetch(worker)).json()["name"])
+    await farm.update(worker, farm.task_ids(low)[1], task_status="completed")
+    names.append((await farm.fetch(worker)).json()["name"])
+    assert names == ["job-top", "high", "low"]
+
+
+async def test_equal_priorities_go_oldest_first(farm: Farm) -> None:
+    job = farm.job(*(spec(f"t{i}") for i in range(5)))
+    seen = []
+    for index in range(5):
+        worker = await farm.register(f"w{index}")
+        seen.append((await farm.fetch(worker)).json()["_id"])
+    assert seen == farm.task_ids(job)
+
+
+async def test_a_task_runs_only_when_all_parents_completed(farm: Farm) -> None:
+    job = farm.job(spec("a"), spec("b"), spec("child", parents=(0, 1)))
+    a, b, child = farm.task_ids(job)
+    one, two, three = [await farm.register(f"w{i}") for i in range(3)]
+    assert (await farm.fetch(one)).json()["_id"] == a
+    assert (await farm.fetch(two)).json()["_id"] == b
+    # Both parents running: nothing for the third worker.
+    assert (await farm.fetch(three)).status_code == 204
+    await farm.update(one, a, task_status="completed")
+    # One parent completed, one active: still nothing.
+    assert (await farm.fetch(three)).status_code == 204
+    await farm.update(two, b, task_status="completed")
+    response = await farm.fetch(three)
+    assert response.json()["_id"] == child
+    assert response.json()["parents"] == [a, b]
+
+
+async def test_a_requeued_completed_parent_blocks_its_child_again(farm: Farm) -> None:
+    job = farm.job(spec("parent"), spec("child", parents=(0,)))
+    parent, child = farm.task_ids(job)
+    worker = await farm.register()
+    await farm.fetch(worker)
+    await farm.update(worker, parent, task_status="completed")
+    assert farm.task(child).runnable
+    await farm.fetch(worker)
+    await farm.update(worker, child, task_status="completed")
+    assert farm.job_status(job) == "completed"
+    # Requeueing a completed job runs every task again, the child after its parent.
+    farm.manager.jobs.request_status(str(job.id), "requeued")
+    assert [farm.task(task_id).status for task_id in (parent, child)] == ["queued", "queued"]
+    assert farm.task(parent).runnable
+    assert not farm.task(child).runnable
+    assert (await farm.fetch(worker)).json()["_id"] == parent
+
+
+async def test_a_worker_with_a_running_task_gets_that_task_again(farm: Farm) -> None:
+    job = farm.job(spec("first", priority=10))
+    worker = await farm.register()
+    first = (await farm.fetch(worker)).json()
+    farm.job(spec("urgent", priority=100), priority=100)
+    again = (await farm.fetch(worker)).json()
+    assert again["_id"] == first["_id"] == farm.task_ids(job)[0]
+
+
+@pytest.mark.parametrize("final", ["completed", "failed", "canceled"])
+async def test_finished_tasks_do_not_count_as_running(farm: Farm, final: str) -> None:
+    job = farm.job(spec("one"), spec("two"))
+    one, two = farm.task_ids(job)
+    worker = await farm.register()
+    await farm.register("other")  # so that a failure is soft
+    assert (await farm.fetch(worker)).json()["_id"] == one
+    await farm.update(worker, one, task_status=final)
+    assert (await farm.fetch(worker)).json()["_id"] == two
+
+
+async def test_no_task_types_is_406_and_a_pending_request_423_first(farm: Farm) -> None:
+    worker = await farm.register(task_types=[])
+    response = await farm.fetch(worker)
+    assert response.status_code == 406
+    assert response.text == "You do not support any task types.\n"
+    farm.manager.workers.request_status(worker.id, "asleep", lazy=True)
+    response = await farm.fetch(worker)
+    assert response.status_code == 423
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status_requested": "asleep"}
+
+
+async def test_get_is_accepted_too(farm: Farm) -> None:
+    farm.job(spec())
+    worker = await farm.register()
+    assert (await farm.call(worker, "GET", "/task")).status_code == 200
+
+
+async def test_blocklisted_job_types_are_skipped(farm: Farm) -> None:
+    blocked_job = farm.job(spec("blocked"), priority=90)
+    other_job = farm.job(spec("other"), priority=10)
+    worker = await farm.register()
+    bystander = await farm.register("bystander")
+    from flamenco_manager.storage import workers as worker_store
+
+    with farm.manager.database.transaction() as connection:
+        worker_store.block(connection, worker.id, str(blocked_job.id), "sleep", farm.clock())
+    assert (await farm.fetch(worker)).json()["_id"] == farm.task_ids(other_job)[0]
+    # Another worker's blocklist does not matter.
+    assert (await farm.fetch(bystander)).json()["_id"] == farm.task_ids(blocked_job)[0]
+
+
+async def test_a_soft_failed_task_goes_to_another_worker_with_its_failures(farm: Farm) -> None:
+    job = farm.job(spec("fragile"), spec("later"))
+    fragile, later = farm.task_ids(job)
+    first = await farm.register("first")
+    second = await farm.register("second")
+    assert (await farm.fetch(first)).json()["_id"] == fragile
+    await farm.update(first, fragile, task_status="failed")
+    assert farm.task(fragile).status == "soft-failed"
+    # The worker that failed it gets another task; the other worker gets the soft-failed one.
+    assert (await farm.fetch(first)).json()["_id"] == later
+    retried = (await farm.fetch(second)).json()
+    assert retried["_id"] == fragile
+    assert retried["status"] == "active"
+    assert retried["failed_by_workers"] == [{"id": first.id, "identifier": "10.0.0.5 (first)"}]
+    assert (await farm.may_i_run(second, fragile))["may_keep_running"] is True
+
+
+async def test_assignment_is_logged_and_shown_as_activity(farm: Farm) -> None:
+    job = farm.job(spec())
+    worker = await farm.register("render-07")
+    task_id = farm.task_ids(job)[0]
+    await farm.fetch(worker)
+    expected = f"Manager assigned task {task_id} to worker 10.0.0.5 (render-07)"
+    assert farm.task(task_id).activity == expected
+    assert expected in farm.manager.logs.read_whole(str(job.id), task_id).decode()
+    assert farm.worker(worker).current_task == task_id
+    assert farm.job_status(job) == "active"
+
+
+async def test_fetching_wakes_a_worker_even_when_answered_423(farm: Farm) -> None:
+    worker = await farm.register()
+    farm.manager.workers.acknowledge(worker.id, "asleep")
+    farm.manager.workers.request_status(worker.id, "shutdown", lazy=False)
+    assert (await farm.fetch(worker)).status_code == 423
+    record = farm.worker(worker)
+    assert record.status == "awake"
+    assert record.software == "Flamenco-Worker/2.5"
+    assert record.address == "10.0.0.5"
+
+
+async def test_concurrent_fetches_never_share_a_task(farm: Farm) -> None:
+    job = farm.job(*(spec(f"t{i}") for i in range(30)))
+    workers = [await farm.register(f"w{i}") for i in range(40)]
+    responses = await asyncio.gather(*(farm.fetch(worker) for worker in workers))
+    given = [response.json()["_id"] for response in responses if response.status_code == 200]
+    assert sorted(given) == sorted(farm.task_ids(job))
+    assert sum(response.status_code == 204 for response in responses) == 10
+
+
+def test_two_managers_on_one_database_never_share_a_task(tmp_path: Path) -> None:
+    """Two manager objects (two connection pools) claiming from one SQLite file in threads."""
+    data = tmp_path / "data"
+    first = Manager(Settings(data_dir=data))
+    second = Manager(Settings(data_dir=data))
+    job = first.jobs.create_job(name="j", job_type="t", tasks=[spec(f"t{i}") for i in range(60)])
+    registration = WorkerRegistration(secret="s", supported_task_types=("sleep",), nickname="w")
+    pairs = [
+        (manager, str(manager.workers.register(registration, "127.0.0.1:1").id))
+        for manager in [first, second] * 40
+    ]
+
+    def fetch(pair: tuple[Manager, str]) -> str | None:
+        manager, worker_id = pair
+        result = manager.scheduler.fetch_task(worker_id, Peer("127.0.0.1"))
+        return str(result.task.id) if isinstance(result, Assigned) else None
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        given = [task for task in pool.map(fetch, pairs) if task is not None]
+    with first.database.transaction() as connection:
+        expected = {str(task.id) for task in task_store.list_of_job(connection, str(job.id))}
+    assert len(given) == len(set(given)) == 60
+    assert set(given) == expected
+    first.close()
+    second.close()

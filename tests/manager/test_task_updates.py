@@ -1,0 +1,278 @@
+"""Task updates, returns and may-i-run (spec/manager-behaviour.md §4.5-§4.7, §8, §10, §17.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import Farm, WorkerHandle, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def _running(farm: Farm, nickname: str = "w") -> tuple[WorkerHandle, str]:
+    job = farm.job(spec())
+    worker = await farm.register(nickname)
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    assert task_id == farm.task_ids(job)[0]
+    return worker, task_id
+
+
+async def test_an_update_is_taken_and_its_log_appended(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    response = await farm.update(
+        worker,
+        task_id,
+        task_status="active",
+        activity="rendering frame 3",
+        task_progress_percentage=30,
+        current_command_idx=1,
+        command_progress_percentage=60,
+        metrics={"timing": {"total": 1.5}},
+        log="line one\nline two",
+    )
+    assert response.status_code == 204
+    task = farm.task(task_id)
+    assert task.activity == "rendering frame 3"
+    assert (task.task_progress_percentage, task.current_command_idx) == (30, 1)
+    assert task.command_progress_percentage == 60
+    assert task.metrics == {"timing": {"total": 1.5}}
+    log = farm.manager.logs.read_whole(str(task.job_id), task_id).decode()
+    assert log.endswith("line one\nline two\n")
+    # A second update appends.
+    await farm.update(worker, task_id, log="line three\n")
+    log = farm.manager.logs.read_whole(str(task.job_id), task_id).decode()
+    assert log.endswith("line one\nline two\nline three\n")
+
+
+async def test_the_worker_records_what_it_sent(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    farm.clock.advance(seconds=5)
+    await farm.update(worker, task_id, task_status="completed")
+    record = farm.worker(worker)
+    assert record.current_task_status == "completed"
+    assert record.current_task_updated == farm.clock()
+
+
+async def test_an_update_for_an_unassigned_active_task_claims_it(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    from flamenco_manager.storage import tasks as task_store
+
+    with farm.manager.database.transaction() as connection:
+        task_store.update(connection, task_id, worker_id=None)
+    other = await farm.register("other")
+    assert (await farm.update(other, task_id, activity="mine now")).status_code == 204
+    assert str(farm.task(task_id).worker_id) == other.id
+    assert farm.task(task_id).activity == "mine now"
+    # Now the first worker is the other one.
+    response = await farm.update(worker, task_id, activity="no, mine")
+    assert response.status_code == 409
+    assert response.text == f"Task {task_id} is assigned to another worker.\n"
+    assert farm.task(task_id).activity == "mine now"
+
+
+@pytest.mark.parametrize("stopped", ["cancel-requested", "failed"])
+async def test_status_and_activity_of_a_stopped_task_are_dropped(farm: Farm, stopped: str) -> None:
+    worker, task_id = await _running(farm)
+    from flamenco_manager.storage import tasks as task_store
+    from flamenco_protocol.statuses import TaskStatus
+
+    with farm.manager.database.transaction() as connection:
+        record = task_store.get(connection, task_id)
+        assert record is not None
+        task_store.set_status(connection, record, TaskStatus(stopped), activity="stopped")
+    response = await farm.update(
+        worker, task_id, task_status="active", activity="still going", log="late line"
+    )
+    assert response.status_code == 204
+    task = farm.task(task_id)
+    assert (task.status, task.activity) == (stopped, "stopped")
+    assert str(task.worker_id) == worker.id
+    assert "late line" in farm.manager.logs.read_whole(str(task.job_id), task_id).decode()
+
+
+async def test_unknown_and_malformed_tasks(farm: Farm) -> None:
+    worker = await farm.register()
+    missing = "5f1e0c0a2b3c4d5e6f70a101"
+    response = await farm.update(worker, missing, task_status="active")
+    assert response.status_code == 404
+    assert response.text == f"Task {missing} is unknown.\n"
+    response = await farm.update(worker, "not-an-id", task_status="active")
+    assert response.status_code == 404
+    assert response.text == "Invalid ObjectID used for task-id: not-an-id\n"
+
+
+async def test_garbage_bodies_are_400_naming_the_field(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    response = await farm.call(
+        worker, "POST", f"/tasks/{task_id}/update", content=b'{"task_progress_percentage": 1.5}'
+    )
+    assert response.status_code == 400
+    assert "$.task_progress_percentage" in response.text
+    response = await farm.call(worker, "POST", f"/tasks/{task_id}/update", content=b"{nope")
+    assert response.status_code == 400
+    assert response.text.startswith("Unable to decode JSON:")
+    assert farm.task(task_id).status == "active"
+
+
+async def test_statuses_a_worker_may_not_report_are_400(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    response = await farm.update(worker, task_id, task_status="queued")
+    assert response.status_code == 400
+    assert "cannot be reported by a worker" in response.text
+    assert farm.task(task_id).status == "active"
+
+
+async def test_bad_credentials_are_401_with_the_realm(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    wrong = WorkerHandle(worker.id, "not the secret", worker.nickname)
+    response = await farm.update(wrong, task_id, task_status="completed")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Basic realm="Flamenco Manager"'
+    assert response.text == "401 Unauthorized\n"
+    response = await farm.client.post("/task")
+    assert response.status_code == 401
+    assert farm.task(task_id).status == "active"
+
+
+async def test_completion_completes_the_job(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    await farm.update(worker, task_id, task_status="completed", activity="Task completed")
+    task = farm.task(task_id)
+    assert task.status == "completed"
+    assert farm.job_status(farm.manager.jobs.get(str(task.job_id))) == "completed"
+
+
+# --- return and may-i-run ----------------------------------------------------------------------
+
+
+async def test_returning_requeues_and_keeps_the_worker(farm: Farm) -> None:
+    worker, task_id = await _running(farm, "render-07")
+    response = await farm.call(worker, "POST", f"/tasks/{task_id}/return")
+    assert response.status_code == 204
+    task = farm.task(task_id)
+    assert task.status == "claimed-by-manager"
+    assert str(task.worker_id) == worker.id
+    assert task.activity.endswith("returned by worker")
+    log = farm.manager.logs.read_whole(str(task.job_id), task_id).decode()
+    assert "re-queued task after unassigning it from worker 10.0.0.5 (render-07)" in log
+
+
+async def test_returning_someone_elses_or_a_stopped_task_does_nothing(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    other = await farm.register("other")
+    assert (await farm.call(other, "POST", f"/tasks/{task_id}/return")).status_code == 204
+    assert farm.task(task_id).status == "active"
+    await farm.update(worker, task_id, task_status="completed")
+    assert (await farm.call(worker, "POST", f"/tasks/{task_id}/return")).status_code == 204
+    assert farm.task(task_id).status == "completed"
+    response = await farm.call(worker, "POST", "/tasks/5f1e0c0a2b3c4d5e6f70a101/return")
+    assert response.status_code == 404
+
+
+async def test_may_i_run(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    farm.clock.advance(seconds=30)
+    assert await farm.may_i_run(worker, task_id) == {"may_keep_running": True}
+    assert farm.task(task_id).last_worker_ping == farm.clock()
+    other = await farm.register("other")
+    answer = await farm.may_i_run(other, task_id)
+    assert answer == {
+        "may_keep_running": False,
+        "reason": f"task {task_id} reassigned to another worker",
+    }
+    missing = "5f1e0c0a2b3c4d5e6f70a101"
+    assert (await farm.may_i_run(worker, missing))["reason"] == f"unable to find task {missing}"
+
+
+async def test_may_i_run_tells_status_requests(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    farm.manager.workers.request_status(worker.id, "asleep", lazy=True)
+    assert await farm.may_i_run(worker, task_id) == {
+        "may_keep_running": True,
+        "status_requested": "asleep",
+    }
+    farm.manager.workers.request_status(worker.id, "asleep", lazy=False)
+    assert await farm.may_i_run(worker, task_id) == {
+        "may_keep_running": False,
+        "reason": "worker status change to asleep requested",
+        "status_requested": "asleep",
+    }
+
+
+async def test_a_canceled_job_stops_its_running_task_through_may_i_run(farm: Farm) -> None:
+    worker, task_id = await _running(farm)
+    job_id = str(farm.task(task_id).job_id)
+    farm.manager.jobs.request_status(job_id, "cancel-requested", "user asked")
+    answer = await farm.may_i_run(worker, task_id)
+    assert answer["may_keep_running"] is False
+    assert answer["reason"] == f"task {task_id} in non-runnable status cancel-requested"
+    # The real worker then returns the task: it is canceled, and so is the job.
+    await farm.call(worker, "POST", f"/tasks/{task_id}/return")
+    assert farm.task(task_id).status == "canceled"
+    assert farm.job_status(farm.manager.jobs.get(job_id)) == "canceled"
+
+
+# --- failure policy (§10, TU-17..TU-21) --------------------------------------------------------
+
+
+async def test_failures_blocklist_and_hard_fail_as_in_the_worked_example(farm: Farm) -> None:
+    # 40 tasks, so that three failures (7.5 %) do not fail the whole job.
+    job = farm.job(*(spec(f"t{i}") for i in range(40)), priority=50)
+    ids = farm.task_ids(job)
+    a = await farm.register("a")
+    b = await farm.register("b")
+    for index in range(3):
+        assert (await farm.fetch(a)).json()["_id"] == ids[index]
+        await farm.update(a, ids[index], task_status="failed")
+        # Soft: b is still there, even after a's third failure blocklists a.
+        assert farm.task(ids[index]).status == "soft-failed"
+    from flamenco_manager.storage import workers as worker_store
+
+    with farm.manager.database.transaction() as connection:
+        assert worker_store.blocked_workers(connection, str(job.id), "sleep") == {a.id}
+    for index in range(3):
+        assert (await farm.fetch(b)).json()["_id"] == ids[index]
+        await farm.update(b, ids[index], task_status="failed")
+        assert farm.task(ids[index]).status == "failed"
+    with farm.manager.database.transaction() as connection:
+        assert worker_store.blocked_workers(connection, str(job.id), "sleep") == {a.id, b.id}
+    assert farm.task(ids[3]).status == "queued"
+    assert farm.job_status(job) == "active"
+
+
+async def test_soft_then_hard_with_two_workers(farm: Farm) -> None:
+    job = farm.job(*(spec(f"t{i}") for i in range(20)))
+    first_id = farm.task_ids(job)[0]
+    a = await farm.register("a")
+    b = await farm.register("b")
+    await farm.fetch(a)
+    await farm.update(a, first_id, task_status="failed")
+    assert farm.task(first_id).status == "soft-failed"
+    assert (await farm.fetch(b)).json()["_id"] == first_id
+    await farm.update(b, first_id, task_status="failed")
+    assert farm.task(first_id).status == "failed"
+
+
+async def test_the_softfail_limit_makes_the_third_failure_hard(farm: Farm) -> None:
+    job = farm.job(*(spec(f"t{i}") for i in range(30)))
+    task_id = farm.task_ids(job)[0]
+    workers = [await farm.register(f"w{i}") for i in range(4)]
+    statuses = []
+    for worker in workers[:3]:
+        assert (await farm.fetch(worker)).json()["_id"] == task_id
+        await farm.update(worker, task_id, task_status="failed")
+        statuses.append(farm.task(task_id).status)
+    assert statuses == ["soft-failed", "soft-failed", "failed"]
+
+
+async def test_one_failed_task_in_four_fails_the_job_and_cancels_the_rest(farm: Farm) -> None:
+    job = farm.job(*(spec(f"t{i}") for i in range(4)))
+    ids = farm.task_ids(job)
+    only = await farm.register("only")
+    await farm.fetch(only)
+    # Nobody else can run it: a hard failure, 1 of 4 tasks, so the job fails.
+    await farm.update(only, ids[0], task_status="failed")
+    assert farm.task(ids[0]).status == "failed"
+    assert farm.job_status(job) == "failed"
+    assert [farm.task(task_id).status for task_id in ids[1:]] == ["canceled"] * 3
+    assert (await farm.fetch(only)).status_code == 204
