@@ -121,7 +121,7 @@ class _BlenderOutput:
             if self._frame_count:
                 within = progress.fraction or 0.0
                 ctx.set_progress(100 * (self._frames_done + within) / self._frame_count)
-            if "Synchroniz" in progress.status or "Syncing" in progress.status:
+            if "| Synchronizing object |" in line or " | Syncing " in line:
                 # Scenes with many objects print one of these per object; one is enough.
                 if self._logged_sync:
                     return None
