@@ -34,7 +34,7 @@ from shaman_core.errors import (
 )
 from shaman_core.jwt import mint_token
 from shaman_core.sanitise import sanitise_for_log
-from shaman_core.store import BlobStatus, BlobUpload, validate_checksum
+from shaman_core.store import BlobStatus, BlobUpload, WriteBuffer, validate_checksum
 
 __all__ = ["create_app", "shaman_routes"]
 
@@ -221,37 +221,57 @@ async def _receive(
 ) -> bool:
     """Stream the body into `upload`; True when another upload stored the blob meanwhile.
 
-    Receiving and hashing/writing overlap: full batches are handed to a worker thread while the
-    next batch is received (hashlib and os.write release the GIL).
+    Receiving, hashing and writing overlap: the event loop fills one aligned buffer while the
+    previous one is hashed on one worker thread and written on another (hashlib and os.write
+    release the GIL). Memory stays at two buffers whatever the file size.
     """
     store = upload.store
-    pending: asyncio.Future[None] | None = None
-    batch = bytearray()
+    in_flight: list[asyncio.Future[None]] = []
+    filling, spare = upload.new_buffer(), upload.new_buffer()
+
+    async def settle() -> None:
+        while in_flight:
+            await in_flight.pop(0)
+
+    def dispatch(buffer: WriteBuffer) -> None:
+        upload.accept(buffer.length)
+        in_flight.append(loop.run_in_executor(None, upload.hash_chunk, buffer))
+        in_flight.append(loop.run_in_executor(None, upload.store_chunk, buffer))
+
+    async def feed(data: bytes) -> bool:
+        nonlocal filling, spare
+        view = memoryview(data)
+        while view:
+            view = view[filling.fill(view) :]
+            if filling.full:
+                await settle()
+                if store.status(upload.checksum, upload.size, stored_only=True) is (
+                    BlobStatus.STORED
+                ):
+                    return True
+                dispatch(filling)
+                filling, spare = spare, filling
+                filling.clear()
+        return False
+
     try:
         async for chunk in request.stream():
             for piece in decoder.decode(chunk):
-                batch += piece
-            if len(batch) < _WRITE_BATCH:
-                continue
-            if pending is not None:
-                await pending
-                pending = None
-            if store.status(upload.checksum, upload.size, stored_only=True) is BlobStatus.STORED:
-                return True
-            pending = loop.run_in_executor(None, upload.write, batch)
-            batch = bytearray()
+                if await feed(piece):
+                    return True
         for piece in decoder.finish():
-            batch += piece
-        if pending is not None:
-            await pending
-            pending = None
-        if batch:
-            upload.write(batch)
+            if await feed(piece):
+                return True
+        await settle()
+        if filling.length:
+            dispatch(filling)
+            await settle()
         return False
     finally:
-        if pending is not None:
+        # Never leave a thread writing into a temp file that is about to be deleted.
+        for future in in_flight:
             with contextlib.suppress(Exception):
-                await pending
+                await future
 
 
 def _require_text_plain(request: Request) -> None:

@@ -189,3 +189,17 @@ async def test_methods_not_served(client: httpx.AsyncClient) -> None:
     assert (await client.put(f"/files/{HAHAHA_SUM}/9", content=b"")).status_code == 405
     assert (await client.get("/checkout/requirements")).status_code == 405
     assert (await client.get("/nothing-here")).status_code == 404
+
+
+async def test_large_chunked_upload_streams_through_buffers(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    payload = os.urandom(9 * 2**20 + 4321)
+
+    async def odd_chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 333_333):
+            yield payload[start : start + 333_333]
+
+    response = await client.post(f"/files/{sha256(payload)}/{len(payload)}", content=odd_chunks())
+    assert response.status_code == 204
+    assert shaman.store.blob_path(sha256(payload), len(payload)).read_bytes() == payload

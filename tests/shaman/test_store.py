@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shaman_core.errors import InvalidRequestError, UploadMismatchError
-from shaman_core.store import BlobStatus, FileStore
+from shaman_core.store import DIRECT_IO_MIN_SIZE, BlobStatus, FileStore
 
 from .conftest import files_under, sha256
 
@@ -56,6 +56,7 @@ def test_open_upload_is_visible_as_uploading(tmp_path: Path) -> None:
     checksum = sha256(payload)
     with store.begin_upload(checksum, len(payload)) as upload:
         upload.write(payload)
+        upload.flush()
         assert store.status(checksum, len(payload)) is BlobStatus.UPLOADING
         assert upload.temp_path.name.startswith(f"{len(payload)}-")
         assert upload.temp_path.read_bytes() == payload
@@ -164,3 +165,15 @@ def test_concurrent_uploads_of_one_blob_one_failing(tmp_path: Path) -> None:
     assert sorted(results) == ["mismatch", "ok", "ok"]
     assert store.blob_path(checksum, len(payload)).read_bytes() == payload
     assert files_under(tmp_path / "uploading") == set()
+
+
+@pytest.mark.parametrize("size", [DIRECT_IO_MIN_SIZE + 12_345, DIRECT_IO_MIN_SIZE + 4 * 4096])
+def test_large_uploads_with_direct_io_store_exact_bytes(tmp_path: Path, size: int) -> None:
+    store = FileStore(tmp_path)
+    payload = os.urandom(size)
+    checksum = sha256(payload)
+    with store.begin_upload(checksum, size) as upload:
+        for start in range(0, size, 777_777):  # chunks that never line up with the buffers
+            upload.write(payload[start : start + 777_777])
+        path = upload.finish()
+    assert path.read_bytes() == payload
