@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from flamenco_manager import __version__
-from flamenco_manager.config import ConfigError, Settings, add_setting_flags, load_settings
+from flamenco_manager.config import (
+    ConfigError,
+    Settings,
+    add_setting_flags,
+    load_settings,
+    parse_duration,
+    setting_names,
+)
 
 __all__ = ["main"]
 
@@ -38,7 +45,12 @@ class StructuredFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        parts = [moment, record.levelname.lower(), record.name, json.dumps(record.getMessage())]
+        parts = [
+            moment,
+            record.levelname.lower(),
+            str(record.name),
+            json.dumps(record.getMessage()),
+        ]
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue
@@ -79,6 +91,24 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML settings file (default: flamenco-manager.toml in the data directory, if any)",
     )
     add_setting_flags(serve.add_argument)
+
+    token = commands.add_parser("token", help="user tokens").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION"
+    )
+    create = token.add_parser(
+        "create",
+        help="print a new user token (the last line of the output)",
+        description="Sign a token for a user or a pipeline with the manager's key pair; it "
+        "works on the user API, /logfile, the dashboard and Shaman.",
+    )
+    create.add_argument("--data-dir", type=Path, help="the manager's data directory")
+    create.add_argument("--name", required=True, help="who the token is for")
+    create.add_argument(
+        "--expires",
+        default="720h",
+        metavar="DURATION",
+        help="how long the token is valid, e.g. 12h, 720h, 8760h (default: 720h, 30 days)",
+    )
     return parser
 
 
@@ -87,9 +117,20 @@ def load(args: argparse.Namespace) -> Settings:
     flags: dict[str, Any] = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("command", "config") and value is not None
+        if key in setting_names() and value is not None
     }
-    return load_settings(config_file=args.config, overrides=flags)
+    return load_settings(config_file=getattr(args, "config", None), overrides=flags)
+
+
+def create_token(settings: Settings, name: str, expires: str) -> None:
+    """Print a user token signed with the manager's key pair (made if it does not exist)."""
+    from flamenco_manager.services.users import ensure_key_pair, issue_token
+
+    lifetime = parse_duration(expires)
+    keys = ensure_key_pair(settings.jwt_key_dir)
+    token = issue_token(keys, name, lifetime)
+    print(f"Token for {name!r}, valid for {lifetime}, signed with {settings.jwt_key_dir}:")
+    print(token)
 
 
 def serve(settings: Settings) -> None:
@@ -134,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load(args)
         if args.command == "serve":
             serve(settings)
-    except ConfigError as exc:
+        elif args.command == "token":
+            create_token(settings, args.name, args.expires)
+    except (ConfigError, ValueError) as exc:
         print(f"flamenco-manager: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -191,6 +191,12 @@ class Settings:
     variables: Mapping[str, Any] = _setting(
         None, "path variables (TOML only), as the Go manager's `variables`", factory=dict
     )
+    no_auth: bool = _setting(
+        False,
+        "serve the user API, logs, dashboard and Shaman without user authentication "
+        "(trusted networks only)",
+        converter=_bool,
+    )
     shaman_enabled: bool = _setting(True, "serve the Shaman file store", converter=_bool)
     shaman_file_store_path: Path | None = _setting(
         None,
@@ -216,6 +222,21 @@ class Settings:
         if self.database:
             return self.database
         return f"sqlite:///{self.data_dir / 'flamenco-manager.sqlite'}"
+
+    @property
+    def jwt_key_dir(self) -> Path:
+        """Where the key pair that signs and checks user tokens lives."""
+        return self.data_dir / "jwt-keys"
+
+    @property
+    def shaman_store_dir(self) -> Path:
+        """The Shaman file store."""
+        return self.shaman_file_store_path or self.data_dir / "file-store"
+
+    @property
+    def shaman_checkouts_dir(self) -> Path:
+        """Where Shaman checkouts are made."""
+        return self.shaman_checkout_path or self.data_dir / "jobs"
 
     @property
     def logs_dir(self) -> Path:
@@ -306,13 +327,16 @@ def add_setting_flags(add_argument: Callable[..., Any], skip: Sequence[str] = ()
     for field in attrs.fields(Settings):
         if field.name in skip or field.name == "variables":
             continue
-        default = "(none)" if field.name == "variables" else field.default
+        default = field.default
         shown = ", ".join(default) if isinstance(default, tuple) else default
+        # A boolean flag alone means true: `--no-auth`; `--no-auth false` also works.
+        boolean = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=None,
             metavar="VALUE",
+            **boolean,
             help=f"{field.metadata['help']} "
             f"(default: {shown}; env {ENV_PREFIX}{field.name.upper()})",
         )

@@ -12,6 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
+from shaman_core.config import AllowEveryone, Authenticator, Shaman, ShamanConfig
+from shaman_core.jwt import (
+    JWTAuthenticator,
+    KeyStore,
+)
+
 from .config import Settings
 from .services.context import Clock, ServiceContext, utc_now
 from .services.housekeeping import Housekeeping
@@ -20,6 +26,7 @@ from .services.latest_image import LatestImage
 from .services.scheduler import Scheduler
 from .services.task_logs import TaskLogStore
 from .services.task_updates import TaskUpdates
+from .services.users import ensure_key_pair, issue_token
 from .services.variables import Direction, Variables, local_platform
 from .services.workers import WorkerService
 from .storage.database import Database
@@ -44,15 +51,47 @@ class Manager:
             if settings.variables
             else Variables.defaults()
         )
+        self.keys: KeyStore | None = None
         self.workers = WorkerService(self.context)
         self.scheduler = Scheduler(self.context, self.variables)
         self.task_updates = TaskUpdates(self.context)
         self.jobs = JobService(self.context)
         self.housekeeping = Housekeeping(self.context, self.workers)
+        self.user_auth = self._user_authenticator()
+        self.shaman = self._shaman() if settings.shaman_enabled else None
         self.latest_image = LatestImage(
             output_path=settings.data_dir / "latest-image" / "latest-image.jpg",
             allowed_roots=self._latest_image_roots(),
         )
+
+    def _user_authenticator(self) -> Authenticator:
+        """Users prove who they are with tokens signed by this manager's key pair."""
+        if self.settings.no_auth:
+            return AllowEveryone()
+        self.keys = ensure_key_pair(self.settings.jwt_key_dir)
+        return JWTAuthenticator(self.keys)
+
+    def _shaman(self) -> Shaman:
+        settings = self.settings
+        shaman = Shaman(
+            ShamanConfig(
+                store_dir=settings.shaman_store_dir,
+                checkout_dir=settings.shaman_checkouts_dir,
+                jwt_key_dir=None if settings.no_auth else settings.jwt_key_dir,
+                auth_disabled=settings.no_auth,
+                gc_period=settings.shaman_garbage_collect_period.total_seconds(),
+                gc_max_age=settings.shaman_garbage_collect_max_age.total_seconds(),
+            )
+        )
+        # One authenticator for the whole manager, so users and Shaman clients use one token.
+        shaman.authenticator = self.user_auth
+        return shaman
+
+    def mint_user_token(self, name: str, lifetime: timedelta) -> str:
+        """A token for a user (or a pipeline) called ``name``."""
+        if self.keys is None:
+            raise RuntimeError("user authentication is off (no_auth): there is nothing to sign")
+        return issue_token(self.keys, name, lifetime)
 
     def _latest_image_roots(self) -> list[Path]:
         if self.settings.latest_image_roots:
@@ -83,6 +122,12 @@ class Manager:
                 timedelta(seconds=30),
             ),
             _every(
+                "sleep scheduler",
+                self.housekeeping.apply_sleep_schedules,
+                timedelta(seconds=10),
+                timedelta(minutes=1),
+            ),
+            _every(
                 "blocklist expiry",
                 self.housekeeping.expire_blocklist,
                 timedelta(minutes=1),
@@ -90,6 +135,8 @@ class Manager:
             ),
             self.latest_image.run(),
         ]
+        if self.shaman is not None:
+            loops.append(self.shaman.run_garbage_collector())
         await asyncio.gather(*loops)
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -33,3 +34,12 @@ class ServiceContext:
     database: Database
     logs: TaskLogStore
     clock: Clock = utc_now
+
+    @property
+    def zone(self) -> tzinfo:
+        """The time zone of sleep schedules: the configured one, or the machine's."""
+        if self.settings.timezone:
+            return ZoneInfo(self.settings.timezone)
+        local = datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local

@@ -18,7 +18,7 @@ from flamenco_protocol.task_states import TaskEvent, next_task_status
 
 from .context import ServiceContext, log_timestamp
 from .jobs import refresh_job_status
-from .workers import WorkerService
+from .workers import WorkerService, sleep_schedule_of
 
 __all__ = ["Housekeeping"]
 
@@ -102,6 +102,17 @@ class Housekeeping:
         if stale:
             log.info("removed workers", extra={"count": len(stale)})
         return len(stale)
+
+    def apply_sleep_schedules(self) -> int:
+        """Apply every sleep schedule whose check is due; how many were looked at."""
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            due = worker_store.sleep_checks_due(connection, now)
+            for worker in due:
+                schedule = sleep_schedule_of(worker)
+                if schedule.schedule_active:
+                    self.workers.apply_sleep_schedule(connection, worker, schedule)
+        return len(due)
 
     def expire_blocklist(self) -> int:
         """Drop blocklist entries older than their maximum age; how many."""

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage import workers as worker_store
 from flamenco_manager.storage.workers import WorkerRecord
-from flamenco_protocol.documents import Worker, WorkerRegistration, WorkerSignonDoc
+from flamenco_protocol import codec
+from flamenco_protocol.documents import ScheduleInfo, Worker, WorkerRegistration, WorkerSignonDoc
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import TIMEOUT_PRONE_WORKER_STATUSES, TaskStatus, WorkerStatus
 from flamenco_protocol.task_states import TaskEvent, next_task_status
@@ -30,8 +31,9 @@ from flamenco_protocol.worker_states import (
 
 from .auth import WorkerAuthenticator, hash_secret
 from .context import ServiceContext, log_timestamp
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, Invalid, NotFound
 from .jobs import refresh_job_status
+from .sleep_schedule import clean_days_of_week, refresh
 
 __all__ = [
     "Peer",
@@ -39,6 +41,7 @@ __all__ = [
     "mark_seen",
     "return_task",
     "seen_values",
+    "sleep_schedule_of",
     "worker_document",
 ]
 
@@ -89,7 +92,15 @@ def worker_document(worker: WorkerRecord) -> Worker:
         current_task_updated=worker.current_task_updated,
         status_requested=worker.status_requested,
         lazy_status_request=worker.lazy_status_request,
+        sleep_schedule=sleep_schedule_of(worker),
     )
+
+
+def sleep_schedule_of(worker: WorkerRecord) -> ScheduleInfo:
+    """A worker's stored sleep schedule (inactive when it has none)."""
+    if not worker.sleep_schedule:
+        return ScheduleInfo()
+    return codec.decode(ScheduleInfo, worker.sleep_schedule)
 
 
 def return_task(
@@ -249,6 +260,44 @@ class WorkerService:
             worker = worker_store.get(connection, worker_id)
         assert worker is not None
         return worker
+
+    def set_sleep_schedule(self, worker_id: str, schedule: ScheduleInfo) -> WorkerRecord:
+        """Replace a worker's sleep schedule and apply it at once (spec §13.3).
+
+        Raises :class:`Invalid` for day names that are not days, :class:`NotFound` for an
+        unknown worker.
+        """
+        try:
+            days = clean_days_of_week(schedule.days_of_week)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+        schedule = attrs.evolve(schedule, days_of_week=days)
+        with self.context.database.transaction() as connection:
+            worker = worker_store.get(connection, worker_id)
+            if worker is None:
+                raise NotFound(f"Worker {worker_id} is unknown.")
+            self.apply_sleep_schedule(connection, worker, schedule)
+            updated = worker_store.get(connection, worker_id)
+        assert updated is not None
+        return updated
+
+    def apply_sleep_schedule(
+        self, connection: Connection, worker: WorkerRecord, schedule: ScheduleInfo
+    ) -> None:
+        """Store a schedule with its next check, and request the status it wants now, if any.
+
+        The request is immediate and replaces any other, as the Go sleep scheduler's did.
+        """
+        now = self.context.clock().astimezone(self.context.zone)
+        decision = refresh(schedule, now, str(worker.status), worker.status_requested)
+        values: dict[str, object] = {
+            "sleep_schedule": codec.encode(decision.schedule),
+            "sleep_next_check": decision.schedule.next_check if schedule.schedule_active else None,
+        }
+        if decision.request is not None:
+            values["status_requested"] = decision.request.value
+            values["lazy_status_request"] = False
+        worker_store.update(connection, str(worker.id), **values)
 
     def get(self, worker_id: str) -> WorkerRecord:
         """A worker; :class:`NotFound` if there is none."""

@@ -141,8 +141,7 @@ def sleep_checks_due(connection: Connection, now: datetime) -> list[WorkerRecord
     """Workers whose sleep schedule is due for a look."""
     rows = connection.execute(
         sa.select(workers).where(
-            workers.c.sleep_schedule.is_not(None),
-            sa.or_(workers.c.sleep_next_check.is_(None), workers.c.sleep_next_check <= now),
+            workers.c.sleep_next_check.is_not(None), workers.c.sleep_next_check <= now
         )
     )
     return [_record(row) for row in rows]

@@ -12,7 +12,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from flamenco_manager.manager import Manager
+from shaman_core.asgi import shaman_routes
 
+from .logs import log_routes
 from .responses import text
 from .worker_api import WorkerAPI
 
@@ -33,7 +35,10 @@ def create_app(manager: Manager, *, run_loops: bool = True) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loops
 
-    routes: list[BaseRoute] = [*WorkerAPI(manager).routes()]
+    routes: list[BaseRoute] = [*WorkerAPI(manager).routes(), *log_routes(manager)]
+    if manager.shaman is not None:
+        # BAT calls /files/… and /checkout/… relative to the Shaman URL: the manager's root.
+        routes.extend(shaman_routes(manager.shaman))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

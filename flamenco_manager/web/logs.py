@@ -1,0 +1,53 @@
+"""``/logfile/{job_id}/{task_id}``: a task's current log, as the Go manager served it."""
+
+from __future__ import annotations
+
+from starlette.concurrency import iterate_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from flamenco_manager.manager import Manager
+from flamenco_manager.services.task_logs import TaskLogError
+from flamenco_manager.web.responses import TEXT, text
+from flamenco_manager.web.user_auth import as_user
+from flamenco_protocol.endpoints import endpoint
+from flamenco_protocol.ids import ObjectId
+
+
+def log_routes(manager: Manager) -> list[Route]:
+    """The ``/logfile`` route, with the methods the catalogue lists."""
+
+    async def task_log(request: Request, user: str) -> Response:
+        job_id = request.path_params["job_id"]
+        task_id = request.path_params["task_id"]
+        for name, value in (("job-id", job_id), ("task-id", task_id)):
+            if not ObjectId.is_valid(value):
+                return text(404, f"Invalid ObjectID used for {name}: {value}")
+        try:
+            view = manager.logs.serve(
+                job_id.lower(), task_id.lower(), request.headers.get("user-agent", "")
+            )
+        except TaskLogError:
+            return text(500, "unable to access task log file")
+        if view is None:
+            return text(404, "unable to stat task log file")
+        if view.gzip:
+            return FileResponse(
+                view.path,
+                headers={
+                    "Content-Encoding": "gzip",
+                    "Content-Disposition": f'attachment; filename="{view.filename}"',
+                },
+                media_type=TEXT,
+            )
+        if view.whole:
+            return FileResponse(view.path, media_type=TEXT)
+        return StreamingResponse(
+            iterate_in_threadpool(view.iter_bytes()),
+            media_type=TEXT,
+            headers={"Content-Length": str(view.content_length)},
+        )
+
+    item = endpoint("task_log")
+    return [Route(item.path, as_user(manager, task_log), methods=list(item.methods))]

@@ -1,0 +1,165 @@
+"""Settings from defaults, TOML, environment and flags; the flamenco-manager command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+
+from flamenco_manager.cli import StructuredFormatter
+from flamenco_manager.config import ConfigError, Settings, load_settings, parse_duration
+
+
+def test_zero_configuration_defaults() -> None:
+    settings = load_settings(environ={})
+    assert settings.data_dir == Path("flamenco-data")
+    assert settings.listen_host_port == ("0.0.0.0", 8080)
+    assert settings.database_url == "sqlite:///flamenco-data/flamenco-manager.sqlite"
+    assert settings.active_task_timeout_interval == timedelta(minutes=10)
+    assert settings.active_worker_timeout_interval == timedelta(minutes=1)
+    assert (settings.blacklist_threshold, settings.task_fail_after_softfail_count) == (3, 3)
+    assert settings.logs_dir == Path("flamenco-data/task-logs")
+    assert not settings.no_auth
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10m", timedelta(minutes=10)),
+        ("1h30m", timedelta(minutes=90)),
+        ("336h", timedelta(days=14)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("-1s", timedelta(seconds=-1)),
+        ("90", timedelta(seconds=90)),
+        ("0", timedelta(0)),
+        (2.5, timedelta(seconds=2.5)),
+    ],
+)
+def test_go_durations(text: str | float, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "ten minutes", "10x", "m", "1h 30m", True])
+def test_bad_durations_are_refused(bad: object) -> None:
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration(bad)  # type: ignore[arg-type]
+
+
+def test_toml_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "manager.toml"
+    config.write_text(
+        'listen = "127.0.0.1:9000"\n'
+        'active_task_timeout_interval = "20m"\n'
+        "blacklist_threshold = 5\n"
+        "[shaman]\nenabled = false\n"
+        '[shaman.garbage_collect]\nperiod = "1h"\n'
+        '[variables.blender]\ndirection = "oneway"\n'
+        'values = [{platform = "linux", value = "/opt/blender"}]\n'
+    )
+    settings = load_settings(
+        config_file=config,
+        environ={"FLAMENCO_BLACKLIST_THRESHOLD": "7", "FLAMENCO_LISTEN": ":9100", "HOME": "/x"},
+        overrides={"listen": "127.0.0.1:9200"},
+    )
+    assert settings.listen == "127.0.0.1:9200"
+    assert settings.blacklist_threshold == 7
+    assert settings.active_task_timeout_interval == timedelta(minutes=20)
+    assert settings.shaman_enabled is False
+    assert settings.shaman_garbage_collect_period == timedelta(hours=1)
+    assert settings.variables["blender"]["direction"] == "oneway"
+
+
+def test_the_toml_in_the_data_directory_is_read(tmp_path: Path) -> None:
+    (tmp_path / "flamenco-manager.toml").write_text('manager_name = "Render Farm"\n')
+    settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path)})
+    assert settings.manager_name == "Render Farm"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("colour = 1\n", "unknown settings colour"),
+        ('blacklist_threshold = "many"\n', "not an integer"),
+        ('active_task_timeout_interval = "soon"\n', "not a duration"),
+        ("listen = \n", "cannot read"),
+    ],
+)
+def test_bad_settings_name_what_is_wrong(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file=config, environ={})
+
+
+def test_listen_must_be_host_and_port() -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        _ = Settings(listen="localhost").listen_host_port
+
+
+def test_secrets_never_reach_the_log() -> None:
+    import logging
+
+    record = logging.makeLogRecord(
+        {"msg": "registered", "worker_secret": "hunter2", "authorization": "Basic abc", "n": 1}
+    )
+    line = StructuredFormatter().format(record)
+    assert "hunter2" not in line
+    assert "Basic abc" not in line
+    assert 'worker_secret="***"' in line
+    assert "n=1" in line
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flamenco_manager.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_help_documents_every_setting(tmp_path: Path) -> None:
+    result = _cli("serve", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for flag in (
+        "--data-dir",
+        "--listen",
+        "--database",
+        "--active-task-timeout-interval",
+        "--worker-registration-secret",
+        "--no-auth",
+        "FLAMENCO_LISTEN",
+    ):
+        assert flag in result.stdout
+
+
+def test_token_create_prints_a_token_as_the_last_line(tmp_path: Path) -> None:
+    result = _cli(
+        "token",
+        "create",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--name",
+        "alice",
+        "--expires",
+        "2h",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    public = (tmp_path / "data" / "jwt-keys" / "es256-public.pem").read_bytes()
+    claims = jwt.decode(token, public, algorithms=["ES256"])
+    assert claims["sub"] == "alice"
+    assert 7000 < claims["exp"] - claims["iat"] <= 7200
+
+
+def test_bad_flags_exit_with_a_message(tmp_path: Path) -> None:
+    result = _cli("token", "create", "--name", "x", "--expires", "forever", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a duration" in result.stderr

@@ -1,0 +1,118 @@
+"""``/logfile`` with user tokens, and Shaman served at the manager's root (spec §9.4, §3.5)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+
+from .harness import Farm, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def _task_with_log(farm: Farm, text: str) -> tuple[str, str]:
+    job = farm.job(spec())
+    worker = await farm.register()
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    await farm.update(worker, task_id, log=text)
+    return str(job.id), task_id
+
+
+def _bearer(farm: Farm, name: str = "alice", hours: float = 1) -> dict[str, str]:
+    token = farm.manager.mint_user_token(name, timedelta(hours=hours))
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_the_log_needs_a_user_token(farm: Farm) -> None:
+    job_id, task_id = await _task_with_log(farm, "hello")
+    response = await farm.client.get(f"/logfile/{job_id}/{task_id}")
+    assert response.status_code == 401
+    assert response.text.startswith("JWT token authorization required")
+    response = await farm.client.get(f"/logfile/{job_id}/{task_id}", headers=_bearer(farm))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.endswith("hello\n")
+    assert "Manager assigned task" in response.text
+
+
+async def test_a_cookie_token_works_and_an_expired_one_is_498(farm: Farm) -> None:
+    job_id, task_id = await _task_with_log(farm, "hello")
+    token = farm.manager.mint_user_token("bob", timedelta(hours=1))
+    farm.client.cookies.set("jwtToken", token)
+    assert (await farm.client.get(f"/logfile/{job_id}/{task_id}")).status_code == 200
+    farm.client.cookies.clear()
+    from shaman_core.jwt import mint_token
+
+    assert farm.manager.keys is not None
+    expired = mint_token(farm.manager.keys, "carol", lifetime=timedelta(seconds=-10))
+    response = await farm.client.get(
+        f"/logfile/{job_id}/{task_id}", headers={"Authorization": f"Bearer {expired}"}
+    )
+    assert (response.status_code, response.text) == (498, "JWT token expired\n")
+
+
+async def test_large_logs_are_trimmed_unless_curl_asks(farm: Farm) -> None:
+    lines = "".join(f"line {index:06d} of a long render log\n" for index in range(2000))
+    job_id, task_id = await _task_with_log(farm, lines)
+    headers = _bearer(farm)
+    trimmed = await farm.client.get(f"/logfile/{job_id}/{task_id}", headers=headers)
+    assert trimmed.status_code == 200
+    assert "Skipped" in trimmed.text
+    assert trimmed.text.endswith("line 001999 of a long render log\n")
+    assert int(trimmed.headers["content-length"]) == len(trimmed.content)
+    whole = await farm.client.get(
+        f"/logfile/{job_id}/{task_id}", headers={**headers, "User-Agent": "curl/8.5.0"}
+    )
+    assert whole.text.endswith(lines)
+    assert "Skipped" not in whole.text
+
+
+async def test_missing_and_malformed_logs(farm: Farm) -> None:
+    headers = _bearer(farm)
+    job, task = "5f1e0c0a2b3c4d5e6f70b002", "5f1e0c0a2b3c4d5e6f70a101"
+    response = await farm.client.get(f"/logfile/{job}/{task}", headers=headers)
+    assert (response.status_code, response.text) == (404, "unable to stat task log file\n")
+    response = await farm.client.get(f"/logfile/nope/{task}", headers=headers)
+    assert (response.status_code, response.text) == (
+        404,
+        "Invalid ObjectID used for job-id: nope\n",
+    )
+
+
+async def test_a_compressed_log_is_sent_as_a_gzip_attachment(farm: Farm) -> None:
+    job_id, task_id = await _task_with_log(farm, "compressed soon")
+    farm.manager.logs.compress(job_id, task_id)
+    farm.manager.logs.path(job_id, task_id).unlink()
+    response = await farm.client.get(f"/logfile/{job_id}/{task_id}", headers=_bearer(farm))
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == (
+        f'attachment; filename="task-{task_id}.txt.gz"'
+    )
+    # httpx decodes Content-Encoding: gzip for us.
+    assert response.text.endswith("compressed soon\n")
+
+
+async def test_shaman_is_served_at_the_root_with_the_same_tokens(farm: Farm) -> None:
+    content = b"a frame of the shot"
+    checksum = hashlib.sha256(content).hexdigest()
+    definition = f"{checksum} {len(content)} frames/0001.png\n".encode()
+    headers = {**_bearer(farm, "pipeline"), "Content-Type": "text/plain"}
+    response = await farm.client.post("/checkout/requirements", content=definition, headers=headers)
+    assert (response.status_code, response.text) == (200, "file-unknown frames/0001.png\n")
+    upload = await farm.client.post(
+        f"/files/{checksum}/{len(content)}", content=content, headers=_bearer(farm)
+    )
+    assert upload.status_code == 204
+    created = await farm.client.post(
+        "/checkout/create/shot_010", content=definition, headers=headers
+    )
+    assert (created.status_code, created.text) == (200, "10/shot_010")
+    checkout = (
+        farm.manager.settings.shaman_checkouts_dir / "10" / "shot_010" / "frames" / "0001.png"
+    )
+    assert checkout.read_bytes() == content
+    # Without a token Shaman refuses, like the rest of the user surface.
+    response = await farm.client.post("/checkout/requirements", content=definition)
+    assert response.status_code == 401
