@@ -46,7 +46,7 @@ from flamenco_protocol import (
     WorkerStatus,
 )
 
-from .client import AsyncClient
+from .client import AsyncClient, manager_root
 from .commands import (
     CommandError,
     CommandFunction,
@@ -189,6 +189,7 @@ class Worker:
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout | None = None,
     ) -> None:
+        manager_root(manager_url)  # refuse a bad URL now, not at the first request
         self.manager_url = manager_url
         self.task_types = tuple(task_types)
         """Task types the worker accepts."""

@@ -1,0 +1,149 @@
+"""The flamenco-worker command: config file, flags, --single, signals, console output."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flamenco_protocol import Task
+from flamenco_worker_client.cli import (
+    ConfigError,
+    ConsoleDisplay,
+    _parser,
+    build_worker,
+    load_config,
+    main,
+)
+from flamenco_worker_client.events import (
+    StateChanged,
+    TaskFinished,
+    TaskProgress,
+    TaskStarted,
+    WorkerState,
+)
+
+from .fake_manager import FakeManager, ServedManager, task
+
+ROOT = Path(__file__).resolve().parents[2]
+TASK_ID = "5f1e0c0a2b3c4d5e6f70a101"
+
+
+def test_config_file_keys_of_the_real_worker_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "flamenco-worker.cfg"
+    config.write_text(
+        "[flamenco-worker]\n"
+        "manager_url = http://manager:8083/\n"
+        "task_types = sleep  blender-render\n"
+        "worker_registration_secret = psk\n"
+        "may_i_run_interval_seconds = 2\n"
+        "push_log_max_entries = 2000\n"
+        "data_dir = ${manager_url}\n"
+        "unknown_key = ignored\n"
+        "[loggers]\nkeys = root\n"
+    )
+    loaded = load_config(config)
+    assert loaded.manager_url == "http://manager:8083/"
+    assert loaded.task_types == ("sleep", "blender-render")
+    assert loaded.registration_secret == "psk"
+    assert loaded.timings().may_i_run_interval == 2.0
+    assert loaded.timings().report.log_max_entries == 2000
+    assert str(loaded.data_dir) == "http:/manager:8083"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[flamenco-worker]\nmay_i_run_interval_seconds = often\n", "not an ini file"],
+)
+def test_a_bad_config_file_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    config = tmp_path / "bad.cfg"
+    config.write_text(content)
+    with pytest.raises(ConfigError):
+        load_config(config)
+
+
+def test_flags_win_over_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "w.cfg"
+    config.write_text("[flamenco-worker]\nmanager_url = http://a:1/\nnickname = from-file\n")
+    arguments = _parser().parse_args(
+        ["-c", str(config), "--manager", "http://b:2/", "--task-types", "x y", "-d", "dd", "-1"]
+    )
+    worker = build_worker(arguments)
+    assert worker.manager_url == "http://b:2/"
+    assert worker.task_types == ("x", "y")
+    assert worker.nickname == "from-file"
+    assert worker.data_dir == Path("dd")
+    assert worker.single
+    testing = build_worker(_parser().parse_args(["-c", str(config), "--test"]))
+    assert testing.task_types == ("test-blender-render",)
+    assert testing.test_mode
+
+
+def test_without_a_manager_url_main_explains_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data-dir", str(tmp_path)]) == 2
+    assert "no manager URL" in capsys.readouterr().err
+    assert main(["--manager", "ftp://x/", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_console_display_without_a_terminal_writes_a_line_per_tenth() -> None:
+    stream = io.StringIO()
+    display = ConsoleDisplay(stream)
+    display(StateChanged(WorkerState.AWAKE))
+    display(TaskStarted(Task(id=TASK_ID, name="frames 1-10")))  # type: ignore[arg-type]
+    for percentage in (0, 3, 12, 15, 100):
+        display(TaskProgress(TASK_ID, "rendering", 0, 1, percentage))
+    display(TaskFinished(TASK_ID, None, "returned"))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "worker is awake"
+    assert lines[1] == f"task {TASK_ID} started: frames 1-10"
+    assert [line[:6] for line in lines[2:5]] == ["[  0%]", "[ 12%]", "[100%]"]
+    assert lines[-1] == f"task {TASK_ID} stopped: returned"
+
+
+def _cli(url: str, data_dir: Path, *flags: str) -> subprocess.Popen[str]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flamenco_worker_client.cli", "--manager", url,
+         "--data-dir", str(data_dir), "--task-types", "sleep", *flags],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=data_dir.parent,
+    )  # fmt: skip
+
+
+def test_single_runs_one_task_then_signs_off(tmp_path: Path) -> None:
+    manager = FakeManager()
+    manager.tasks.append(task(TASK_ID, ("sleep", {"time_in_seconds": 0.1})))
+    with ServedManager(manager) as served:
+        process = _cli(served.url, tmp_path / "data", "--single", "--nickname", "cli")
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    endpoints = [r.endpoint for r in manager.requests]
+    assert endpoints[:2] == ["register_worker", "fetch_task"]
+    assert endpoints[-1] == "sign_off"
+    assert manager.calls("update_task")[-1].body["task_status"] == "completed"
+    assert f"task {TASK_ID} completed: Task completed" in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_worker_cleanly(tmp_path: Path, signum: int) -> None:
+    manager = FakeManager()
+    with ServedManager(manager) as served:
+        process = _cli(served.url, tmp_path / "data")
+        deadline = time.monotonic() + 30
+        while not manager.calls("fetch_task"):
+            assert time.monotonic() < deadline, "the worker never asked for a task"
+            time.sleep(0.05)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert manager.requests[-1].endpoint == "sign_off"
+    assert "Traceback" not in err
