@@ -216,7 +216,7 @@ def select_next(
     for task_type in dict.fromkeys(task_types):
         query = (
             sa.select(tasks.c.id, tasks.c.job_priority, tasks.c.priority)
-            .where(tasks.c.runnable.is_(True), tasks.c.task_type == task_type, ~blocked, ~failed)
+            .where(tasks.c.runnable == sa.true(), tasks.c.task_type == task_type, ~blocked, ~failed)
             .order_by(tasks.c.job_priority.desc(), tasks.c.priority.desc(), tasks.c.id)
             .limit(1)
         )
@@ -237,7 +237,7 @@ def claim(
     """Make a runnable task ``active`` for a worker; ``False`` if someone else was quicker."""
     result = connection.execute(
         tasks.update()
-        .where(tasks.c.id == task_id, tasks.c.runnable.is_(True))
+        .where(tasks.c.id == task_id, tasks.c.runnable == sa.true())
         .values(
             status=TaskStatus.ACTIVE.value,
             worker_id=worker_id,

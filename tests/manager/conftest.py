@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import farm  # noqa: F401  (the fixture, for every manager test)
+from .harness import database_url, farm  # noqa: F401  (fixtures for every manager test)
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.services.jobs import TaskSpec
+from flamenco_manager.storage.database import create_engine
 from flamenco_manager.storage.jobs import JobRecord
 from flamenco_manager.web.app import create_app
 
@@ -150,11 +152,40 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+POSTGRES_URL_VARIABLE = "FLAMENCO_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each database backend in turn: "" (SQLite in the data directory) or a PostgreSQL URL.
+
+    Every PostgreSQL test gets a schema of its own in the server named by
+    ``FLAMENCO_TEST_POSTGRES_URL``, dropped afterwards; without that variable the PostgreSQL
+    runs are skipped.
+    """
+    if request.param == "sqlite":
+        yield ""
+        return
+    base = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: the PostgreSQL backend is not tested")
+    schema = f"test_{secrets.token_hex(6)}"
+    engine = create_engine(base)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
+
+
 @pytest.fixture
-async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
-    """A manager on SQLite in a temporary directory, served in-process."""
+async def farm(tmp_path: Path, database_url: str) -> AsyncIterator[Farm]:
+    """A manager in a temporary directory on each database backend, served in-process."""
     clock = FakeClock()
-    manager = Manager(make_settings(tmp_path), clock=clock)
+    manager = Manager(make_settings(tmp_path, database=database_url), clock=clock)
     app = create_app(manager, run_loops=False)
     transport = httpx.ASGITransport(app=app, client=("10.0.0.5", 53211))
     async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
