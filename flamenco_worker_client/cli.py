@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,10 +49,24 @@ class WorkerConfig:
     push_log_max_interval: float = 30.0
     push_log_max_entries: int = 1000
     push_act_max_interval: float = 15.0
+    fetch_after_no_task: float = 5.0
+    fetch_after_task: float = 3.0
+    fetch_after_error: float = 10.0
+    fetch_after_wake: float = 3.0
+    start_retry: float = 30.0
+    update_retry: float = 5.0
+    status_poll_interval: float = 30.0
 
     def timings(self) -> WorkerTimings:
         """The runtime timings these settings give."""
         return WorkerTimings(
+            fetch_after_no_task=self.fetch_after_no_task,
+            fetch_after_task=self.fetch_after_task,
+            fetch_after_error=self.fetch_after_error,
+            fetch_after_wake=self.fetch_after_wake,
+            start_retry=self.start_retry,
+            update_retry=self.update_retry,
+            status_poll_interval=self.status_poll_interval,
             may_i_run_interval=self.may_i_run_interval,
             report=ReportIntervals(
                 activity_interval=self.push_act_max_interval,
@@ -62,6 +77,14 @@ class WorkerConfig:
         )
 
 
+def _seconds(text: str) -> float:
+    """A wait in seconds: a finite number, not negative."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a number of seconds, 0 or more")
+    return value
+
+
 # Config-file keys -> (WorkerConfig field, parser). Real worker keys are accepted as they are.
 _KEYS: dict[str, tuple[str, Any]] = {
     "manager_url": ("manager_url", str),
@@ -70,10 +93,18 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "data_dir": ("data_dir", Path),
     "registration_secret": ("registration_secret", str),
     "worker_registration_secret": ("registration_secret", str),
-    "may_i_run_interval_seconds": ("may_i_run_interval", float),
-    "push_log_max_interval_seconds": ("push_log_max_interval", float),
+    "may_i_run_interval_seconds": ("may_i_run_interval", _seconds),
+    "push_log_max_interval_seconds": ("push_log_max_interval", _seconds),
     "push_log_max_entries": ("push_log_max_entries", int),
-    "push_act_max_interval_seconds": ("push_act_max_interval", float),
+    "push_act_max_interval_seconds": ("push_act_max_interval", _seconds),
+    # Ours: the waits the real worker hard-codes (WorkerTimings), e.g. for fast test farms.
+    "fetch_after_no_task_seconds": ("fetch_after_no_task", _seconds),
+    "fetch_after_task_seconds": ("fetch_after_task", _seconds),
+    "fetch_after_error_seconds": ("fetch_after_error", _seconds),
+    "fetch_after_wake_seconds": ("fetch_after_wake", _seconds),
+    "start_retry_seconds": ("start_retry", _seconds),
+    "update_retry_seconds": ("update_retry", _seconds),
+    "status_poll_interval_seconds": ("status_poll_interval", _seconds),
 }
 
 

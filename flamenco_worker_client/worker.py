@@ -121,8 +121,6 @@ class WorkerTimings:
     """How long the ``error`` state lasts before the worker wakes up."""
     output_produced_interval: float = 30.0
     """At most one ``/output-produced`` per this interval; others are dropped."""
-    max_queued_updates: int = 10
-    """No new task is fetched while more updates than this wait for delivery."""
     report: ReportIntervals = attrs.field(factory=ReportIntervals)
     """How task updates are batched."""
     process: ProcessLimits = attrs.field(factory=ProcessLimits)
@@ -397,7 +395,9 @@ class Worker:
     async def _fetch_and_run(self) -> float:
         """One fetch; returns how long to wait before the next."""
         queue = self._require_queue()
-        if len(queue) > self.timings.max_queued_updates:
+        # Deliver first: until the last task's final update arrives, the manager still counts
+        # that task as ours and /task would hand it out again, to be run a second time.
+        if len(queue) and not await self._deliver_once():
             log.info("%d task updates wait for delivery; not fetching a task yet", len(queue))
             return self.timings.fetch_after_error
         try:

@@ -57,9 +57,44 @@ def test_config_file_keys_of_the_real_worker_are_read(tmp_path: Path) -> None:
     assert str(loaded.data_dir) == "http:/manager:8083"
 
 
+def test_config_file_sets_the_waits_the_real_worker_hard_codes(tmp_path: Path) -> None:
+    config = tmp_path / "fast.cfg"
+    config.write_text(
+        "[flamenco-worker]\n"
+        "fetch_after_no_task_seconds = 0.5\n"
+        "fetch_after_task_seconds = 0.2\n"
+        "fetch_after_error_seconds = 1\n"
+        "fetch_after_wake_seconds = 0.25\n"
+        "start_retry_seconds = 2\n"
+        "update_retry_seconds = 0.3\n"
+        "status_poll_interval_seconds = 4\n"
+    )
+    timings = load_config(config).timings()
+    assert (
+        timings.fetch_after_no_task,
+        timings.fetch_after_task,
+        timings.fetch_after_error,
+        timings.fetch_after_wake,
+        timings.start_retry,
+        timings.update_retry,
+        timings.status_poll_interval,
+    ) == (0.5, 0.2, 1.0, 0.25, 2.0, 0.3, 4.0)
+    defaults = load_config(None).timings()
+    assert (defaults.fetch_after_no_task, defaults.fetch_after_task, defaults.start_retry) == (
+        5.0,
+        3.0,
+        30.0,
+    )
+
+
 @pytest.mark.parametrize(
     "content",
-    ["[flamenco-worker]\nmay_i_run_interval_seconds = often\n", "not an ini file"],
+    [
+        "[flamenco-worker]\nmay_i_run_interval_seconds = often\n",
+        "[flamenco-worker]\nfetch_after_task_seconds = -1\n",
+        "[flamenco-worker]\nupdate_retry_seconds = nan\n",
+        "not an ini file",
+    ],
 )
 def test_a_bad_config_file_is_a_clear_error(tmp_path: Path, content: str) -> None:
     config = tmp_path / "bad.cfg"

@@ -14,7 +14,7 @@ from flamenco_worker_client import NO_RETRIES, AsyncClient, Credentials, UpdateQ
 from flamenco_worker_client.update_queue import deliver_queued_updates
 
 from .fake_manager import FakeManager, task
-from .helpers import fast_timings, make_worker
+from .helpers import make_worker
 
 MANAGER = "http://manager.test:8080"
 TASK_A = "5f1e0c0a2b3c4d5e6f70a101"
@@ -66,7 +66,7 @@ async def test_a_manager_outage_loses_no_update_and_keeps_their_order(tmp_path: 
         [task(TASK_A, ("echo", {"message": "a"})), task(TASK_B, ("echo", {"message": "b"}))]
     )
     manager.script("update_task", *[(503, "down")] * 8)
-    worker = make_worker(manager, tmp_path, timings=fast_timings(max_queued_updates=1))
+    worker = make_worker(manager, tmp_path)
 
     def hook(request: object) -> None:
         delivered = [r for r in manager.calls("update_task") if r.status == 204]
@@ -117,3 +117,39 @@ async def test_updates_left_at_shutdown_are_sent_first_at_the_next_start(tmp_pat
     assert [r.endpoint for r in up.requests[:1]] == ["sign_on"]
     bodies = [r.body for r in up.calls("update_task")]
     assert [b["task_status"] for b in bodies] == ["active", "completed"]
+
+
+@pytest.mark.anyio
+async def test_no_task_is_fetched_while_a_finished_tasks_updates_wait(tmp_path: Path) -> None:
+    """The manager hands a worker the task it still holds (its final update has not arrived):
+    a worker that fetched before delivering its queue would run a finished task again."""
+    manager = FakeManager()
+    first = task(TASK_A, ("echo", {"message": "a"}))
+    completed: list[bool] = []
+
+    def fetch() -> tuple[int, object]:
+        # Until TASK_A's `completed` arrives, TASK_A is active on this worker: /task gives it.
+        return (204, None) if completed else (200, first)
+
+    manager.script("fetch_task", *[fetch] * 1000)
+    manager.script("update_task", (204, None), *[(503, "down")] * 5)
+    worker = make_worker(manager, tmp_path)
+
+    def hook(request: object) -> None:
+        for r in manager.calls("update_task"):
+            if r.status == 204 and r.body.get("task_status") == "completed":
+                completed.append(True)
+        if completed and len(manager.calls("fetch_task")) >= 2:
+            worker.request_shutdown()
+
+    manager.on_request = hook  # type: ignore[assignment]
+    assert await asyncio.wait_for(worker.run_async(), 20) == 0
+    assert worker.tasks_run == 1
+    fetches = manager.calls("fetch_task")
+    assert [r.status for r in fetches[1:]] == [204] * (len(fetches) - 1)
+    delivered = next(
+        r.at
+        for r in manager.calls("update_task")
+        if r.status == 204 and r.body.get("task_status") == "completed"
+    )
+    assert fetches[1].at > delivered
