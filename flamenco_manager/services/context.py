@@ -7,10 +7,12 @@ from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
 import attrs
+from sqlalchemy.engine import Connection
 
 from flamenco_manager.config import Settings
 from flamenco_manager.storage.database import Database
 
+from .events import Event, EventBus, stage
 from .task_logs import TaskLogStore
 
 Clock = Callable[[], datetime]
@@ -34,6 +36,12 @@ class ServiceContext:
     database: Database
     logs: TaskLogStore
     clock: Clock = utc_now
+    events: EventBus = attrs.field(factory=EventBus)
+    """Where services announce changes to jobs, tasks and workers."""
+
+    def announce(self, connection: Connection, kind: str, id: object, **data: object) -> None:
+        """Publish an event about ``kind`` ``id`` once the transaction of ``connection`` commits."""
+        stage(connection, self.events, Event(kind, str(id), data))
 
     @property
     def zone(self) -> tzinfo:

@@ -60,15 +60,23 @@ class Housekeeping:
                 if worker is not None:
                     self.workers.time_out(connection, worker, f"task {task.id} timed out")
                     continue
+                new_status = next_task_status(task.status, TaskEvent.PING_TIMEOUT)
+                self.context.announce(
+                    connection, "task", task.id, job=str(task.job_id), status=str(new_status)
+                )
                 task_store.set_status(
                     connection,
                     task,
-                    next_task_status(task.status, TaskEvent.PING_TIMEOUT),
+                    new_status,
                     activity=f"Task timed out on worker {ident}",
                     last_updated=now,
                 )
                 refresh_job_status(
-                    connection, str(task.job_id), now, failed_ratio=settings.failed_task_ratio
+                    connection,
+                    str(task.job_id),
+                    now,
+                    failed_ratio=settings.failed_task_ratio,
+                    events=self.context.events,
                 )
             silent = worker_store.unseen_since(
                 connection,

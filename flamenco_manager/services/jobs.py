@@ -24,6 +24,7 @@ from flamenco_protocol.task_states import TaskEvent
 
 from .context import ServiceContext
 from .errors import Invalid, NotFound
+from .events import Event, EventBus, stage
 
 __all__ = ["JobService", "TaskSpec", "refresh_job_status"]
 
@@ -43,9 +44,18 @@ class TaskSpec:
 
 
 def refresh_job_status(
-    connection: Connection, job_id: str, now: datetime, *, failed_ratio: float = 0.1
+    connection: Connection,
+    job_id: str,
+    now: datetime,
+    *,
+    failed_ratio: float = 0.1,
+    events: EventBus | None = None,
 ) -> JobStatus | str | None:
-    """Bring a job's status in line with its tasks; its new status, or ``None`` if unknown."""
+    """Bring a job's status in line with its tasks; its new status, or ``None`` if unknown.
+
+    With ``events``, a change of the job's status is announced there when the transaction
+    commits.
+    """
     job = job_store.get(connection, job_id)
     if job is None:
         return None
@@ -66,6 +76,16 @@ def refresh_job_status(
                 activity=f"Job {change.status}: {change.reason}" if change.reason else "",
             )
         status = change.status
+        if events is not None:
+            stage(
+                connection,
+                events,
+                Event(
+                    "job",
+                    job_id,
+                    {"status": str(status), "reason": reason or job.status_reason},
+                ),
+            )
     return status
 
 
@@ -189,7 +209,11 @@ class JobService:
 
     def _refresh(self, connection: Connection, job_id: str, now: datetime) -> None:
         refresh_job_status(
-            connection, job_id, now, failed_ratio=self.context.settings.failed_task_ratio
+            connection,
+            job_id,
+            now,
+            failed_ratio=self.context.settings.failed_task_ratio,
+            events=self.context.events,
         )
 
 

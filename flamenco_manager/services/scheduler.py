@@ -110,6 +110,10 @@ class Scheduler:
             if worker is None:
                 raise Forbidden(f"Unable to find worker: {worker_id}")
             status = next_worker_status(worker.status, WorkerEvent.ASKED_FOR_WORK)
+            if status != worker.status:
+                self.context.announce(
+                    connection, "worker", worker.id, status=str(status), nickname=worker.nickname
+                )
             worker = mark_seen(connection, worker, peer, now, status=status.value)
             verdict = decide_fetch(worker.request, worker.supported_task_types)
             if verdict is FetchVerdict.STATUS_CHANGE:
@@ -123,6 +127,15 @@ class Scheduler:
                 return NoTask()
             worker_store.update(connection, worker_id, current_task=str(task.id))
             message = f"Manager assigned task {task.id} to worker {worker.identifier}"
+            self.context.announce(
+                connection,
+                "task",
+                task.id,
+                job=str(task.job_id),
+                status=TaskStatus.ACTIVE.value,
+                activity=message,
+                worker=worker_id,
+            )
             task_store.update(connection, str(task.id), activity=message)
             self.context.logs.append(
                 str(task.job_id), str(task.id), f"{log_timestamp(now)}: {message}"
@@ -132,6 +145,7 @@ class Scheduler:
                 str(task.job_id),
                 now,
                 failed_ratio=self.context.settings.failed_task_ratio,
+                events=self.context.events,
             )
             stored = task_store.get(connection, str(task.id))
             assert stored is not None

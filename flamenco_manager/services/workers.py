@@ -126,6 +126,7 @@ def return_task(
     now = context.clock()
     new_status = next_task_status(task.status, TaskEvent.WORKER_STOPPED)
     verb = "re-queued" if new_status is TaskStatus.CLAIMED_BY_MANAGER else "canceled"
+    context.announce(connection, "task", task.id, job=str(task.job_id), status=str(new_status))
     task_store.set_status(
         connection,
         task,
@@ -141,7 +142,11 @@ def return_task(
         f"{worker.identifier}: {reason}",
     )
     refresh_job_status(
-        connection, str(task.job_id), now, failed_ratio=context.settings.failed_task_ratio
+        connection,
+        str(task.job_id),
+        now,
+        failed_ratio=context.settings.failed_task_ratio,
+        events=context.events,
     )
     return True
 
@@ -158,6 +163,22 @@ class WorkerService:
             return None
         with self.context.database.transaction() as connection:
             return worker_store.secret_hash(connection, worker_id.lower())
+
+    def _announce(self, connection: Connection, worker: WorkerRecord) -> None:
+        self.context.announce(
+            connection,
+            "worker",
+            worker.id,
+            status=str(worker.status),
+            status_requested=worker.status_requested,
+            lazy_status_request=worker.lazy_status_request,
+            nickname=worker.nickname,
+        )
+
+    def _announce_stored(self, connection: Connection, worker_id: str) -> None:
+        worker = worker_store.get(connection, worker_id)
+        if worker is not None:
+            self._announce(connection, worker)
 
     def _load(self, connection: Connection, worker_id: str) -> WorkerRecord:
         worker = worker_store.get(connection, worker_id)
@@ -189,6 +210,7 @@ class WorkerService:
         )
         with self.context.database.transaction() as connection:
             worker_store.insert(connection, record)
+            self._announce(connection, record)
         return worker_document(record)
 
     def sign_on(self, worker_id: str, doc: WorkerSignonDoc, peer: Peer) -> None:
@@ -205,7 +227,7 @@ class WorkerService:
                 values["supported_task_types"] = doc.supported_task_types
             values["status"] = next_worker_status(worker.status, WorkerEvent.SIGNED_ON).value
             values["current_task"] = None
-            mark_seen(connection, worker, peer, now, **values)
+            self._announce(connection, mark_seen(connection, worker, peer, now, **values))
 
     def sign_off(self, worker_id: str) -> None:
         """A worker stops: its running tasks go back to the queue, its status is ``offline``."""
@@ -220,6 +242,7 @@ class WorkerService:
                 status_requested=keep.status.value if keep else "",
                 lazy_status_request=keep.lazy if keep else worker.lazy_status_request,
             )
+            self._announce_stored(connection, worker_id)
 
     def _return_all(self, connection: Connection, worker: WorkerRecord, reason: str) -> None:
         running = task_store.held_by(
@@ -244,6 +267,7 @@ class WorkerService:
                 worker_store.update(
                     connection, worker_id, status=decision.status.value, status_requested=""
                 )
+                self._announce_stored(connection, worker_id)
             return decision.matches_request
 
     def request_status(self, worker_id: str, status: str, *, lazy: bool) -> WorkerRecord:
@@ -258,7 +282,8 @@ class WorkerService:
             ):
                 raise NotFound(f"Worker {worker_id} is unknown.")
             worker = worker_store.get(connection, worker_id)
-        assert worker is not None
+            assert worker is not None
+            self._announce(connection, worker)
         return worker
 
     def set_sleep_schedule(self, worker_id: str, schedule: ScheduleInfo) -> WorkerRecord:
@@ -278,7 +303,8 @@ class WorkerService:
                 raise NotFound(f"Worker {worker_id} is unknown.")
             self.apply_sleep_schedule(connection, worker, schedule)
             updated = worker_store.get(connection, worker_id)
-        assert updated is not None
+            assert updated is not None
+            self._announce(connection, updated)
         return updated
 
     def apply_sleep_schedule(
@@ -320,6 +346,7 @@ class WorkerService:
                 raise NotFound(f"Worker {worker_id} is unknown.")
             self._return_all(connection, worker, "worker was forgotten")
             worker_store.delete(connection, worker_id)
+            self.context.announce(connection, "worker", worker_id, deleted=True)
         self.authenticator.forget(worker_id)
 
     def time_out(self, connection: Connection, worker: WorkerRecord, why: str) -> None:
@@ -337,9 +364,11 @@ class WorkerService:
                 lazy_status_request=worker.lazy_status_request and bool(worker.status_requested),
             )
         self._return_all(connection, worker, f"worker {worker.identifier} timed out ({why})")
+        self._announce_stored(connection, str(worker.id))
 
     def remove(self, connection: Connection, worker: WorkerRecord) -> None:
         """The worker remover's deletion: tasks re-queued, then the worker forgotten."""
         self._return_all(connection, worker, "worker is being auto-removed")
         worker_store.delete(connection, str(worker.id))
+        self.context.announce(connection, "worker", worker.id, deleted=True)
         self.authenticator.forget(str(worker.id))

@@ -6,10 +6,10 @@ date by Alembic when the database is opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from alembic import command
@@ -18,6 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+AFTER_COMMIT: Final = "flamenco.after_commit"
+"""Key of ``Connection.info`` holding the callables to run once the transaction commits."""
 
 
 class Database:
@@ -49,9 +51,20 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed when the block ends without an exception."""
+        """A connection in a transaction, committed when the block ends without an exception.
+
+        Callables appended to ``connection.info[AFTER_COMMIT]`` inside the block run after the
+        commit, in order; a rollback drops them.
+        """
+        callbacks: list[Callable[[], None]] = []
         with self.engine.begin() as connection:
-            yield connection
+            connection.info[AFTER_COMMIT] = callbacks
+            try:
+                yield connection
+            finally:
+                connection.info.pop(AFTER_COMMIT, None)
+        for callback in callbacks:
+            callback()
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -1,0 +1,73 @@
+"""The event bus: staged events wait for the commit, slow subscribers are cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from flamenco_manager.services.events import Event, EventBus, stage
+from flamenco_manager.storage.database import Database
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_subscriber_gets_the_kinds_it_asked_for_in_order() -> None:
+    bus = EventBus()
+    jobs = bus.subscribe(["job"])
+    everything = bus.subscribe()
+    bus.publish([Event("job", "a"), Event("worker", "w"), Event("job", "b")])
+    first, second = await jobs.get(), await jobs.get()
+    assert first is not None and second is not None
+    assert [(first.id, first.number), (second.id, second.number)] == [("a", 1), ("b", 3)]
+    assert [(await everything.get()).kind for _ in range(3)] == ["job", "worker", "job"]  # type: ignore[union-attr]
+
+
+async def test_events_published_from_another_thread_arrive() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe()
+    thread = threading.Thread(target=bus.publish, args=([Event("task", "t")],))
+    thread.start()
+    thread.join()
+    event = await asyncio.wait_for(subscription.get(), 1)
+    assert event is not None and event.id == "t"
+
+
+async def test_a_subscriber_that_falls_behind_is_closed() -> None:
+    bus = EventBus(backlog=3)
+    slow = bus.subscribe()
+    bus.publish([Event("job", str(index)) for index in range(10)])
+    await asyncio.sleep(0)
+    received = []
+    while (event := await slow.get()) is not None:
+        received.append(event.id)
+    assert received == ["0", "1", "2"]
+    assert slow.overflowed and bus.subscriber_count == 0
+
+
+async def test_closing_ends_the_stream() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe()
+    subscription.close()
+    assert await subscription.get() is None
+    assert bus.subscriber_count == 0
+
+
+async def test_staged_events_are_published_only_after_the_commit(tmp_path: Path) -> None:
+    database = Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    bus = EventBus()
+    subscription = bus.subscribe()
+    with database.transaction() as connection:
+        stage(connection, bus, Event("job", "kept"))
+        stage(connection, bus, Event("job", "kept too"))
+        assert bus.published == 0
+    assert bus.published == 2
+    with pytest.raises(RuntimeError), database.transaction() as connection:
+        stage(connection, bus, Event("job", "rolled back"))
+        raise RuntimeError
+    assert bus.published == 2
+    ids = [(await subscription.get()).id for _ in range(2)]  # type: ignore[union-attr]
+    assert ids == ["kept", "kept too"]
+    database.close()
