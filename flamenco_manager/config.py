@@ -162,6 +162,11 @@ class Settings:
         "wait this long after start before timing anything out (workers reconnect)",
         converter=_duration,
     )
+    timeout_check_interval: timedelta = _setting(
+        timedelta(minutes=1),
+        "how often the timeout checker looks for silent tasks and workers",
+        converter=_duration,
+    )
     worker_cleanup_max_age: timedelta = _setting(
         timedelta(0),
         "forget workers in worker_cleanup_status unseen for this long; 0 disables",

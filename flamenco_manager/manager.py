@@ -29,7 +29,7 @@ from .services.task_updates import TaskUpdates
 from .services.users import ensure_key_pair, issue_token
 from .services.variables import Direction, Variables, local_platform
 from .services.workers import WorkerService
-from .storage.database import Database
+from .storage.database import Database, Leadership
 
 __all__ = ["Manager"]
 
@@ -108,26 +108,31 @@ class Manager:
     async def run_loops(self) -> None:
         """Run the periodic chores until cancelled."""
         settings = self.settings
+        leadership = self.database.leadership
         loops = [
             _every(
+                leadership,
                 "timeouts",
                 self.housekeeping.check_timeouts,
                 settings.timeout_check_initial_delay,
-                timedelta(minutes=1),
+                settings.timeout_check_interval,
             ),
             _every(
+                leadership,
                 "worker remover",
                 self.housekeeping.remove_workers,
                 timedelta(minutes=5),
                 timedelta(seconds=30),
             ),
             _every(
+                leadership,
                 "sleep scheduler",
                 self.housekeeping.apply_sleep_schedules,
                 timedelta(seconds=10),
                 timedelta(minutes=1),
             ),
             _every(
+                leadership,
                 "blocklist expiry",
                 self.housekeeping.expire_blocklist,
                 timedelta(minutes=1),
@@ -135,8 +140,17 @@ class Manager:
             ),
             self.latest_image.run(),
         ]
-        if self.shaman is not None:
-            loops.append(self.shaman.run_garbage_collector())
+        if self.shaman is not None and settings.shaman_garbage_collect_period.total_seconds() > 0:
+            shaman = self.shaman
+            loops.append(
+                _every(
+                    leadership,
+                    "shaman garbage collection",
+                    shaman.collect_garbage,
+                    timedelta(minutes=10),
+                    settings.shaman_garbage_collect_period,
+                )
+            )
         await asyncio.gather(*loops)
 
     def close(self) -> None:
@@ -145,16 +159,24 @@ class Manager:
 
 
 async def _every(
-    name: str, chore: Callable[[], object], delay: timedelta, period: timedelta
+    leadership: Leadership,
+    name: str,
+    chore: Callable[[], object],
+    delay: timedelta,
+    period: timedelta,
 ) -> None:
-    """Run ``chore`` after ``delay``, then every ``period``; a failure is logged, not fatal."""
+    """Run ``chore`` after ``delay``, then every ``period``, while this process leads.
+
+    A failure is logged, not fatal: the next period tries again.
+    """
     log = logging.getLogger("flamenco_manager.loops")
     await asyncio.sleep(delay.total_seconds())
     while True:
         try:
-            result = chore()
-            if isinstance(result, Awaitable):
-                await result
+            if leadership.is_leader():
+                result = chore()
+                if isinstance(result, Awaitable):
+                    await result
         except Exception:
             log.exception("periodic chore failed", extra={"chore": name})
         await asyncio.sleep(period.total_seconds())

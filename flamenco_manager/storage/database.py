@@ -7,7 +7,7 @@ date by Alembic when the database is opened.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,6 +27,7 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._leadership: Leadership | None = None
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Database:
@@ -67,8 +68,16 @@ class Database:
             callback()
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and give up leadership)."""
+        self.leadership.release()
         self.engine.dispose()
+
+    @property
+    def leadership(self) -> Leadership:
+        """Whether this process runs the singleton loops (see :class:`Leadership`)."""
+        if self._leadership is None:
+            self._leadership = Leadership(self.engine)
+        return self._leadership
 
 
 def create_engine(url: str) -> Engine:
@@ -108,3 +117,57 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+# The advisory lock of the manager's singleton loops is the pair (this number, the schema's
+# hash): managers in different schemas of one database lead independently. The number is
+# "flam" in ASCII, unlikely to collide with another application's locks.
+LEADER_LOCK_KEY = 0x666C616D
+
+
+class Leadership:
+    """Which process runs the singleton loops (timeouts, sleep scheduler, remover, Shaman GC).
+
+    On PostgreSQL the leader holds a session advisory lock on a connection of its own; when the
+    process dies the connection goes and another process takes the lock at its next try. SQLite
+    serves one process only, which always leads.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    def is_leader(self) -> bool:
+        """Whether this process leads now, taking the lead when it is free."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        if self._connection is not None:
+            try:
+                self._connection.exec_driver_sql("SELECT 1")
+                return True
+            except sa.exc.DBAPIError:
+                self.release()
+        try:
+            connection = self.engine.connect()
+        except sa.exc.DBAPIError:
+            return False
+        try:
+            taken = connection.exec_driver_sql(
+                f"SELECT pg_try_advisory_lock({LEADER_LOCK_KEY}, hashtext(current_schema()))"
+            ).scalar_one()
+            connection.commit()
+        except sa.exc.DBAPIError:
+            connection.close()
+            return False
+        if taken:
+            self._connection = connection
+            return True
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        """Give up the lead (closing the connection releases the lock)."""
+        if self._connection is not None:
+            with suppress(sa.exc.DBAPIError):
+                self._connection.close()
+            self._connection = None
