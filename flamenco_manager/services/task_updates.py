@@ -101,6 +101,15 @@ class TaskUpdates:
                 self.context.logs.append(str(task.job_id), task_id, update.log)
             except TaskLogError as exc:
                 raise StorageFailure(f"Unable to store update: {exc}") from exc
+            self.context.announce(
+                connection,
+                "task",
+                task_id,
+                job=str(task.job_id),
+                status=str(outcome.new_status or task.status),
+                activity=str(values.get("activity", task.activity)),
+                worker=worker_id,
+            )
             if outcome.new_status is None:
                 task_store.update(connection, task_id, **values)
             else:
@@ -110,6 +119,7 @@ class TaskUpdates:
                     str(task.job_id),
                     now,
                     failed_ratio=self.context.settings.failed_task_ratio,
+                    events=self.context.events,
                 )
 
     def _apply_failure_policy(
