@@ -21,6 +21,7 @@ from typing import Final
 import jwt
 
 __all__ = [
+    "REGISTRATION_CLOCK_SKEW",
     "RegistrationRefused",
     "WorkerAuthenticator",
     "check_registration_token",
@@ -33,6 +34,8 @@ _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
 CACHE_SECONDS: Final = 600.0
 CACHE_SIZE: Final = 20_000
+REGISTRATION_CLOCK_SKEW: Final = 60.0
+"""Seconds by which a worker's clock may differ from the manager's when it signs a registration."""
 
 
 def hash_secret(secret: str) -> str:
@@ -117,7 +120,9 @@ def check_registration_token(authorization: str, registration_secret: str) -> No
 
     With an empty secret registration is open. Otherwise the token must be signed with the
     secret by an HMAC algorithm, and its ``exp``, ``iat`` and ``nbf`` claims, when present, must
-    hold now (no leeway). The real worker sends float timestamps; they are accepted.
+    hold now; ``iat`` may lie up to :data:`REGISTRATION_CLOCK_SKEW` ahead. The real worker sends
+    float timestamps; they are accepted. It stamps ``iat`` with its own clock, so without the
+    leeway a worker whose clock runs a second ahead could never register (it exits on the 403).
     """
     key = registration_secret.strip()
     if not key:
@@ -130,10 +135,13 @@ def check_registration_token(authorization: str, registration_secret: str) -> No
             token.strip(),
             key,
             algorithms=["HS256", "HS384", "HS512"],
-            options={"require": [], "verify_aud": False},
+            # ``iat`` is checked below, with leeway; PyJWT would give it the same as ``exp``.
+            options={"require": [], "verify_aud": False, "verify_iat": False},
         )
     except jwt.PyJWTError:
         raise RegistrationRefused("Invalid Bearer token for registration") from None
     issued = claims.get("iat")
-    if isinstance(issued, int | float) and issued > time.time():
+    if issued is not None and (
+        not isinstance(issued, int | float) or issued > time.time() + REGISTRATION_CLOCK_SKEW
+    ):
         raise RegistrationRefused("Invalid Bearer token for registration")

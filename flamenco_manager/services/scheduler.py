@@ -29,7 +29,7 @@ from flamenco_protocol.worker_states import (
 )
 
 from .context import ServiceContext, log_timestamp
-from .errors import Forbidden
+from .errors import UnknownWorker
 from .jobs import refresh_job_status
 from .variables import Variables
 from .workers import Peer, mark_seen
@@ -108,7 +108,7 @@ class Scheduler:
         with self.context.database.transaction() as connection:
             worker = worker_store.get(connection, worker_id)
             if worker is None:
-                raise Forbidden(f"Unable to find worker: {worker_id}")
+                raise UnknownWorker(f"Unable to find worker: {worker_id}", worker_id)
             status = next_worker_status(worker.status, WorkerEvent.ASKED_FOR_WORK)
             if status != worker.status:
                 self.context.announce(

@@ -33,7 +33,7 @@ from flamenco_protocol.worker_states import (
 )
 
 from .context import ServiceContext
-from .errors import Conflict, Forbidden, Invalid, NotFound, StorageFailure
+from .errors import Conflict, Invalid, NotFound, StorageFailure, UnknownWorker
 from .jobs import refresh_job_status
 from .task_logs import TaskLogError
 from .workers import Peer, mark_seen, return_task
@@ -58,7 +58,7 @@ class TaskUpdates:
         with self.context.database.transaction() as connection:
             worker = worker_store.get(connection, worker_id)
             if worker is None:
-                raise Forbidden(f"Unable to find worker address: {worker_id}")
+                raise UnknownWorker(f"Unable to find worker address: {worker_id}", worker_id)
             task = task_store.get(connection, task_id, for_update=True)
             if task is None:
                 raise NotFound(f"Task {task_id} is unknown.")
@@ -172,14 +172,18 @@ class TaskUpdates:
             )
 
     def return_task(self, worker_id: str, task_id: str, peer: Peer) -> None:
-        """``/tasks/{task_id}/return``: the worker gives the task back (after may-i-run said no)."""
+        """``/tasks/{task_id}/return``: the worker gives the task back (after may-i-run said no).
+
+        Returning a task that is not the worker's, not running, or unknown (its job was deleted,
+        which is why may-i-run said no) does nothing: there is nothing to give back. The real
+        worker reads any answer but a success as JSON, and a failure there stops its may-i-run
+        poller for the rest of its life.
+        """
         now = self.context.clock()
         with self.context.database.transaction() as connection:
-            if task_store.get(connection, task_id) is None:
-                raise NotFound(f"Task {task_id} is unknown.")
             worker = worker_store.get(connection, worker_id)
             if worker is None:
-                raise Forbidden(f"Unable to find worker: {worker_id}")
+                raise UnknownWorker(f"Unable to find worker: {worker_id}", worker_id)
             worker = mark_seen(connection, worker, peer, now)
             return_task(self.context, connection, task_id, worker, "returned by worker")
 

@@ -31,7 +31,7 @@ from flamenco_protocol.worker_states import (
 
 from .auth import WorkerAuthenticator, hash_secret
 from .context import ServiceContext, log_timestamp
-from .errors import Forbidden, Invalid, NotFound
+from .errors import Invalid, NotFound, UnknownWorker
 from .jobs import refresh_job_status
 from .sleep_schedule import clean_days_of_week, refresh
 
@@ -183,7 +183,7 @@ class WorkerService:
     def _load(self, connection: Connection, worker_id: str) -> WorkerRecord:
         worker = worker_store.get(connection, worker_id)
         if worker is None:
-            raise Forbidden(f"Unable to find worker: {worker_id}")
+            raise UnknownWorker(f"Unable to find worker: {worker_id}", worker_id)
         return worker
 
     def register(self, registration: WorkerRegistration, address: str) -> Worker:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -26,12 +27,14 @@ from flamenco_manager.services.errors import (
     NotFound,
     ServiceError,
     StorageFailure,
+    UnknownWorker,
 )
 from flamenco_manager.services.scheduler import Assigned, NoTask, NoTaskTypes, StatusChange
 from flamenco_manager.services.workers import Peer
 from flamenco_protocol import codec
 from flamenco_protocol.documents import (
     FileProduced,
+    MayKeepRunningResponse,
     TaskUpdate,
     WorkerRegistration,
     WorkerSignonDoc,
@@ -41,7 +44,7 @@ from flamenco_protocol.endpoints import ENDPOINTS, Auth, Endpoint
 from flamenco_protocol.errors import DecodeError
 from flamenco_protocol.ids import ObjectId
 
-from .responses import BodyTooLarge, document, no_content, read_body, text
+from .responses import JSON, BodyTooLarge, document, no_content, read_body, text
 
 Handler = Callable[[Request], Awaitable[Response]]
 WorkerHandler = Callable[[Request, str], Awaitable[Response]]
@@ -92,6 +95,25 @@ def _bad_id(name: str, request: Request) -> Response:
     )
 
 
+def _refused_as_text(message: str) -> Response:
+    return text(401, message, headers=_REALM)
+
+
+def _refused_may_i_run(message: str) -> Response:
+    """The real worker reads every ``/may-i-run`` answer as the three-key document, whatever the
+    status; anything else stops its poller for good (and later its sign-off)."""
+    refusal = document(MayKeepRunningResponse(may_keep_running=False, reason=message), 401)
+    refusal.headers.update(_REALM)
+    return refusal
+
+
+def _refused_as_json(message: str) -> Response:
+    """The real worker reads a failed ``/tasks/{id}/return`` answer as JSON, in its poller."""
+    return Response(
+        json.dumps({"message": message}) + "\n", status_code=401, media_type=JSON, headers=_REALM
+    )
+
+
 class WorkerAPI:
     """The handlers of the worker endpoints, bound to a manager."""
 
@@ -106,8 +128,8 @@ class WorkerAPI:
             "sign_off": self._as_worker(self.sign_off),
             "fetch_task": self._as_worker(self.fetch_task),
             "update_task": self._as_worker(self.update_task),
-            "return_task": self._as_worker(self.return_task),
-            "may_i_run": self._as_worker(self.may_i_run),
+            "return_task": self._as_worker(self.return_task, refused=_refused_as_json),
+            "may_i_run": self._as_worker(self.may_i_run, refused=_refused_may_i_run),
             "status_change": self._as_worker(self.status_change),
             "ack_status_change": self._as_worker(self.ack_status_change),
             "output_produced": self._as_worker(self.output_produced),
@@ -132,7 +154,10 @@ class WorkerAPI:
 
         return guarded
 
-    def _as_worker(self, handler: WorkerHandler) -> Handler:
+    def _as_worker(
+        self, handler: WorkerHandler, refused: Callable[[str], Response] = _refused_as_text
+    ) -> Handler:
+        """``handler`` for authenticated workers; ``refused`` spells the 401 of this route."""
         authenticator = self.manager.workers.authenticator
 
         async def authenticated(request: Request) -> Response:
@@ -140,8 +165,14 @@ class WorkerAPI:
             if credentials is None or not await run_in_threadpool(
                 authenticator.authenticate, credentials[0].lower(), credentials[1]
             ):
-                return text(401, "401 Unauthorized", headers=_REALM)
-            return await handler(request, credentials[0].lower())
+                return refused("401 Unauthorized")
+            try:
+                return await handler(request, credentials[0].lower())
+            except UnknownWorker as exc:
+                # Remembered credentials of a worker deleted since: a failed login, so that the
+                # real worker re-registers (it does so only on a 401 from /sign-on).
+                authenticator.forget(exc.worker_id)
+                return refused(exc.message)
 
         return self._guarded(authenticated)
 
@@ -208,10 +239,11 @@ class WorkerAPI:
         return no_content()
 
     async def may_i_run(self, request: Request, worker_id: str) -> Response:
-        """``GET /may-i-run/{task_id}``: always the three-key document."""
+        """``GET /may-i-run/{task_id}``: always the three-key document, errors included."""
         task_id = _task_id(request)
         if task_id is None:
-            return _bad_id("task_id", request)
+            reason = f"Invalid ObjectID used for task-id: {request.path_params['task_id']}"
+            return document(MayKeepRunningResponse(may_keep_running=False, reason=reason), 404)
         return document(self.manager.task_updates.may_i_run(worker_id, task_id, peer(request)))
 
     async def status_change(self, request: Request, worker_id: str) -> Response:

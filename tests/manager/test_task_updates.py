@@ -165,8 +165,10 @@ async def test_returning_someone_elses_or_a_stopped_task_does_nothing(farm: Farm
     await farm.update(worker, task_id, task_status="completed")
     assert (await farm.call(worker, "POST", f"/tasks/{task_id}/return")).status_code == 204
     assert farm.task(task_id).status == "completed"
+    # An unknown task (its job deleted) has nothing to give back either: Go's 404 with a text
+    # body crashes the real worker's may-i-run poller (test_real_worker_sequences).
     response = await farm.call(worker, "POST", "/tasks/5f1e0c0a2b3c4d5e6f70a101/return")
-    assert response.status_code == 404
+    assert response.status_code == 204
 
 
 async def test_may_i_run(farm: Farm) -> None:
