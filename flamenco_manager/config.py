@@ -86,6 +86,13 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value)
 
 
+def _period(value: Any) -> timedelta:
+    period = parse_duration(value)
+    if period <= timedelta(0):
+        raise ConfigError(f"a period must be longer than 0: {value!r}")
+    return period
+
+
 def _path(value: Any) -> Path:
     return Path(value).expanduser()
 
@@ -165,7 +172,7 @@ class Settings:
     timeout_check_interval: timedelta = _setting(
         timedelta(minutes=1),
         "how often the timeout checker looks for silent tasks and workers",
-        converter=_duration,
+        converter=_period,
     )
     worker_cleanup_max_age: timedelta = _setting(
         timedelta(0),

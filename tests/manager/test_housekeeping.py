@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -136,3 +137,15 @@ async def test_blocklist_entries_expire(farm: Farm) -> None:
     assert farm.manager.housekeeping.expire_blocklist() == 0
     farm.clock.advance(days=2)
     assert farm.manager.housekeeping.expire_blocklist() == 1
+
+
+async def test_the_timeout_checker_runs_every_timeout_check_interval(tmp_path: Path) -> None:
+    manager = Manager(
+        make_settings(tmp_path, timeout_check_initial_delay="0s", timeout_check_interval="50ms")
+    )
+    checks: list[object] = []
+    manager.housekeeping.check_timeouts = lambda: checks.append(None)  # type: ignore[method-assign]
+    with anyio.move_on_after(0.4):
+        await manager.run_loops()
+    manager.close()
+    assert len(checks) >= 4  # the default period (1 min) would give one
