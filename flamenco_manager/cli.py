@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from flamenco_manager.config import (
     load_settings,
     parse_duration,
     setting_names,
+    settings_to_json,
 )
 
 __all__ = ["main"]
@@ -34,6 +36,9 @@ _STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
     "asctime",
     "color_message",
 }
+# Workers poll every few seconds; a keep-alive shorter than that makes every poll race the
+# server closing the idle connection (the Go manager kept idle connections for 600 s).
+KEEP_ALIVE_SECONDS: Final = 120
 _SECRET_WORDS: Final = ("secret", "password", "token", "authorization")
 
 
@@ -138,11 +143,16 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from flamenco_manager.manager import Manager
-    from flamenco_manager.web.app import create_app
+    from flamenco_manager.web.app import SETTINGS_VARIABLE, create_app
 
     configure_logging(settings.log_level)
     log = logging.getLogger("flamenco_manager")
     host, port = settings.listen_host_port
+    if settings.processes > 1 and settings.database_url.startswith("sqlite"):
+        raise ConfigError(
+            "SQLite serves one process: use PostgreSQL (--database postgresql://…) "
+            "for --processes above 1"
+        )
     manager = Manager(settings)
     if not settings.worker_registration_secret.strip():
         log.warning("worker registration is open: any machine that reaches the manager can join")
@@ -155,6 +165,22 @@ def serve(settings: Settings) -> None:
             "database": settings.database_url.split("@")[-1],
         },
     )
+    if settings.processes > 1:
+        # The parent has migrated the schema; the children each build their own manager.
+        manager.close()
+        os.environ[SETTINGS_VARIABLE] = settings_to_json(settings)
+        uvicorn.run(
+            "flamenco_manager.web.app:app_from_environment",
+            factory=True,
+            workers=settings.processes,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            timeout_graceful_shutdown=10,
+        )
+        return
     try:
         uvicorn.run(
             create_app(manager),
@@ -162,6 +188,7 @@ def serve(settings: Settings) -> None:
             port=port,
             log_config=None,
             access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=10,
         )
     finally:

@@ -12,6 +12,7 @@ Go way (``10m``, ``1h30m``, ``336h``, ``500ms``) or as seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -137,6 +138,9 @@ class Settings:
         converter=_path,
     )
     listen: str = _setting("0.0.0.0:8080", "HOST:PORT to listen on")
+    processes: int = _setting(
+        1, "manager processes serving requests (more than 1 needs PostgreSQL)", converter=_int
+    )
     database: str = _setting(
         "",
         "database URL: sqlite:///PATH or postgresql://USER@HOST/DB; "
@@ -262,6 +266,26 @@ class Settings:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"listen: expected HOST:PORT, got {self.listen!r}")
         return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def settings_to_json(settings: Settings) -> str:
+    """The settings as JSON that :func:`settings_from_json` reads back (for child processes)."""
+    values: dict[str, Any] = {}
+    for field in attrs.fields(Settings):
+        value = getattr(settings, field.name)
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[field.name] = value
+    return json.dumps(values)
+
+
+def settings_from_json(text: str) -> Settings:
+    """Settings written by :func:`settings_to_json`."""
+    return Settings(**json.loads(text))
 
 
 def setting_names() -> list[str]:

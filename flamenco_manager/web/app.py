@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -18,7 +19,18 @@ from .logs import log_routes
 from .responses import text
 from .worker_api import WorkerAPI
 
-__all__ = ["create_app"]
+__all__ = ["SETTINGS_VARIABLE", "app_from_environment", "create_app"]
+
+SETTINGS_VARIABLE = "FLAMENCO_MANAGER_SETTINGS"
+"""The environment variable through which ``serve --processes N`` hands its settings on."""
+
+
+def app_from_environment() -> Starlette:
+    """The app of one of several manager processes, from the settings its parent handed on."""
+    from flamenco_manager.config import settings_from_json
+
+    settings = settings_from_json(os.environ[SETTINGS_VARIABLE])
+    return create_app(Manager(settings))
 
 
 def create_app(manager: Manager, *, run_loops: bool = True) -> Starlette:

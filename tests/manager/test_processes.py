@@ -1,0 +1,149 @@
+"""``flamenco-manager serve --processes N``: several processes on PostgreSQL, refused on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flamenco_manager.config import Settings
+from flamenco_manager.manager import Manager
+from flamenco_manager.storage import tasks as task_store
+
+from .harness import POSTGRES_URL_VARIABLE, spec
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_sqlite_refuses_more_than_one_process(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flamenco_manager.cli",
+            "serve",
+            "--processes",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+            "--listen",
+            f"127.0.0.1:{_free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SQLite serves one process" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_and_200_workers_never_share_or_lose_a_task(
+    tmp_path: Path, database_url: str
+) -> None:
+    if not database_url:
+        pytest.skip("several processes need PostgreSQL")
+    assert os.environ.get(POSTGRES_URL_VARIABLE)
+    seeding = Manager(Settings(data_dir=tmp_path, database=database_url, no_auth=True))
+    job = seeding.jobs.create_job(
+        name="fan-out", job_type="test", tasks=[spec(f"t{i}") for i in range(150)]
+    )
+    seeding.close()
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flamenco_manager.cli",
+            "serve",
+            "--processes",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--database",
+            database_url,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_serving(base, server)
+        handed_out = asyncio.run(_run_workers(base, count=200))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert len(handed_out) == len(set(handed_out)) == 150
+    checking = Manager(Settings(data_dir=tmp_path, database=database_url, no_auth=True))
+    with checking.database.transaction() as connection:
+        stored = task_store.list_of_job(connection, str(job.id))
+    checking.close()
+    assert {str(task.id) for task in stored} == set(handed_out)
+    assert {task.status for task in stored} == {"completed"}
+
+
+def _wait_until_serving(base: str, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{base}/nope", timeout=1)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the manager did not start"
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            time.sleep(0.2)
+
+
+async def _run_workers(base: str, count: int) -> list[str]:
+    """``count`` workers fetch tasks at the same time and complete each at once."""
+    handed_out: list[str] = []
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+        async def work(index: int) -> None:
+            secret = f"secret-{index}"
+            registration = await client.post(
+                "/register-worker",
+                json={
+                    "secret": secret,
+                    "platform": "linux",
+                    "supported_task_types": ["sleep"],
+                    "nickname": f"w{index}",
+                },
+            )
+            auth = (registration.json()["_id"], secret)
+            while True:
+                response = await client.post("/task", auth=auth)
+                if response.status_code == 204:
+                    return
+                assert response.status_code == 200, response.text
+                task_id = response.json()["_id"]
+                handed_out.append(task_id)
+                update = await client.post(
+                    f"/tasks/{task_id}/update", auth=auth, json={"task_status": "completed"}
+                )
+                assert update.status_code == 204, update.text
+
+        await asyncio.gather(*(work(index) for index in range(count)))
+    return handed_out
