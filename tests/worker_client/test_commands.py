@@ -366,6 +366,16 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
+async def _dies_soon(pid: int, within: float = 5.0) -> bool:
+    """Whether ``pid`` is gone within ``within`` seconds (polled, so a busy machine is fine)."""
+    deadline = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 async def _start_and_cancel(run: Run, cmd: str, pid_file: Path) -> float:
     command = asyncio.create_task(run(cmd=cmd))
     deadline = time.monotonic() + 5
@@ -385,9 +395,9 @@ async def test_cancelling_exec_terminates_the_whole_process_group(tmp_path: Path
     run = Run("exec")
     cmd = f"/bin/sh -c 'sleep 30 & echo $! > {pid_file}; wait'"
     elapsed = await _start_and_cancel(run, cmd, pid_file)
-    assert elapsed < 0.5, "SIGTERM was enough"
-    await asyncio.sleep(0.05)
-    assert not _alive(int(pid_file.read_text())), "the grandchild went too"
+    # SIGTERM was enough: no wait for the grace period (generous bound: CI machines are busy).
+    assert elapsed < ProcessLimits().terminate_grace
+    assert await _dies_soon(int(pid_file.read_text())), "the grandchild went too"
 
 
 @pytest.mark.anyio
@@ -398,8 +408,8 @@ async def test_a_subprocess_ignoring_sigterm_is_killed_after_the_grace_period(
     run = Run("exec", ProcessLimits(terminate_grace=0.3))
     cmd = f"/bin/sh -c 'trap \"\" TERM; echo $$ > {pid_file}; while true; do sleep 0.05; done'"
     elapsed = await _start_and_cancel(run, cmd, pid_file)
-    assert 0.3 <= elapsed < 2
-    assert not _alive(int(pid_file.read_text()))
+    assert elapsed >= 0.3
+    assert await _dies_soon(int(pid_file.read_text()))
 
 
 @pytest.mark.anyio
