@@ -89,13 +89,15 @@ def validate_path(path: str) -> str | None:
         return "no absolute paths allowed"
     if _DRIVE_LETTER.match(path):
         return "drive-letter paths are not allowed"
-    encoded = path.encode("utf-8", "surrogateescape")
-    if len(encoded) > MAX_PATH_BYTES:
+    length = len(path.encode("utf-8", "surrogateescape"))
+    if length > MAX_PATH_BYTES:
         return f"path longer than {MAX_PATH_BYTES} bytes"
     for component in path.split("/"):
         if component in ("", ".", ".."):
             return _NOT_CLEAN
-        if len(component.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+        if length > MAX_COMPONENT_BYTES and (
+            len(component.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES
+        ):
             return f"path component longer than {MAX_COMPONENT_BYTES} bytes"
     return None
 
@@ -178,7 +180,9 @@ class DefinitionReader:
                 f"{self._directory_lines[entry.path]}",
                 line,
             )
-        for parent in _parents(entry.path):
+        parent_dir = entry.path.rpartition("/")[0]
+        # A known parent directory had its own parents checked when it was first seen.
+        for parent in () if parent_dir in self._directory_lines else _parents(entry.path):
             clash = self._file_lines.get(parent)
             if clash is not None:
                 raise DefinitionError(
