@@ -19,11 +19,14 @@ from shaman_core.jwt import (
 )
 
 from .config import Settings
+from .job_types import JobTypeRegistry
 from .services.context import Clock, ServiceContext, utc_now
+from .services.farm import FarmService
 from .services.housekeeping import Housekeeping
 from .services.jobs import JobService
 from .services.latest_image import LatestImage
 from .services.scheduler import Scheduler
+from .services.submission import JobSubmission
 from .services.task_logs import TaskLogStore
 from .services.task_updates import TaskUpdates
 from .services.users import ensure_key_pair, issue_token
@@ -56,6 +59,10 @@ class Manager:
         self.scheduler = Scheduler(self.context, self.variables)
         self.task_updates = TaskUpdates(self.context)
         self.jobs = JobService(self.context)
+        self.events = self.context.events
+        self.job_types = JobTypeRegistry.load()
+        self.submission = JobSubmission(self.context, self.jobs, self.job_types, self.variables)
+        self.farm = FarmService(self.context)
         self.housekeeping = Housekeeping(self.context, self.workers)
         self.user_auth = self._user_authenticator()
         self.shaman = self._shaman() if settings.shaman_enabled else None

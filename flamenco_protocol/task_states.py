@@ -80,6 +80,8 @@ class TaskEvent(Enum):
     """Its job was paused."""
     JOB_RESUMED = "job-resumed"
     """Its paused job was resumed."""
+    USER_CANCELED = "user-canceled"
+    """A user canceled this one task (its job goes on)."""
     REQUEUED = "requeued"
     """A user requeued it or its job."""
 
@@ -102,12 +104,14 @@ def _table() -> dict[TaskStatus, dict[TaskEvent, TaskStatus]]:
         E.JOB_RESUMED: S.QUEUED,
         E.REQUEUED: S.QUEUED,
         E.JOB_CANCELED: S.CANCELED,
+        E.USER_CANCELED: S.CANCELED,
     }
     for waiting in _WAITING:
         table[waiting].update(
             {
                 E.ASSIGNED: S.ACTIVE,
                 E.JOB_CANCELED: S.CANCELED,
+                E.USER_CANCELED: S.CANCELED,
                 E.JOB_PAUSED: S.PAUSED,
                 E.REQUEUED: S.QUEUED,
             }
@@ -122,6 +126,7 @@ def _table() -> dict[TaskStatus, dict[TaskEvent, TaskStatus]]:
         E.WORKER_STOPPED: S.CLAIMED_BY_MANAGER,
         E.PING_TIMEOUT: S.CLAIMED_BY_MANAGER,
         E.JOB_CANCELED: S.CANCEL_REQUESTED,
+        E.USER_CANCELED: S.CANCEL_REQUESTED,
         E.REQUEUED: S.QUEUED,
     }
     table[S.CANCEL_REQUESTED] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import attrs
 from sqlalchemy.engine import Connection
@@ -17,16 +17,38 @@ from sqlalchemy.engine import Connection
 from flamenco_manager.storage import jobs as job_store
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage.jobs import JobRecord
+from flamenco_manager.storage.tasks import TaskRecord
+from flamenco_protocol.errors import InvalidTransition
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.job_states import JobEvent, derive_job_status, plan_job_action
 from flamenco_protocol.statuses import JobStatus, TaskStatus
-from flamenco_protocol.task_states import TaskEvent
+from flamenco_protocol.task_states import TaskEvent, next_task_status
 
 from .context import ServiceContext
-from .errors import Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound
 from .events import Event, EventBus, stage
 
-__all__ = ["JobService", "TaskSpec", "refresh_job_status"]
+__all__ = [
+    "JobPage",
+    "JobService",
+    "JobSummary",
+    "TaskDetails",
+    "TaskSpec",
+    "refresh_job_status",
+]
+
+# A single task may be requeued only in a job that runs or has finished: in a paused or
+# canceling job it would be handed out behind the user's back.
+_TASK_REQUEUE_JOB_STATUSES: Final = frozenset(
+    {
+        JobStatus.QUEUED,
+        JobStatus.ACTIVE,
+        JobStatus.COMPLETED,
+        JobStatus.CANCELED,
+        JobStatus.FAILED,
+    }
+)
+_RUNNING_TASK_STATUSES: Final = (TaskStatus.ACTIVE.value, TaskStatus.CANCEL_REQUESTED.value)
 
 # A job settles in at most a few steps (e.g. too many failures -> failed -> tasks canceled).
 _MAX_SETTLE_STEPS = 5
@@ -41,6 +63,32 @@ class TaskSpec:
     commands: list[dict[str, Any]]
     priority: int = 50
     parents: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class JobSummary:
+    """A job with the number of its tasks in each status."""
+
+    job: JobRecord
+    task_counts: dict[str, int]
+
+
+@attrs.frozen
+class JobPage:
+    """One page of a job listing; ``next_cursor`` continues it (``""`` on the last page)."""
+
+    jobs: list[JobSummary]
+    next_cursor: str
+
+
+@attrs.frozen
+class TaskDetails:
+    """A task with its parents, the workers that failed it and, when asked, its log's tail."""
+
+    task: TaskRecord
+    parents: tuple[ObjectId, ...]
+    failed_by: list[tuple[ObjectId, str]]
+    log_tail: str = ""
 
 
 def refresh_job_status(
@@ -162,7 +210,8 @@ class JobService:
             )
             self._refresh(connection, str(job_id), now)
             stored = job_store.get(connection, str(job_id))
-        assert stored is not None
+            assert stored is not None
+            self._announce(connection, stored)
         return stored
 
     def get(self, job_id: str) -> JobRecord:
@@ -204,8 +253,192 @@ class JobService:
                 )
             self._refresh(connection, job_id, now)
             updated = job_store.get(connection, job_id)
+            assert updated is not None
+            self._announce(connection, updated)
+        return updated
+
+    def record_failed_job(
+        self,
+        *,
+        name: str,
+        job_type: str,
+        settings: dict[str, Any],
+        reason: str,
+        priority: int = 50,
+        submitter: str = "",
+        description: str = "",
+    ) -> JobRecord:
+        """Store a job whose job type could not compile it: ``construction-failed``, no tasks."""
+        now = self.context.clock()
+        record = JobRecord(
+            id=ObjectId.new(),
+            name=name,
+            job_type=job_type,
+            description=description,
+            status=JobStatus.CONSTRUCTION_FAILED,
+            status_reason=reason,
+            priority=priority,
+            settings=dict(settings),
+            start_paused=False,
+            submitter=submitter,
+            created=now,
+            updated=now,
+        )
+        with self.context.database.transaction() as connection:
+            job_store.insert(connection, record)
+            self._announce(connection, record)
+        return record
+
+    def page(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        job_types: list[str] | None = None,
+        name_contains: str = "",
+        limit: int = 50,
+        cursor: str = "",
+    ) -> JobPage:
+        """Jobs newest first, filtered, ``limit`` at a time; ``cursor`` is a previous page's."""
+        if cursor and not ObjectId.is_valid(cursor):
+            raise Invalid(f"cursor: not a cursor from a previous page: {cursor!r}")
+        with self.context.database.transaction() as connection:
+            records = job_store.list_jobs(
+                connection,
+                statuses=statuses,
+                job_types=job_types,
+                name_contains=name_contains,
+                limit=limit + 1,
+                before=cursor.lower() or None,
+            )
+            shown = records[:limit]
+            counts = task_store.status_counts_of_jobs(connection, [str(job.id) for job in shown])
+        next_cursor = str(shown[-1].id) if len(records) > limit else ""
+        return JobPage(
+            [JobSummary(job, counts[str(job.id)]) for job in shown],
+            next_cursor,
+        )
+
+    def summary(self, job_id: str) -> JobSummary:
+        """A job with its task counts; :class:`NotFound` if there is none."""
+        with self.context.database.transaction() as connection:
+            job = job_store.get(connection, job_id)
+            if job is None:
+                raise NotFound(f"Job {job_id} is unknown.")
+            return JobSummary(job, task_store.status_counts(connection, job_id))
+
+    def tasks(self, job_id: str) -> list[TaskDetails]:
+        """Every task of a job, in creation order; :class:`NotFound` for an unknown job."""
+        with self.context.database.transaction() as connection:
+            if job_store.get(connection, job_id) is None:
+                raise NotFound(f"Job {job_id} is unknown.")
+            records = task_store.list_of_job(connection, job_id)
+            parents = task_store.parents_in_job(connection, job_id)
+            failures = task_store.failures_in_job(connection, job_id)
+        return [
+            TaskDetails(task, parents.get(str(task.id), ()), failures.get(str(task.id), []))
+            for task in records
+        ]
+
+    def task(self, task_id: str, *, log_lines: int = 10) -> TaskDetails:
+        """One task with the last ``log_lines`` lines of its log; :class:`NotFound` if none."""
+        with self.context.database.transaction() as connection:
+            task = task_store.get(connection, task_id)
+            if task is None:
+                raise NotFound(f"Task {task_id} is unknown.")
+            parents = task_store.parents_of(connection, task_id)
+            failed_by = task_store.failed_by(connection, task_id)
+        tail = self.context.logs.tail(str(task.job_id), task_id, log_lines)
+        return TaskDetails(task, parents, failed_by, tail)
+
+    def set_priority(self, job_id: str, priority: int) -> JobRecord:
+        """Change a job's priority (1..100); its tasks' ``job_priority`` follows."""
+        if not 1 <= priority <= 100:
+            raise Invalid(f"priority: must be between 1 and 100, not {priority}")
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            if job_store.get(connection, job_id, for_update=True) is None:
+                raise NotFound(f"Job {job_id} is unknown.")
+            job_store.set_priority(connection, job_id, priority, now)
+            job = job_store.get(connection, job_id)
+            assert job is not None
+            self._announce(connection, job)
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job, its tasks and their logs.
+
+        A job with a running task is refused (:class:`Conflict`): cancel it first, so that no
+        worker is left running a task the manager forgot.
+        """
+        with self.context.database.transaction() as connection:
+            if job_store.get(connection, job_id, for_update=True) is None:
+                raise NotFound(f"Job {job_id} is unknown.")
+            counts = task_store.status_counts(connection, job_id)
+            running = sum(counts.get(status, 0) for status in _RUNNING_TASK_STATUSES)
+            if running:
+                raise Conflict(
+                    f"Job {job_id} has {running} running task(s); cancel it and wait for them "
+                    "to stop before deleting it."
+                )
+            job_store.delete(connection, job_id)
+            self.context.announce(connection, "job", job_id, deleted=True)
+        self.context.logs.delete_job(job_id)
+
+    def requeue_task(self, task_id: str, reason: str = "") -> TaskRecord:
+        """Run one task again (whatever its status); who failed it is forgotten.
+
+        Refused (:class:`Conflict`) while its job is paused, canceling or being built.
+        """
+        return self._task_action(task_id, TaskEvent.REQUEUED, reason or "Requeued by a user")
+
+    def cancel_task(self, task_id: str, reason: str = "") -> TaskRecord:
+        """Cancel one task: a waiting one at once, a running one through its worker.
+
+        The job goes on; :class:`Conflict` if the task has already finished.
+        """
+        return self._task_action(task_id, TaskEvent.USER_CANCELED, reason or "Canceled by a user")
+
+    def _task_action(self, task_id: str, event: TaskEvent, activity: str) -> TaskRecord:
+        now = self.context.clock()
+        with self.context.database.transaction() as connection:
+            task = task_store.get(connection, task_id, for_update=True)
+            if task is None:
+                raise NotFound(f"Task {task_id} is unknown.")
+            job = job_store.get(connection, str(task.job_id), for_update=True)
+            assert job is not None
+            if event is TaskEvent.REQUEUED and job.status not in _TASK_REQUEUE_JOB_STATUSES:
+                raise Conflict(
+                    f"Task {task_id} cannot be requeued while its job is {job.status}"
+                    + ("; resume the job instead." if job.status == JobStatus.PAUSED else ".")
+                )
+            try:
+                new_status = next_task_status(task.status, event)
+            except InvalidTransition:
+                raise Conflict(
+                    f"Task {task_id} is {task.status}: it cannot be "
+                    f"{'requeued' if event is TaskEvent.REQUEUED else 'canceled'}."
+                ) from None
+            task_store.set_status(connection, task, new_status, activity=activity, last_updated=now)
+            if event is TaskEvent.REQUEUED:
+                task_store.clear_failures(connection, [task_id])
+            self.context.announce(
+                connection, "task", task_id, job=str(task.job_id), status=new_status.value
+            )
+            self._refresh(connection, str(task.job_id), now)
+            updated = task_store.get(connection, task_id)
         assert updated is not None
         return updated
+
+    def _announce(self, connection: Connection, job: JobRecord) -> None:
+        self.context.announce(
+            connection,
+            "job",
+            job.id,
+            status=str(job.status),
+            reason=job.status_reason,
+            priority=job.priority,
+            name=job.name,
+        )
 
     def _refresh(self, connection: Connection, job_id: str, now: datetime) -> None:
         refresh_job_status(

@@ -85,13 +85,29 @@ def list_jobs(
     connection: Connection,
     *,
     statuses: list[str] | None = None,
+    job_types: list[str] | None = None,
+    name_contains: str = "",
     limit: int = 100,
     before: str | None = None,
 ) -> list[JobRecord]:
-    """Jobs, newest first, optionally filtered by status; ``before`` pages by ID."""
+    """Jobs, newest first, optionally filtered; ``before`` pages by ID (the ID index).
+
+    ``name_contains`` matches case-insensitively, ``%`` and ``_`` literally.
+    """
     query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
     if statuses:
         query = query.where(jobs.c.status.in_(statuses))
+    if job_types:
+        query = query.where(jobs.c.job_type.in_(job_types))
+    if name_contains:
+        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
     if before:
         query = query.where(jobs.c.id < before)
     return [_record(row) for row in connection.execute(query)]
+
+
+def status_counts(connection: Connection) -> dict[str, int]:
+    """How many jobs are in each status."""
+    rows = connection.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status))
+    return {str(status): int(count) for status, count in rows.all()}

@@ -395,3 +395,58 @@ def count(connection: Connection, where: Mapping[str, Any] | None = None) -> int
         query = query.where(tasks.c[column] == value)
     total: int = connection.execute(query).scalar_one()
     return total
+
+
+def status_counts_of_jobs(
+    connection: Connection, job_ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """How many tasks of each of these jobs are in each status, by job ID."""
+    counts: dict[str, dict[str, int]] = {job_id: {} for job_id in job_ids}
+    if not job_ids:
+        return counts
+    rows = connection.execute(
+        sa.select(tasks.c.job_id, tasks.c.status, sa.func.count())
+        .where(tasks.c.job_id.in_(list(job_ids)))
+        .group_by(tasks.c.job_id, tasks.c.status)
+    )
+    for job_id, status, number in rows.all():
+        counts[str(job_id)][str(status)] = int(number)
+    return counts
+
+
+def parents_in_job(connection: Connection, job_id: str) -> dict[str, tuple[ObjectId, ...]]:
+    """The parents of every task of a job that has any, in the order they were given."""
+    rows = connection.execute(
+        sa.select(task_parents.c.task_id, task_parents.c.parent_id)
+        .join(tasks, tasks.c.id == task_parents.c.task_id)
+        .where(tasks.c.job_id == job_id)
+        .order_by(task_parents.c.task_id, task_parents.c.position)
+    )
+    parents: dict[str, list[ObjectId]] = {}
+    for task_id, parent_id in rows.all():
+        parents.setdefault(str(task_id), []).append(ObjectId(parent_id))
+    return {task_id: tuple(ids) for task_id, ids in parents.items()}
+
+
+def failures_in_job(connection: Connection, job_id: str) -> dict[str, list[tuple[ObjectId, str]]]:
+    """Who failed each task of a job, as (worker ID, identifier), oldest first."""
+    rows = connection.execute(
+        sa.select(task_failures.c.task_id, task_failures.c.worker_id, task_failures.c.identifier)
+        .join(tasks, tasks.c.id == task_failures.c.task_id)
+        .where(tasks.c.job_id == job_id)
+        .order_by(task_failures.c.failed)
+    )
+    failures: dict[str, list[tuple[ObjectId, str]]] = {}
+    for task_id, worker_id, identifier in rows.all():
+        failures.setdefault(str(task_id), []).append((ObjectId(worker_id), identifier))
+    return failures
+
+
+def status_counts_all(connection: Connection, statuses: Iterable[str]) -> dict[str, int]:
+    """How many tasks of the whole farm are in each of ``statuses``."""
+    rows = connection.execute(
+        sa.select(tasks.c.status, sa.func.count())
+        .where(tasks.c.status.in_(list(statuses)))
+        .group_by(tasks.c.status)
+    )
+    return {str(status): int(number) for status, number in rows.all()}

@@ -207,3 +207,19 @@ def expire_blocklist(connection: Connection, before: datetime) -> int:
         worker_blocklist.delete().where(worker_blocklist.c.created < before)
     )
     return result.rowcount
+
+
+def clear_blocklist(connection: Connection, worker_id: str) -> int:
+    """Remove every blocklist entry of a worker; how many went."""
+    result = connection.execute(
+        worker_blocklist.delete().where(worker_blocklist.c.worker_id == worker_id)
+    )
+    return result.rowcount
+
+
+def status_counts(connection: Connection) -> dict[str, int]:
+    """How many workers are in each status."""
+    rows = connection.execute(
+        sa.select(workers.c.status, sa.func.count()).group_by(workers.c.status)
+    )
+    return {str(status): int(count) for status, count in rows.all()}

@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from flamenco_manager.manager import Manager
 from shaman_core.asgi import shaman_routes
 
+from .login import login_routes
 from .logs import log_routes
 from .responses import text
+from .openapi import openapi_document
+from .user_api import HEARTBEAT_SECONDS, user_api_routes, user_routes
 from .worker_api import WorkerAPI
 
 __all__ = ["SETTINGS_VARIABLE", "app_from_environment", "create_app"]
@@ -33,8 +36,13 @@ def app_from_environment() -> Starlette:
     return create_app(Manager(settings))
 
 
-def create_app(manager: Manager, *, run_loops: bool = True) -> Starlette:
-    """The manager's routes, and its periodic chores running while the app is served."""
+def create_app(
+    manager: Manager, *, run_loops: bool = True, event_heartbeat: float = HEARTBEAT_SECONDS
+) -> Starlette:
+    """The manager's routes, and its periodic chores running while the app is served.
+
+    ``event_heartbeat`` is how often the event stream sends a keep-alive comment (seconds).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -51,6 +59,14 @@ def create_app(manager: Manager, *, run_loops: bool = True) -> Starlette:
     if manager.shaman is not None:
         # BAT calls /files/… and /checkout/… relative to the Shaman URL: the manager's root.
         routes.extend(shaman_routes(manager.shaman))
+    routes.extend(user_routes(manager, heartbeat=event_heartbeat))
+    routes.extend(login_routes(manager))
+    openapi = openapi_document(user_api_routes(manager), shaman=manager.shaman is not None)
+
+    async def serve_openapi(request: Request) -> Response:
+        return JSONResponse(openapi)
+
+    routes.append(Route("/api/openapi.json", serve_openapi, methods=["GET"], name="openapi"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,0 +1,255 @@
+"""The user API for jobs and tasks: submit, list, follow, control, delete."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.manager.harness import Farm
+
+from .conftest import User
+
+pytestmark = pytest.mark.anyio
+
+UNKNOWN = "5f1e0c0a2b3c4d5e6f70b002"
+
+
+async def test_job_types_are_listed_with_their_settings_schema(user: User) -> None:
+    response = await user.get("/api/job-types")
+    assert response.status_code == 200
+    types = {item["name"]: item for item in response.json()["job_types"]}
+    assert {"sleep", "exec-command", "blender-render", "custom"} <= set(types)
+    assert "frames" in types["sleep"]["settings_schema"]["properties"]
+
+
+async def test_submit_compiles_the_job_into_tasks(user: User) -> None:
+    job = await user.submit(frames="1-5", chunk_size=2, priority=70)
+    assert job["status"] == "queued"
+    assert len(job["_id"]) == 24
+    assert job["priority"] == 70
+    assert job["submitter"] == "alice"
+    assert job["task_counts"] == {"queued": 3}
+    tasks = (await user.get(f"/api/jobs/{job['_id']}/tasks")).json()["tasks"]
+    assert [task["name"] for task in tasks] == ["sleep-1,2", "sleep-3,4", "sleep-5"]
+    assert all(task["job_priority"] == 70 and task["task_type"] == "sleep" for task in tasks)
+    assert (await user.get(f"/api/jobs/{job['_id']}")).json()["name"] == "sleepy"
+
+
+async def test_job_type_is_accepted_as_a_synonym_and_start_paused_holds_the_tasks(
+    user: User,
+) -> None:
+    response = await user.post(
+        "/api/jobs",
+        json={
+            "name": "held",
+            "job_type": "sleep",
+            "start_paused": True,
+            "settings": {"frames": "1", "chunk_size": 1, "time_in_seconds": 0},
+        },
+    )
+    assert response.status_code == 201
+    assert response.json()["status"] == "paused"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"type": "sleep", "settings": {}}, 400, "name: must not be empty"),
+        ({"name": "x", "settings": {}}, 400, "type: required"),
+        ({"name": "x", "type": "nope", "settings": {}}, 400, "unknown job type 'nope'"),
+        ({"name": "x", "type": "sleep", "priority": 0, "settings": {}}, 400, "priority"),
+        ({"name": 5, "type": "sleep"}, 400, "$.name: expected a string"),
+        ({"name": "x", "type": "sleep", "settings": []}, 400, "$.settings: expected an object"),
+    ],
+)
+async def test_bad_submissions_are_refused_naming_the_field(
+    user: User, body: object, status: int, fragment: str
+) -> None:
+    response = await user.post("/api/jobs", json=body)
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert fragment in answer["message"] + " ".join(answer.get("errors", []))
+    assert (await user.get("/api/jobs")).json()["jobs"] == []
+
+
+async def test_every_bad_setting_is_listed(user: User) -> None:
+    response = await user.post(
+        "/api/jobs",
+        json={"name": "x", "type": "sleep", "settings": {"frames": "a-b", "chunk_size": 0}},
+    )
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert any(error.startswith("settings.frames") for error in errors)
+    assert any(error.startswith("settings.chunk_size") for error in errors)
+    assert any(error.startswith("settings.time_in_seconds") for error in errors)
+
+
+async def test_garbage_bodies(user: User) -> None:
+    for raw in (b"{", b"[]", b"null", b"\xff\xfe", b""):
+        response = await user.post("/api/jobs", content=raw)
+        assert response.status_code == 400, raw
+        assert response.json()["message"]
+    huge = b'{"name": "' + b"x" * (17 * 1024 * 1024) + b'"}'
+    assert (await user.post("/api/jobs", content=huge)).status_code == 413
+
+
+async def test_listing_filters_searches_and_pages(user: User) -> None:
+    ids = [(await user.submit(name=f"shot {index:02d}"))["_id"] for index in range(5)]
+    await user.post(f"/api/jobs/{ids[0]}/status", json={"status": "cancel-requested"})
+    page = (await user.get("/api/jobs", params={"limit": 2})).json()
+    assert [job["_id"] for job in page["jobs"]] == ids[:2:-1][:2] or [
+        job["_id"] for job in page["jobs"]
+    ] == [ids[4], ids[3]]
+    seen = [job["_id"] for job in page["jobs"]]
+    while page["next_cursor"]:
+        page = (await user.get("/api/jobs", params={"limit": 2, "cursor": page["next_cursor"]})).json()
+        seen.extend(job["_id"] for job in page["jobs"])
+    assert seen == ids[::-1]
+    canceled = (await user.get("/api/jobs", params={"status": "canceled"})).json()["jobs"]
+    assert [job["_id"] for job in canceled] == [ids[0]]
+    found = (await user.get("/api/jobs", params={"search": "SHOT 03"})).json()["jobs"]
+    assert [job["name"] for job in found] == ["shot 03"]
+    assert (await user.get("/api/jobs", params={"type": "blender-render"})).json()["jobs"] == []
+    for params in ({"status": "bogus"}, {"limit": "x"}, {"limit": "0"}, {"cursor": "zz"}):
+        response = await user.get("/api/jobs", params=params)
+        assert response.status_code == 400, params
+        assert next(iter(params)) in response.json()["message"]
+
+
+async def test_unknown_and_malformed_ids_are_404(user: User) -> None:
+    for path in (
+        f"/api/jobs/{UNKNOWN}",
+        f"/api/jobs/{UNKNOWN}/tasks",
+        f"/api/tasks/{UNKNOWN}",
+        "/api/jobs/not-an-id",
+        "/api/tasks/123",
+        f"/api/workers/{UNKNOWN}",
+        f"/api/workers/{UNKNOWN}/blocklist",
+        f"/api/workers/{UNKNOWN}/sleep-schedule",
+    ):
+        response = await user.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["message"]
+    for path, body in (
+        (f"/api/jobs/{UNKNOWN}/status", {"status": "paused"}),
+        (f"/api/jobs/{UNKNOWN}/priority", {"priority": 5}),
+        (f"/api/tasks/{UNKNOWN}/requeue", {}),
+        (f"/api/tasks/{UNKNOWN}/cancel", {}),
+        (f"/api/workers/{UNKNOWN}/status", {"status": "asleep"}),
+    ):
+        assert (await user.post(path, json=body)).status_code == 404, path
+    assert (await user.request("DELETE", f"/api/jobs/{UNKNOWN}")).status_code == 404
+
+
+async def test_auth_is_required_and_checked(farm: Farm, user: User) -> None:
+    for method, path in (("GET", "/api/jobs"), ("POST", "/api/jobs"), ("GET", "/api/workers")):
+        response = await farm.client.request(method, path)
+        assert response.status_code == 401
+        assert "JWT token authorization required" in response.json()["message"]
+    bad = await farm.client.get("/api/jobs", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert bad.status_code == 401
+    farm.client.cookies.set("jwtToken", user.token)
+    assert (await farm.client.get("/api/jobs")).status_code == 200
+    farm.client.cookies.clear()
+    # The OpenAPI document is public.
+    assert (await farm.client.get("/api/openapi.json")).status_code == 200
+
+
+async def test_job_actions_follow_the_state_machine(farm: Farm, user: User) -> None:
+    job = await user.submit(frames="1-2")
+    path = f"/api/jobs/{job['_id']}/status"
+    paused = await user.post(path, json={"status": "paused", "reason": "lunch"})
+    assert paused.status_code == 200
+    assert paused.json()["status"] == "paused"
+    assert paused.json()["task_counts"] == {"paused": 2}
+    again = await user.post(path, json={"status": "paused"})
+    assert again.status_code == 409
+    assert "not allowed in state 'paused'" in again.json()["message"]
+    resumed = await user.post(path, json={"status": "queued"})
+    assert resumed.json()["status"] == "queued"
+    worker = await farm.register()
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    canceled = await user.post(path, json={"status": "cancel-requested"})
+    assert canceled.json()["status"] == "cancel-requested"
+    assert (await farm.may_i_run(worker, task_id))["may_keep_running"] is False
+    await farm.update(worker, task_id, task_status="canceled")
+    assert (await user.get(f"/api/jobs/{job['_id']}")).json()["status"] == "canceled"
+    requeued = await user.post(path, json={"status": "requeued"})
+    assert requeued.json()["status"] == "queued"
+    assert requeued.json()["task_counts"] == {"queued": 2}
+    for body in ({"status": "completed"}, {"status": 5}, {}):
+        response = await user.post(path, json=body)
+        assert response.status_code == 400, body
+        assert "status" in response.text
+
+
+async def test_priority_changes_reach_the_tasks(user: User) -> None:
+    job = await user.submit(frames="1")
+    response = await user.post(f"/api/jobs/{job['_id']}/priority", json={"priority": 90})
+    assert response.json()["priority"] == 90
+    tasks = (await user.get(f"/api/jobs/{job['_id']}/tasks")).json()["tasks"]
+    assert tasks[0]["job_priority"] == 90
+    for bad in (0, 101, "high"):
+        response = await user.post(f"/api/jobs/{job['_id']}/priority", json={"priority": bad})
+        assert response.status_code == 400
+        assert "priority" in response.text
+
+
+async def test_a_task_shows_its_log_tail(farm: Farm, user: User) -> None:
+    job = await user.submit(frames="1")
+    worker = await farm.register()
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    await farm.update(worker, task_id, task_status="active", activity="rendering", log="line 1\nline 2")
+    task = (await user.get(f"/api/tasks/{task_id}")).json()
+    assert task["status"] == "active"
+    assert task["activity"] == "rendering"
+    assert task["job"] == job["_id"]
+    assert task["worker"] == "w"
+    assert task["log"].endswith("line 1\nline 2\n")
+    short = (await user.get(f"/api/tasks/{task_id}", params={"log_lines": 1})).json()
+    assert short["log"] == "line 2\n"
+
+
+async def test_single_task_cancel_and_requeue(farm: Farm, user: User) -> None:
+    job = await user.submit(frames="1-2")
+    worker = await farm.register()
+    running = (await farm.fetch(worker)).json()["_id"]
+    tasks = (await user.get(f"/api/jobs/{job['_id']}/tasks")).json()["tasks"]
+    waiting = next(task["_id"] for task in tasks if task["_id"] != running)
+    canceled = await user.post(f"/api/tasks/{waiting}/cancel", json={"reason": "not needed"})
+    assert canceled.json()["status"] == "canceled"
+    assert canceled.json()["activity"] == "not needed"
+    stopping = await user.post(f"/api/tasks/{running}/cancel")
+    assert stopping.json()["status"] == "cancel-requested"
+    assert (await farm.may_i_run(worker, running))["may_keep_running"] is False
+    await farm.update(worker, running, task_status="canceled")
+    assert (await user.get(f"/api/jobs/{job['_id']}")).json()["status"] == "canceled"
+    assert (await user.post(f"/api/tasks/{waiting}/cancel")).status_code == 409
+    requeued = await user.post(f"/api/tasks/{waiting}/requeue")
+    assert requeued.json()["status"] == "queued"
+    # One task finished, one waits: the job runs again (spec/jobs.md §3.4).
+    assert (await user.get(f"/api/jobs/{job['_id']}")).json()["status"] == "active"
+    assert (await farm.fetch(worker)).json()["_id"] == waiting
+
+
+async def test_a_task_of_a_paused_job_is_not_requeued_alone(user: User) -> None:
+    job = await user.submit(frames="1", start_paused=True)
+    task_id = (await user.get(f"/api/jobs/{job['_id']}/tasks")).json()["tasks"][0]["_id"]
+    response = await user.post(f"/api/tasks/{task_id}/requeue")
+    assert response.status_code == 409
+    assert "resume the job" in response.json()["message"]
+
+
+async def test_delete_removes_the_job_its_tasks_and_logs(farm: Farm, user: User) -> None:
+    job = await user.submit(frames="1")
+    worker = await farm.register()
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    await farm.update(worker, task_id, log="something")
+    busy = await user.request("DELETE", f"/api/jobs/{job['_id']}")
+    assert busy.status_code == 409
+    assert "running" in busy.json()["message"]
+    await farm.update(worker, task_id, task_status="completed")
+    assert farm.manager.logs.path(job["_id"], task_id).exists()
+    assert (await user.request("DELETE", f"/api/jobs/{job['_id']}")).status_code == 204
+    assert (await user.get(f"/api/jobs/{job['_id']}")).status_code == 404
+    assert (await user.get(f"/api/tasks/{task_id}")).status_code == 404
+    assert not farm.manager.logs.path(job["_id"], task_id).exists()
