@@ -1,0 +1,193 @@
+"""The dashboard: the HTML shell at ``/`` and its static files.
+
+The page is a server-rendered shell (header, navigation, empty regions) and one small vanilla
+JavaScript module, ``static/dashboard.js``, that fills it from the user API (``/api/…``) and keeps
+it current from the event stream (``/api/events``). Nothing is built on the user's machine: the
+files under ``static/`` ship inside the package as they are (docs/architecture.md, "Dashboard").
+
+Without a valid token the shell is replaced by a login page. Logging in goes through
+``/login?token=…`` (:mod:`~flamenco_manager.web.login` sets the ``jwtToken`` cookie), logging out
+through ``/logout``.
+
+Which job and task actions the page offers in each status comes from the protocol's own state
+machines, handed to the page as JSON in the shell, so the buttons never drift from the rules.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import flamenco_manager
+from flamenco_manager.manager import Manager
+from flamenco_protocol.job_states import JOB_TRANSITIONS, USER_ACTIONS
+from flamenco_protocol.statuses import JobStatus, TaskStatus
+from flamenco_protocol.task_states import TaskEvent, can_happen
+from shaman_core.errors import TokenError
+
+__all__ = ["STATIC_DIR", "dashboard_config", "dashboard_routes"]
+
+STATIC_DIR: Final = Path(__file__).with_name("static")
+"""The dashboard's CSS, JavaScript and icon, shipped as package data."""
+
+COOKIE_NAME: Final = "jwtToken"
+"""The cookie the user API and Shaman read a token from."""
+
+SECURITY_HEADERS: Final = {
+    # Everything the page loads comes from the manager itself; no inline script runs.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_TASK_ACTIONS: Final = {"requeue": TaskEvent.REQUEUED, "cancel": TaskEvent.USER_CANCELED}
+
+
+def dashboard_config(manager: Manager) -> dict[str, object]:
+    """What the page needs to know up front: the actions each status allows, and the manager."""
+    job_actions = {
+        status.value: [
+            requested.value
+            for requested, event in USER_ACTIONS.items()
+            if event in JOB_TRANSITIONS[status]
+        ]
+        for status in JobStatus
+    }
+    task_actions = {
+        status.value: [name for name, event in _TASK_ACTIONS.items() if can_happen(status, event)]
+        for status in TaskStatus
+    }
+    return {
+        "version": flamenco_manager.__version__,
+        "auth": not manager.settings.no_auth,
+        "job_actions": job_actions,
+        "task_actions": task_actions,
+    }
+
+
+def dashboard_routes(manager: Manager) -> list[BaseRoute]:
+    """``/`` and ``/static/…``."""
+    config_json = json.dumps(dashboard_config(manager), separators=(",", ":"))
+    # "</" cannot end the JSON's <script> element early.
+    config_json = config_json.replace("</", "<\\/")
+
+    async def index(request: Request) -> Response:
+        try:
+            user = manager.user_auth.authenticate(request.headers, request.cookies)
+        except TokenError as exc:
+            expired = exc.status == 498
+            return _page(_login_page(expired=expired, had_token=COOKIE_NAME in request.cookies))
+        return _page(_shell(user, config_json, auth=not manager.settings.no_auth))
+
+    return [
+        Route("/", index, methods=["GET"], name="dashboard"),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+def _page(body: str) -> HTMLResponse:
+    return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+def _head(title: str) -> str:
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="dark">
+<title>{html.escape(title)}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/dashboard.css">
+</head>"""
+
+
+def _shell(user: str, config_json: str, *, auth: bool) -> str:
+    logout = (
+        '<form method="get" action="/logout" class="logout">'
+        f'<span class="user" title="Signed in as {html.escape(user)}">{html.escape(user)}</span>'
+        '<button type="submit" class="button subtle">Log out</button></form>'
+        if auth
+        else ""
+    )
+    return f"""{_head("Flamenco Manager")}
+<body>
+<a class="skip-link" href="#main">Skip to content</a>
+<header class="topbar">
+  <a class="brand" href="#/jobs"><img src="/static/favicon.svg" alt="" width="22" height="22">
+    Flamenco Manager</a>
+  <nav aria-label="Views">
+    <ul>
+      <li><a href="#/jobs" data-nav="jobs">Jobs</a></li>
+      <li><a href="#/workers" data-nav="workers">Workers</a></li>
+      <li><a href="#/image" data-nav="image">Latest image</a></li>
+    </ul>
+  </nav>
+  <div class="farm" id="farm-status" role="status" aria-label="Farm status">
+    <span class="farm-state" data-state="">Farm …</span>
+    <span class="farm-counts"></span>
+  </div>
+  <span class="live" id="live" data-live="connecting" role="status"
+    title="Live updates from the event stream">connecting</span>
+  {logout}
+</header>
+<main id="main" tabindex="-1">
+  <noscript><p class="notice">The dashboard needs JavaScript.</p></noscript>
+  <section id="view-jobs" class="view jobs-view" hidden aria-label="Jobs"></section>
+  <section id="view-workers" class="view workers-view" hidden aria-label="Workers"></section>
+  <section id="view-image" class="view image-view" hidden aria-label="Latest image"></section>
+</main>
+<div id="toasts" class="toasts" role="status" aria-live="polite"></div>
+<dialog id="confirm" aria-labelledby="confirm-title" aria-describedby="confirm-text">
+  <form method="dialog">
+    <h2 id="confirm-title">Are you sure?</h2>
+    <p id="confirm-text"></p>
+    <div class="buttons">
+      <button value="cancel" class="button" autofocus>Keep it</button>
+      <button value="ok" class="button danger" id="confirm-ok">Confirm</button>
+    </div>
+  </form>
+</dialog>
+<script type="application/json" id="flamenco-config">{config_json}</script>
+<script type="module" src="/static/dashboard.js"></script>
+</body>
+</html>
+"""
+
+
+def _login_page(*, expired: bool, had_token: bool) -> str:
+    if expired:
+        problem = '<p class="notice warn" role="alert">Your token has expired.</p>'
+    elif had_token:
+        problem = '<p class="notice warn" role="alert">Your token was not accepted.</p>'
+    else:
+        problem = ""
+    return f"""{_head("Log in · Flamenco Manager")}
+<body class="login-page">
+<main id="main" class="login">
+  <h1><img src="/static/favicon.svg" alt="" width="32" height="32"> Flamenco Manager</h1>
+  {problem}
+  <p>Open the link that <code>flamenco-manager serve</code> printed when it started, or paste a
+  token made with <code>flamenco-manager token create --name you</code>.</p>
+  <form method="get" action="/login" class="login-form">
+    <label for="token">Token</label>
+    <input id="token" name="token" type="password" autocomplete="off" required
+      spellcheck="false">
+    <button type="submit" class="button primary">Log in</button>
+  </form>
+</main>
+</body>
+</html>
+"""
