@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from flamenco_manager.manager import Manager
 from shaman_core.asgi import shaman_routes
 
+from .dashboard import dashboard_routes
 from .login import login_routes
 from .logs import log_routes
 from .responses import text
@@ -61,6 +62,7 @@ def create_app(
         routes.extend(shaman_routes(manager.shaman))
     routes.extend(user_routes(manager, heartbeat=event_heartbeat))
     routes.extend(login_routes(manager))
+    routes.extend(dashboard_routes(manager))
     openapi = openapi_document(user_api_routes(manager), shaman=manager.shaman is not None)
 
     async def serve_openapi(request: Request) -> Response:
