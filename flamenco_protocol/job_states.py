@@ -13,7 +13,9 @@ Flamenco 2 server's job handling, adapted to a manager without a server (docs/co
 
 * canceling moves tasks that no worker runs straight to ``canceled``, and the job to ``canceled``
   as soon as no task runs, whichever status the last running task ends in;
-* pausing holds the waiting tasks (``paused``) and lets running ones finish; resuming queues them;
+* pausing holds the waiting tasks (``paused``) and lets running ones finish; resuming queues them.
+  A running task that waits again while the job is paused (returned, timed out, soft-failed) is
+  held too;
 * a job whose tasks have all finished, not all completed, ends ``failed`` (some failed) or
   ``canceled``, instead of staying ``active`` for ever.
 """
@@ -73,6 +75,9 @@ class JobEvent(Enum):
     """Every task completed."""
     TOO_MANY_FAILED = "too-many-failed"
     """The share of failed tasks reached the limit, or every task finished with some failed."""
+    HOLD_TASKS = "hold-tasks"
+    """A task of the paused job waits again (its worker returned it, timed out or failed it
+    softly): it is paused too, or ``/task`` would hand it out."""
     ALL_STOPPED = "all-stopped"
     """Nothing runs or waits any more and not all completed: a canceling (or live) job is
     canceled, a failing one failed."""
@@ -106,6 +111,7 @@ def _table() -> dict[JobStatus, dict[JobEvent, JobStatus]]:
         E.CANCEL: J.CANCEL_REQUESTED,
         E.RESUME: J.QUEUED,
         E.REQUEUE: J.QUEUED,
+        E.HOLD_TASKS: J.PAUSED,
         E.ALL_COMPLETED: J.COMPLETED,
         E.TOO_MANY_FAILED: J.FAILED,
     }
@@ -141,6 +147,7 @@ _TASK_EVENTS: Final = {
     E.RESUME: TaskEvent.JOB_RESUMED,
     E.REQUEUE: TaskEvent.REQUEUED,
     E.TOO_MANY_FAILED: TaskEvent.JOB_CANCELED,
+    E.HOLD_TASKS: TaskEvent.JOB_PAUSED,
 }
 
 
@@ -194,7 +201,10 @@ def derive_job_status(
     *,
     failed_ratio: float = DEFAULT_FAILED_TASK_RATIO,
 ) -> JobChange | None:
-    """The change its tasks make to a job, or ``None`` when the job status stays.
+    """The change its tasks make to a job, or ``None`` when nothing changes.
+
+    The change may keep the job's status and only send its tasks an event: a paused job holds
+    a task that waits again.
 
     ``task_counts`` is the number of the job's tasks per status, after the task change.
     """
@@ -225,7 +235,7 @@ def derive_job_status(
         percentage = round(100 * failed / total)
         reason = f"{failed} of its {total} tasks ({percentage}%) failed"
     elif current is J.PAUSED:
-        event = None
+        event = E.HOLD_TASKS if waiting else None
     elif running == 0 and waiting == 0:
         # Everything finished, nothing failed, not all completed: some were canceled.
         event = E.ALL_STOPPED
@@ -235,14 +245,10 @@ def derive_job_status(
     if event is None:
         return None
     new_status = next_job_status(current, event)
-    if new_status is current:
+    task_event = _TASK_EVENTS.get(event) if event in (E.TOO_MANY_FAILED, E.HOLD_TASKS) else None
+    if new_status is current and task_event is None:
         return None
-    return JobChange(
-        event=event,
-        status=new_status,
-        task_event=_TASK_EVENTS.get(event) if event is E.TOO_MANY_FAILED else None,
-        reason=reason,
-    )
+    return JobChange(event=event, status=new_status, task_event=task_event, reason=reason)
 
 
 def _progress_event(running: int, waiting: int, finished: int) -> JobEvent:

@@ -140,6 +140,15 @@ def test_a_paused_job_stays_paused_while_tasks_wait() -> None:
     assert derive_job_status(J.PAUSED, {T.PAUSED: 3, T.COMPLETED: 1}) is None
 
 
+def test_a_paused_job_holds_a_task_that_waits_again() -> None:
+    # Its worker returned it, timed out or failed it softly: /task must not hand it out.
+    for waiting in (T.CLAIMED_BY_MANAGER, T.SOFT_FAILED, T.QUEUED):
+        change = derive_job_status(J.PAUSED, {T.PAUSED: 3, waiting: 1})
+        assert change is not None
+        assert change.status is J.PAUSED
+        assert change.task_event is TaskEvent.JOB_PAUSED
+
+
 def test_statuses_we_do_not_run_are_left_alone() -> None:
     assert derive_job_status(J.UNDER_CONSTRUCTION, {T.UNDER_CONSTRUCTION: 2}) is None
     assert derive_job_status("mystery", {T.QUEUED: 2}) is None
@@ -156,7 +165,8 @@ def test_derived_changes_follow_the_table(status: J, counts: dict[T, int]) -> No
     change = derive_job_status(status, counts)
     if change is not None:
         assert change.status is next_job_status(status, change.event)
-        assert change.status is not status
+        # A change moves the job, or holds its tasks (a paused job pausing a returned task).
+        assert change.status is not status or change.task_event is not None
 
 
 @given(live_statuses, task_counts)
