@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -78,7 +78,7 @@ def dashboard_config(manager: Manager) -> dict[str, object]:
 
 
 def dashboard_routes(manager: Manager) -> list[BaseRoute]:
-    """``/`` and ``/static/…``."""
+    """``/``, ``/static/…`` and ``/dashboard/latest-image`` (whether there is one)."""
     config_json = json.dumps(dashboard_config(manager), separators=(",", ":"))
     # "</" cannot end the JSON's <script> element early.
     config_json = config_json.replace("</", "<\\/")
@@ -91,8 +91,30 @@ def dashboard_routes(manager: Manager) -> list[BaseRoute]:
             return _page(_login_page(expired=expired, had_token=COOKIE_NAME in request.cookies))
         return _page(_shell(user, config_json, auth=not manager.settings.no_auth))
 
+    async def latest_image_state(request: Request) -> Response:
+        # Whether there is an image, so the page never asks for one that is not there (a 404
+        # in the browser's console each time the view opens).
+        try:
+            manager.user_auth.authenticate(request.headers, request.cookies)
+        except TokenError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=exc.status)
+        try:
+            modified: float | None = manager.latest_image.output_path.stat().st_mtime
+        except OSError:
+            modified = None
+        return JSONResponse(
+            {"available": modified is not None, "modified": modified},
+            headers={"Cache-Control": "no-store"},
+        )
+
     return [
         Route("/", index, methods=["GET"], name="dashboard"),
+        Route(
+            "/dashboard/latest-image",
+            latest_image_state,
+            methods=["GET"],
+            name="dashboard_latest_image",
+        ),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

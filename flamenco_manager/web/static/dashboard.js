@@ -258,8 +258,9 @@ function applyRoute() {
     if (taskChanged || jobChanged || viewChanged) {
       renderTaskDetail();
       if (state.taskId) {
+        // Bring the task into view once it is filled in, so its log fits the window.
+        taskDetail.scrollPending = true;
         loadTask();
-        taskDetail.panel.scrollIntoView({ block: "start" });
       }
     }
     markSelected(jobDetail.tbody, state.taskId);
@@ -302,7 +303,7 @@ const loadFarm = throttled(async () => {
     farmElement.querySelector(".farm-counts"),
     `${awake} of ${workers} workers awake · ${running} running · ${waiting} waiting`,
   );
-}, 1000);
+}, 500);
 
 // --- jobs ----------------------------------------------------------------------------------
 
@@ -462,18 +463,18 @@ function buildJobDetail() {
   const facts = h("dl", { class: "facts two" });
   const buttons = {};
   const actions = h("div", { class: "actions", role: "group", "aria-label": "Job actions" });
-  for (const [requested, label, danger] of [
-    ["cancel-requested", "Cancel", true],
-    ["paused", "Pause"],
-    ["queued", "Resume"],
-    ["requeued", "Requeue"],
+  for (const [requested, label, done, danger] of [
+    ["cancel-requested", "Cancel", "Canceling the job.", true],
+    ["paused", "Pause", "Job paused."],
+    ["queued", "Resume", "Job resumed."],
+    ["requeued", "Requeue", "Job requeued."],
   ]) {
     buttons[requested] = h("button", {
       type: "button",
       class: danger ? "button danger" : "button",
       text: label,
       "data-action": requested,
-      onclick: (event) => jobStatusAction(event.currentTarget, requested, label),
+      onclick: (event) => jobStatusAction(event.currentTarget, requested, label, done),
     });
     actions.append(buttons[requested]);
   }
@@ -488,7 +489,7 @@ function buildJobDetail() {
       },
     },
     h("label", { class: "field inline", for: "job-priority" }, "Priority", priority),
-    h("button", { type: "submit", class: "button", text: "Set priority" }),
+    h("button", { type: "submit", class: "button", text: "Set", "aria-label": "Set priority" }),
   );
   const remove = h("button", {
     type: "button",
@@ -523,12 +524,12 @@ function buildJobDetail() {
       h(
         "tr",
         {},
-        h("th", { scope: "col", text: "Task" }),
-        h("th", { scope: "col", text: "Status" }),
-        h("th", { scope: "col", text: "Worker" }),
-        h("th", { scope: "col", text: "Progress" }),
-        h("th", { scope: "col", text: "Activity" }),
-        h("th", { scope: "col", text: "Duration" }),
+        h("th", { scope: "col", class: "col-name", text: "Task" }),
+        h("th", { scope: "col", class: "col-status", text: "Status" }),
+        h("th", { scope: "col", class: "col-worker", text: "Worker" }),
+        h("th", { scope: "col", class: "col-progress", text: "Progress" }),
+        h("th", { scope: "col", class: "col-activity", text: "Activity" }),
+        h("th", { scope: "col", class: "col-duration", text: "Duration" }),
       ),
     ),
     tbody,
@@ -545,7 +546,7 @@ function buildJobDetail() {
   return { panel, placeholder, title, status, bar, progressText, facts, buttons, priority, remove, tbody, job: null };
 }
 
-async function jobStatusAction(button, requested, label) {
+async function jobStatusAction(button, requested, label, done) {
   const id = state.jobId;
   if (requested === "cancel-requested") {
     const job = jobDetail.job;
@@ -559,7 +560,7 @@ async function jobStatusAction(button, requested, label) {
   await act(button, async () => {
     const job = await api("POST", `/api/jobs/${id}/status`, { status: requested, reason: `${label} from the dashboard` });
     showJob(job);
-  }, `${label}: done.`);
+  }, done);
 }
 
 function renderJobDetail() {
@@ -672,6 +673,8 @@ function renderTasks() {
         updateBadge(badgeElement, task.status);
       }
       setText(worker, task.worker || "");
+      worker.title = task.worker || "";
+      name.title = task.name;
       const percent = task.status === "completed" ? 100 : task.task_progress_percentage || 0;
       updateProgress(progress.firstChild, percent);
       setText(activity, task.activity || "");
@@ -688,7 +691,7 @@ function buildTaskDetail() {
   const panel = h("div", { class: "panel task-detail", id: "task-detail", hidden: true });
   const title = h("h2", { id: "task-title" });
   const status = badge("");
-  const facts = h("dl", { class: "facts" });
+  const facts = h("dl", { class: "facts two" });
   const requeue = h("button", {
     type: "button",
     class: "button",
@@ -795,6 +798,10 @@ const loadTask = throttled(async () => {
   if (log.textContent !== text) {
     log.textContent = text;
     if (state.follow || atBottom) log.scrollTop = log.scrollHeight;
+  }
+  if (taskDetail.scrollPending) {
+    taskDetail.scrollPending = false;
+    taskDetail.panel.scrollIntoView({ block: "start" });
   }
 }, 500);
 
@@ -968,7 +975,7 @@ function buildWorkerDetail() {
         await act(button, async () => {
           const updated = await api("POST", `/api/workers/${state.workerId}/status`, { status: requested, lazy: lazyRequest });
           showWorker(updated);
-        }, `${label}: requested.`);
+        }, `${worker.nickname}: ${label.toLowerCase()} requested.`);
       },
     });
   const wake = statusButton("awake", "Wake up");
@@ -1180,32 +1187,17 @@ const imageView = (() => {
   const empty = h("p", { class: "empty", text: "Nothing has been rendered yet." });
   const stamp = h("p", { class: "muted" });
   section.append(h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", { text: "Latest image" })), image, empty, stamp));
-  return { image, empty, stamp, modified: null, url: null };
+  return { image, empty, stamp, modified: null };
 })();
 
 const loadImage = throttled(async () => {
-  let response;
-  try {
-    response = await fetch("/api/latest-image", { cache: "no-cache", credentials: "same-origin" });
-  } catch (error) {
-    return;
-  }
-  if (response.status === 404) {
-    imageView.image.hidden = true;
-    imageView.empty.hidden = false;
-    return;
-  }
-  if (!response.ok) return;
-  const modified = response.headers.get("last-modified") || response.headers.get("etag");
-  if (modified && modified === imageView.modified) return;
-  imageView.modified = modified;
-  const blob = await response.blob();
-  if (imageView.url) URL.revokeObjectURL(imageView.url);
-  imageView.url = URL.createObjectURL(blob);
-  imageView.image.src = imageView.url;
-  imageView.image.hidden = false;
-  imageView.empty.hidden = true;
-  setText(imageView.stamp, modified ? `Rendered ${new Date(response.headers.get("last-modified") || Date.now()).toLocaleString()}` : "");
+  const latest = await api("GET", "/dashboard/latest-image");
+  imageView.image.hidden = !latest.available;
+  imageView.empty.hidden = latest.available;
+  if (!latest.available || latest.modified === imageView.modified) return;
+  imageView.modified = latest.modified;
+  imageView.image.src = `/api/latest-image?v=${latest.modified}`;
+  setText(imageView.stamp, `Rendered ${new Date(latest.modified * 1000).toLocaleString()}`);
 }, 2000);
 
 // --- live updates --------------------------------------------------------------------------

@@ -1,0 +1,298 @@
+"""The dashboard in a real browser (testing ladder level 4): Debian's chromium, driven by
+Playwright, against the manager under uvicorn on 127.0.0.1, with simulated workers.
+
+Every test opens the page once and never reloads it: what changes on the farm must reach the
+page over the event stream. ``no_reload`` checks that with a marker set on ``window``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from .conftest import Browser
+from .farm import ServedManager, SimulatedWorker, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def expect() -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+def log_in(browser: Browser, served: ServedManager, fragment: str = "") -> Any:
+    """Open the token link ``serve`` prints, then the view in ``fragment``; the page."""
+    page = browser.page
+    page.goto(served.login_url)
+    expect()(page.locator("#live")).to_have_attribute("data-live", "live")
+    if fragment:
+        page.evaluate("fragment => { window.location.hash = fragment; }", fragment)
+    page.evaluate("window.__notReloaded = true")
+    return page
+
+
+def no_reload(page: Any) -> None:
+    assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
+
+
+def task_row(page: Any, name: str) -> Any:
+    return page.locator("#tasks-table tbody tr", has=page.locator("td.name", has_text=name))
+
+
+def test_log_in_through_the_token_link_and_out(browser: Browser, served: ServedManager) -> None:
+    page = browser.page
+    page.goto(served.url + "/")
+    expect()(page.get_by_role("heading", name="Flamenco Manager")).to_be_visible()
+    expect()(page.get_by_label("Token")).to_be_visible()
+    browser.screenshot("login")
+
+    page.goto(served.login_url)
+    # The token does not stay in the address bar, and the page knows who logged in.
+    assert page.url == served.url + "/"
+    expect()(page.locator(".user")).to_have_text("operator")
+    expect()(page.get_by_role("link", name="Jobs")).to_have_attribute("aria-current", "page")
+    expect()(page.locator("#jobs-table")).to_be_visible()
+    expect()(page.locator(".farm-state")).to_have_text("Farm inoperative")
+
+    page.get_by_role("button", name="Log out").click()
+    expect()(page.get_by_label("Token")).to_be_visible()
+    # Logging in again with the form works too.
+    page.get_by_label("Token").fill(served.token)
+    page.get_by_role("button", name="Log in").click()
+    expect()(page.locator(".user")).to_have_text("operator")
+
+
+def test_a_submitted_job_appears_and_progresses_live(
+    browser: Browser, served: ServedManager
+) -> None:
+    worker = SimulatedWorker(served.url, "render-01")
+    page = log_in(browser, served)
+    jobs = page.locator("#jobs-table tbody tr")
+    expect()(jobs).to_have_count(0)
+
+    job = served.submit_sleep_job("Spring shot 010", frames="1-3")
+    row = jobs.filter(has_text="Spring shot 010")
+    expect()(row).to_be_visible()
+    expect()(row.locator(".badge")).to_have_text("queued")
+
+    row.get_by_role("link", name="Spring shot 010").click()
+    expect()(page.locator("#job-title")).to_have_text("Spring shot 010")
+    expect()(page.locator("#tasks-table tbody tr")).to_have_count(3)
+
+    first = worker.fetch_task()
+    worker.update(
+        first["_id"],
+        task_status="active",
+        activity="Rendering frame 1",
+        task_progress_percentage=50,
+        log="frame 1: sample 50/100\n",
+    )
+    running = task_row(page, first["name"])
+    expect()(running.locator(".badge")).to_have_text("active")
+    expect()(running).to_contain_text("render-01")
+    expect()(running).to_contain_text("Rendering frame 1")
+    expect()(running.locator("progress")).to_have_attribute("value", "50")
+    expect()(page.locator("#job-detail .badge").first).to_have_text("active")
+    expect()(page.locator(".farm-state")).to_have_text("Farm active")
+    browser.screenshot("jobs-running")
+
+    for _ in range(3):
+        task = first if first is not None else worker.fetch_task()
+        first = None
+        worker.update(task["_id"], task_status="completed", task_progress_percentage=100)
+    expect()(page.locator("#job-detail .badge").first).to_have_text("completed")
+    expect()(page.locator("#job-progress-text")).to_have_text("3 of 3 tasks completed (100%)")
+    expect()(row.locator(".badge")).to_have_text("completed")
+    expect()(page.locator("#tasks-table .badge", has_text="completed")).to_have_count(3)
+    expect()(page.locator(".farm-state")).to_have_text("Farm idle")
+    assert served.api.get(f"/api/jobs/{job['_id']}").json()["status"] == "completed"
+    browser.screenshot("jobs-completed")
+    no_reload(page)
+
+
+def test_cancel_a_job_from_the_page(browser: Browser, served: ServedManager) -> None:
+    worker = SimulatedWorker(served.url, "render-01")
+    job = served.submit_sleep_job("Too long", frames="1-4")
+    page = log_in(browser, served)
+    running = worker.fetch_task()
+    worker.update(running["_id"], task_status="active", activity="Rendering")
+
+    # With the keyboard: the job's link, then Enter.
+    page.get_by_role("link", name="Too long").focus()
+    page.keyboard.press("Enter")
+    expect()(page.locator("#tasks-table tbody tr")).to_have_count(4)
+    expect()(task_row(page, running["name"]).locator(".badge")).to_have_text("active")
+
+    cancel = page.locator("#job-detail").get_by_role("button", name="Cancel", exact=True)
+    # Escape keeps the job; the dialog's focus starts on the harmless choice.
+    cancel.click()
+    dialog = page.get_by_role("dialog")
+    expect()(dialog).to_be_visible()
+    expect()(dialog.get_by_role("button", name="Keep it")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect()(dialog).to_be_hidden()
+    expect()(cancel).to_be_focused()
+    assert served.api.get(f"/api/jobs/{job['_id']}").json()["status"] == "active"
+
+    cancel.click()
+    browser.screenshot("job-cancel-confirm")
+    dialog.get_by_role("button", name="Cancel job").click()
+    badges = page.locator("#tasks-table .badge")
+    expect()(badges.filter(has_text=re.compile(r"^canceled$"))).to_have_count(3)
+    expect()(task_row(page, running["name"]).locator(".badge")).to_have_text("cancel-requested")
+    expect()(page.locator("#job-detail .badge").first).to_have_text("cancel-requested")
+
+    # The worker hears it may not go on, and says it stopped.
+    assert worker.may_i_run(running["_id"]) is False
+    worker.update(running["_id"], task_status="canceled", activity="Canceled")
+    expect()(task_row(page, running["name"]).locator(".badge")).to_have_text("canceled")
+    expect()(page.locator("#job-detail .badge").first).to_have_text("canceled")
+    expect()(page.get_by_role("button", name="Requeue", exact=True)).to_be_enabled()
+    expect()(cancel).to_be_disabled()
+    browser.screenshot("job-canceled")
+    no_reload(page)
+
+
+def test_send_a_worker_to_sleep_and_wake_it(browser: Browser, served: ServedManager) -> None:
+    worker = SimulatedWorker(served.url, "render-02")
+    SimulatedWorker(served.url, "render-03")
+    page = log_in(browser, served, "#/workers")
+    # A worker that asked for work is awake.
+    served.submit_sleep_job("Keeps it busy", frames="1")
+    worker.fetch_task()
+    row = page.locator("#workers-table tbody tr", has_text="render-02")
+    expect()(row.locator(".badge")).to_have_text("awake")
+    expect()(row).to_contain_text("sleep-1")
+    row.get_by_role("link", name="render-02").click()
+    detail = page.locator("#worker-detail")
+    expect()(detail.locator("#worker-title")).to_have_text("render-02")
+
+    detail.get_by_role("button", name="Sleep").click()
+    expect()(row.locator(".requested")).to_have_text("→ asleep")
+    assert worker.follow_status_change() == "asleep"
+    expect()(row.locator(".badge")).to_have_text("asleep")
+    expect()(row.locator(".requested")).to_have_text("")
+    expect()(detail.get_by_role("button", name="Sleep")).to_be_disabled()
+    browser.screenshot("worker-asleep")
+
+    detail.get_by_label("After the current task").check()
+    detail.get_by_role("button", name="Wake up").click()
+    expect()(row.locator(".requested")).to_have_text("→ awake (after task)")
+    assert worker.follow_status_change() == "awake"
+    expect()(row.locator(".badge")).to_have_text("awake")
+
+    # The sleep schedule form stores what it shows.
+    detail.get_by_label("Sleep on a schedule").check()
+    detail.get_by_label("Mon").check()
+    detail.get_by_label("Fri").check()
+    detail.get_by_label("Asleep from").fill("22:00")
+    detail.get_by_label("until").fill("06:30")
+    detail.get_by_role("button", name="Save schedule").click()
+    expect()(page.locator(".toast", has_text="Sleep schedule saved")).to_be_visible()
+    schedule = wait_for(
+        "the schedule to be stored",
+        lambda: (
+            served.worker(worker.id)["sleep_schedule"].get("time_end")
+            and served.worker(worker.id)["sleep_schedule"]
+        ),
+    )
+    assert schedule["schedule_active"] is True
+    assert schedule["days_of_week"] == "mo fr"
+    assert schedule["time_start"] == "22:00"
+    assert schedule["time_end"] == "06:30"
+    browser.screenshot("workers")
+    no_reload(page)
+
+
+def test_open_a_task_log_and_follow_it(browser: Browser, served: ServedManager) -> None:
+    worker = SimulatedWorker(served.url, "render-01")
+    job = served.submit_sleep_job("Logged", frames="1-2")
+    task = worker.fetch_task()
+    worker.update(task["_id"], task_status="active", log="line 1 of the render\n")
+    page = log_in(browser, served, f"#/jobs/{job['_id']}")
+    task_row(page, task["name"]).get_by_role("link", name=task["name"]).click()
+    log = page.locator("#task-log")
+    expect()(log).to_contain_text("line 1 of the render")
+    expect()(page.get_by_label("Follow live")).to_be_checked()
+
+    # Lines the worker sends later arrive by themselves, and the view stays at the bottom.
+    worker.update(task["_id"], log="".join(f"sample {n}/120\n" for n in range(1, 121)))
+    expect()(log).to_contain_text("sample 120/120")
+    wait_for(
+        "the log to scroll to its end",
+        lambda: page.evaluate(
+            "e => e.scrollTop + e.clientHeight >= e.scrollHeight - 2", log.element_handle()
+        ),
+        timeout=5,
+    )
+    browser.screenshot("task-log")
+
+    # The whole log, as a file.
+    download_link = page.get_by_role("link", name="Download full log")
+    expect()(download_link).to_have_attribute("href", f"/logfile/{job['_id']}/{task['_id']}")
+    with page.expect_download() as download_info:
+        download_link.click()
+    whole = download_info.value.path().read_text()
+    assert "line 1 of the render" in whole
+    assert "sample 120/120" in whole
+
+    # Task actions: cancel this one task; the job goes on.
+    page.locator("#task-detail").get_by_role("button", name="Cancel task").click()
+    expect()(page.locator("#task-detail .badge").first).to_have_text("cancel-requested")
+    no_reload(page)
+
+
+def test_latest_image_tablet_layout_and_labels(browser: Browser, served: ServedManager) -> None:
+    from PIL import Image
+
+    page = log_in(browser, served, "#/image")
+    expect()(page.get_by_text("Nothing has been rendered yet.")).to_be_visible()
+
+    image_path = served.manager.latest_image.output_path
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    gradient = Image.linear_gradient("L").resize((640, 360)).convert("RGB")
+    gradient.save(image_path, "JPEG")
+    page.get_by_role("link", name="Jobs").click()
+    page.get_by_role("link", name="Latest image").click()
+    image = page.get_by_role("img", name="The latest rendered image")
+    expect()(image).to_be_visible()
+    wait_for(
+        "the image to load",
+        lambda: page.evaluate("e => e.naturalWidth", image.element_handle()) == 640,
+    )
+    browser.screenshot("latest-image")
+
+    # A tablet in portrait: one column, the job's detail below the list.
+    SimulatedWorker(served.url, "render-01")
+    job = served.submit_sleep_job("Tablet check", frames="1-3")
+    page.set_viewport_size({"width": 820, "height": 1180})
+    page.get_by_role("link", name="Jobs").click()
+    page.get_by_role("link", name="Tablet check").click()
+    expect()(page.locator("#tasks-table tbody tr")).to_have_count(3)
+    list_box = page.locator(".jobs-list").bounding_box()
+    detail_box = page.locator("#job-detail").bounding_box()
+    assert detail_box["y"] > list_box["y"] + list_box["height"] - 1
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    browser.screenshot("tablet-jobs", full_page=True)
+    assert served.api.get(f"/api/jobs/{job['_id']}").status_code == 200
+
+    # Every control in every view has a name a screen reader can say.
+    for fragment in ("#/jobs", f"#/jobs/{job['_id']}", "#/workers"):
+        page.evaluate("fragment => { window.location.hash = fragment; }", fragment)
+        page.wait_for_timeout(200)
+        unnamed = page.evaluate(
+            """() => [...document.querySelectorAll('input, select, button, a[href], textarea')]
+                .filter(e => e.offsetParent !== null)
+                .filter(e => {
+                  const text = (e.getAttribute('aria-label') || e.textContent || '').trim();
+                  const labelled = e.labels && e.labels.length > 0;
+                  return !(text || labelled || e.getAttribute('aria-labelledby'));
+                })
+                .map(e => e.outerHTML.slice(0, 120))"""
+        )
+        assert unnamed == [], f"controls without a name in {fragment}: {unnamed}"
+    no_reload(page)
