@@ -63,7 +63,10 @@ class Database:
             try:
                 yield connection
             finally:
-                connection.info.pop(AFTER_COMMIT, None)
+                # An invalidated connection (the server went away) has lost its info already,
+                # and touching it would raise over the error that explains the failure.
+                if not connection.invalidated:
+                    connection.info.pop(AFTER_COMMIT, None)
         for callback in callbacks:
             callback()
 

@@ -18,8 +18,9 @@ from shaman_core.asgi import shaman_routes
 from .dashboard import dashboard_routes
 from .login import login_routes
 from .logs import log_routes
-from .responses import text
 from .openapi import openapi_document
+from .responses import text
+from .unavailable import DATABASE_ERRORS, database_unavailable
 from .user_api import HEARTBEAT_SECONDS, user_api_routes, user_routes
 from .worker_api import WorkerAPI
 
@@ -72,7 +73,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _method_not_allowed},
+        exception_handlers={
+            404: _not_found,
+            405: _method_not_allowed,
+            **dict.fromkeys(DATABASE_ERRORS, database_unavailable),
+        },
     )
     app.state.manager = manager
     return app

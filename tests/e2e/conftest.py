@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.manager.harness import database_url  # noqa: F401  (each backend, a schema per test)
+
 from .farm import Farm
 
 

@@ -128,6 +128,8 @@ class Farm:
         self.manager_process: Child | None = None
         self._manager: Manager | None = None
         self._manager_flags: list[str] = []
+        self.database = ""
+        """The manager's database URL; empty means SQLite in its data directory."""
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class Farm:
             str(self.data_dir),
             "--log-level",
             "warning",
+            *(["--database", self.database] if self.database else []),
             *self._manager_flags,
         ]
         child = Child("manager", args, self.base / "manager.out", self.base)
@@ -218,7 +221,7 @@ class Farm:
         """The manager's services on its data directory, in this process (SQLite WAL allows a
         second process); used to submit jobs and to look at tasks, workers and logs."""
         if self._manager is None:
-            self._manager = Manager(Settings(data_dir=self.data_dir))
+            self._manager = Manager(Settings(data_dir=self.data_dir, database=self.database))
         return self._manager
 
     def tasks(self, job_id: str) -> list[TaskRecord]:

@@ -87,8 +87,12 @@ def fan_out_fan_in(work: Path) -> tuple[list[TaskSpec], dict[str, list[str]]]:
     return tasks, expected
 
 
-def test_manager_killed_mid_job_loses_no_update(farm: Farm, tmp_path: Path) -> None:
+def test_manager_killed_mid_job_loses_no_update(
+    database_url: str, farm: Farm, tmp_path: Path
+) -> None:
+    # database_url comes first: its schema is dropped after the farm's processes are killed.
     started = time.monotonic()
+    farm.database = database_url
     farm.start_manager()
     specs, expected = fan_out_fan_in(tmp_path / "work")
     job = farm.manager.jobs.create_job(name="e2e fan-out", job_type="e2e", tasks=specs)
