@@ -38,7 +38,7 @@ def _fill_store(store: FileStore, count: int) -> list[CheckoutEntry]:
         blob.touch()
         # A realistic tree: 100 directories, two levels deep.
         entries.append(
-            CheckoutEntry(checksum, 1, f"shots/s{index % 10}/c{index % 100}/f{index}.exr")
+            CheckoutEntry(checksum, 0, f"shots/s{index % 10}/c{index % 100}/f{index}.exr")
         )
     return entries
 
