@@ -28,6 +28,7 @@ from .statuses import JobStatus, TaskStatus, WorkerStatus
 
 __all__ = [
     "Command",
+    "ErrorMessage",
     "FileProduced",
     "Job",
     "MayKeepRunningResponse",
@@ -385,6 +386,14 @@ class MayKeepRunningResponse:
     """Why not, when it may not."""
     status_requested: WorkerStatus | str = wire_field("", omitempty=True)
     """A status the worker was asked to take, lazily or not."""
+
+
+@attrs.frozen(kw_only=True)
+class ErrorMessage:
+    """A refusal as JSON, where the real worker parses every answer (``/tasks/{id}/return``)."""
+
+    message: str = wire_field("")
+    """Why the request was refused."""
 
 
 @attrs.frozen(kw_only=True)

@@ -18,6 +18,7 @@ from typing import Final
 import attrs
 
 from .documents import (
+    ErrorMessage,
     FileProduced,
     MayKeepRunningResponse,
     Task,
@@ -199,9 +200,19 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         auth=Auth.WORKER,
         request=Body.NONE,
         replies=(
-            Reply(204, Body.NONE, "returned, or nothing to do (not the worker's, not running)"),
-            _UNAUTHORISED,
-            _text(404, "no such task, or the task ID is malformed"),
+            Reply(
+                204,
+                Body.NONE,
+                "returned, or nothing to do (not the worker's, not running, unknown)",
+            ),
+            Reply(
+                401,
+                Body.JSON,
+                'bad or missing worker credentials, as `{"message": …}` (the real worker '
+                "reads this answer as JSON)",
+                ErrorMessage,
+            ),
+            _text(404, "the task ID is malformed"),
         ),
         summary="Give a task back to the queue, after `/may-i-run` said no.",
     ),
@@ -212,9 +223,19 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         auth=Auth.WORKER,
         request=Body.NONE,
         replies=(
-            Reply(200, Body.JSON, "whether to keep running; always 200", MayKeepRunningResponse),
-            _UNAUTHORISED,
-            _BAD_TASK_ID,
+            Reply(200, Body.JSON, "whether to keep running", MayKeepRunningResponse),
+            Reply(
+                401,
+                Body.JSON,
+                "bad or missing worker credentials; still the three-key document",
+                MayKeepRunningResponse,
+            ),
+            Reply(
+                404,
+                Body.JSON,
+                "the task ID is malformed; still the three-key document",
+                MayKeepRunningResponse,
+            ),
         ),
         summary="May the worker keep running this task? Also tells a pending status change.",
     ),

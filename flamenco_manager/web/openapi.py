@@ -177,8 +177,9 @@ def _catalogue_operation(item: Endpoint, registry: SchemaRegistry) -> dict[str, 
     responses: dict[str, Any] = {}
     for reply in item.replies:
         response: dict[str, Any] = {"description": reply.meaning}
-        if reply.body is Body.JSON and reply.document is not None:
-            response["content"] = {"application/json": {"schema": registry.ref(reply.document)}}
+        if reply.body is Body.JSON:
+            schema = {"type": "object"} if reply.document is None else registry.ref(reply.document)
+            response["content"] = {"application/json": {"schema": schema}}
         elif reply.body in _MEDIA:
             response["content"] = {_MEDIA[reply.body]: {"schema": {"type": "string"}}}
         responses[str(reply.status)] = response
@@ -263,7 +264,8 @@ _AUTH_498: Final = ApiReply(498, "the user token has expired")
 
 
 def extra_operations(registry: SchemaRegistry) -> dict[str, dict[str, dict[str, Any]]]:
-    """The routes outside the catalogue and the user API: login, logout, this document."""
+    """The routes outside the catalogue and the user API: login, logout, this document, the
+    dashboard's page and its latest-image probe, Shaman's ``/my-info``."""
     text = {"text/plain": {"schema": {"type": "string"}}}
     error = {"application/json": {"schema": registry.ref(ApiError)}}
     return {
@@ -313,6 +315,47 @@ def extra_operations(registry: SchemaRegistry) -> dict[str, dict[str, dict[str, 
                 "tags": ["user"],
                 "security": [],
                 "responses": {"303": {"description": "cookie removed; see Location"}},
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "dashboard",
+                "summary": "The dashboard (HTML): its login page without a valid token.",
+                "tags": ["dashboard"],
+                "security": [{}, *_USER_SECURITY],
+                "responses": {
+                    "200": {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/dashboard/latest-image": {
+            "get": {
+                "operationId": "dashboard_latest_image",
+                "summary": "Whether there is a latest image, and when it was made.",
+                "tags": ["dashboard"],
+                "security": _USER_SECURITY,
+                "responses": {
+                    "200": {
+                        "description": "`available`, and `modified` as a Unix time or null",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["available", "modified"],
+                                    "properties": {
+                                        "available": {"type": "boolean"},
+                                        "modified": {"type": ["number", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": {"description": "missing or invalid user token", "content": error},
+                    "498": {"description": "the user token has expired", "content": error},
+                },
             }
         },
         "/my-info": {

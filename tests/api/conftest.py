@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.manager.harness import Farm, database_url, farm  # noqa: F401  (fixtures)
+from tests.manager.harness import Farm, database_url  # noqa: F401  (fixture)
+from tests.manager.harness import farm as farm  # the fixture
 
 
 @pytest.fixture
@@ -35,7 +36,9 @@ class User:
     async def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return await self.request("POST", path, **kwargs)
 
-    async def submit(self, frames: str = "1-3", chunk_size: int = 1, **extra: Any) -> dict[str, Any]:
+    async def submit(
+        self, frames: str = "1-3", chunk_size: int = 1, **extra: Any
+    ) -> dict[str, Any]:
         """Submit a sleep job; its document."""
         body = {
             "name": extra.pop("name", "sleepy"),

@@ -20,7 +20,8 @@ async def test_a_subscriber_gets_the_kinds_it_asked_for_in_order() -> None:
     everything = bus.subscribe()
     bus.publish([Event("job", "a"), Event("worker", "w"), Event("job", "b")])
     first, second = await jobs.get(), await jobs.get()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert [(first.id, first.number), (second.id, second.number)] == [("a", 1), ("b", 3)]
     assert [(await everything.get()).kind for _ in range(3)] == ["job", "worker", "job"]  # type: ignore[union-attr]
 
@@ -32,7 +33,8 @@ async def test_events_published_from_another_thread_arrive() -> None:
     thread.start()
     thread.join()
     event = await asyncio.wait_for(subscription.get(), 1)
-    assert event is not None and event.id == "t"
+    assert event is not None
+    assert event.id == "t"
 
 
 async def test_a_subscriber_that_falls_behind_is_closed() -> None:
@@ -44,7 +46,8 @@ async def test_a_subscriber_that_falls_behind_is_closed() -> None:
     while (event := await slow.get()) is not None:
         received.append(event.id)
     assert received == ["0", "1", "2"]
-    assert slow.overflowed and bus.subscriber_count == 0
+    assert slow.overflowed
+    assert bus.subscriber_count == 0
 
 
 async def test_closing_ends_the_stream() -> None:
@@ -64,9 +67,14 @@ async def test_staged_events_are_published_only_after_the_commit(tmp_path: Path)
         stage(connection, bus, Event("job", "kept too"))
         assert bus.published == 0
     assert bus.published == 2
-    with pytest.raises(RuntimeError), database.transaction() as connection:
-        stage(connection, bus, Event("job", "rolled back"))
-        raise RuntimeError
+
+    def roll_back() -> None:
+        with database.transaction() as connection:
+            stage(connection, bus, Event("job", "rolled back"))
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        roll_back()
     assert bus.published == 2
     ids = [(await subscription.get()).id for _ in range(2)]  # type: ignore[union-attr]
     assert ids == ["kept", "kept too"]

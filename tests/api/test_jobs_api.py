@@ -101,7 +101,9 @@ async def test_listing_filters_searches_and_pages(user: User) -> None:
     ] == [ids[4], ids[3]]
     seen = [job["_id"] for job in page["jobs"]]
     while page["next_cursor"]:
-        page = (await user.get("/api/jobs", params={"limit": 2, "cursor": page["next_cursor"]})).json()
+        page = (
+            await user.get("/api/jobs", params={"limit": 2, "cursor": page["next_cursor"]})
+        ).json()
         seen.extend(job["_id"] for job in page["jobs"])
     assert seen == ids[::-1]
     canceled = (await user.get("/api/jobs", params={"status": "canceled"})).json()["jobs"]
@@ -198,7 +200,9 @@ async def test_a_task_shows_its_log_tail(farm: Farm, user: User) -> None:
     job = await user.submit(frames="1")
     worker = await farm.register()
     task_id = (await farm.fetch(worker)).json()["_id"]
-    await farm.update(worker, task_id, task_status="active", activity="rendering", log="line 1\nline 2")
+    await farm.update(
+        worker, task_id, task_status="active", activity="rendering", log="line 1\nline 2"
+    )
     task = (await user.get(f"/api/tasks/{task_id}")).json()
     assert task["status"] == "active"
     assert task["activity"] == "rendering"

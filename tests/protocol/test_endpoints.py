@@ -52,9 +52,15 @@ def test_json_bodies_name_their_documents_and_others_do_not() -> None:
 
 
 def test_worker_endpoints_answer_401_for_bad_credentials() -> None:
+    # The real worker parses every answer of these two as JSON, refusals included.
+    json_refusals = {"may_i_run": d.MayKeepRunningResponse, "return_task": d.ErrorMessage}
     for item in worker_endpoints():
         if item.auth is Auth.WORKER:
-            assert item.reply(401).body is Body.TEXT, item.name
+            reply = item.reply(401)
+            if item.name in json_refusals:
+                assert (reply.body, reply.document) == (Body.JSON, json_refusals[item.name])
+            else:
+                assert reply.body is Body.TEXT, item.name
 
 
 def test_may_i_run_always_answers_a_document() -> None:

@@ -1,0 +1,275 @@
+"""The user API for workers, the farm, the latest image, login and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from starlette.types import ASGIApp, Message
+
+from flamenco_manager.web.app import create_app
+from tests.manager.harness import Farm
+
+from .conftest import User
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_workers_are_listed_and_shown_with_their_blocklist(farm: Farm, user: User) -> None:
+    worker = await farm.register("render-01", task_types=("sleep", "blender"))
+    job = await user.submit(frames="1")
+    with farm.manager.database.transaction() as connection:
+        from flamenco_manager.storage import workers as worker_store
+
+        worker_store.block(connection, worker.id, job["_id"], "sleep", farm.clock())
+    listed = (await user.get("/api/workers")).json()["workers"]
+    assert [(item["_id"], item["nickname"]) for item in listed] == [(worker.id, "render-01")]
+    shown = (await user.get(f"/api/workers/{worker.id}")).json()
+    assert shown["supported_task_types"] == ["sleep", "blender"]
+    assert [entry["job_id"] for entry in shown["blacklist"]] == [job["_id"]]
+    blocklist = (await user.get(f"/api/workers/{worker.id}/blocklist")).json()["entries"]
+    assert [(entry["job_id"], entry["task_type"]) for entry in blocklist] == [(job["_id"], "sleep")]
+    one = await user.request(
+        "DELETE",
+        f"/api/workers/{worker.id}/blocklist",
+        params={"job_id": job["_id"], "task_type": "sleep"},
+    )
+    assert one.json() == {"removed": 1}
+    again = await user.request(
+        "DELETE",
+        f"/api/workers/{worker.id}/blocklist",
+        params={"job_id": job["_id"], "task_type": "sleep"},
+    )
+    assert again.status_code == 404
+    half = await user.request(
+        "DELETE", f"/api/workers/{worker.id}/blocklist", params={"job_id": job["_id"]}
+    )
+    assert half.status_code == 400
+    everything = await user.request("DELETE", f"/api/workers/{worker.id}/blocklist")
+    assert everything.json() == {"removed": 0}
+
+
+async def test_worker_status_requests(farm: Farm, user: User) -> None:
+    worker = await farm.register()
+    response = await user.post(f"/api/workers/{worker.id}/status", json={"status": "asleep"})
+    assert response.status_code == 200
+    assert (response.json()["status_requested"], response.json()["lazy_status_request"]) == (
+        "asleep",
+        False,
+    )
+    assert (await farm.fetch(worker)).status_code == 423
+    lazy = await user.post(
+        f"/api/workers/{worker.id}/status", json={"status": "shutdown", "lazy": True}
+    )
+    assert lazy.json()["lazy_status_request"] is True
+    for body in ({"status": "offline"}, {"status": "asleep", "lazy": "yes"}, {}):
+        bad = await user.post(f"/api/workers/{worker.id}/status", json=body)
+        assert bad.status_code == 400, body
+        assert "status" in bad.text or "lazy" in bad.text
+
+
+async def test_sleep_schedule_get_and_set(farm: Farm, user: User) -> None:
+    worker = await farm.register()
+    path = f"/api/workers/{worker.id}/sleep-schedule"
+    assert (await user.get(path)).json() == {"schedule_active": False}
+    stored = await user.request(
+        "PUT",
+        path,
+        json={
+            "schedule_active": True,
+            "days_of_week": "mo tu",
+            "time_start": "09:00",
+            "time_end": "18:00",
+        },
+    )
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["days_of_week"] == "mo tu"
+    assert stored.json()["next_check"]
+    bad = await user.request("PUT", path, json={"days_of_week": "someday"})
+    assert bad.status_code == 400
+    assert (await user.request("PUT", path, json={"time_start": "25:00"})).status_code == 400
+
+
+async def test_forgetting_a_worker_requeues_its_task(farm: Farm, user: User) -> None:
+    worker = await farm.register()
+    job = await user.submit(frames="1")
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    assert (await user.request("DELETE", f"/api/workers/{worker.id}")).status_code == 204
+    assert (await user.get(f"/api/workers/{worker.id}")).status_code == 404
+    task = (await user.get(f"/api/tasks/{task_id}")).json()
+    assert task["status"] == "claimed-by-manager"
+    assert (await user.get(f"/api/jobs/{job['_id']}")).json()["status"] == "queued"
+
+
+async def test_farm_status(farm: Farm, user: User) -> None:
+    assert (await user.get("/api/farm")).json()["state"] == "inoperative"
+    worker = await farm.register()
+    await farm.call(worker, "POST", "/sign-on", json={})
+    assert (await user.get("/api/farm")).json()["state"] == "idle"
+    await user.submit(frames="1-2")
+    await farm.fetch(worker)
+    status = (await user.get("/api/farm")).json()
+    assert status["state"] == "active"
+    assert status["workers"] == {"awake": 1}
+    assert status["jobs"] == {"active": 1}
+    assert status["tasks"] == {"active": 1, "queued": 1}
+
+
+async def test_latest_image(farm: Farm, user: User) -> None:
+    assert (await user.get("/api/latest-image")).status_code == 404
+    path = farm.manager.latest_image.output_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    response = await user.get("/api/latest-image")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.content.startswith(b"\xff\xd8")
+
+
+async def test_login_sets_the_cookie_and_logout_removes_it(farm: Farm, user: User) -> None:
+    response = await farm.client.get(
+        "/login", params={"token": user.token, "next": "/jobs"}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/jobs"
+    cookie = response.headers["set-cookie"]
+    assert "jwtToken=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    assert (await farm.client.get("/api/farm")).status_code == 200
+    out = await farm.client.get("/logout", follow_redirects=False)
+    assert out.status_code == 303
+    farm.client.cookies.clear()
+    bad = await farm.client.get("/login", params={"token": "nope"}, follow_redirects=False)
+    assert bad.status_code == 401
+    offsite = await farm.client.get(
+        "/login", params={"token": user.token, "next": "//evil.example"}, follow_redirects=False
+    )
+    assert offsite.headers["location"] == "/"
+    farm.client.cookies.clear()
+    expired = farm.manager.mint_user_token("old", timedelta(seconds=1))
+    assert expired
+
+
+# --- the event stream ----------------------------------------------------------------------------
+
+
+class Stream:
+    """A streaming GET driven straight through ASGI: httpx's ASGI transport waits for the end."""
+
+    def __init__(self, app: ASGIApp, path: str, headers: dict[str, str]) -> None:
+        self.app = app
+        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.disconnected = asyncio.Event()
+        self.buffer = b""
+        path, _, query = path.partition("?")
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(key.lower().encode(), value.encode()) for key, value in headers.items()],
+            "client": ("127.0.0.1", 5000),
+            "server": ("manager", 80),
+        }
+        self.sent_request = False
+
+    async def receive(self) -> Message:
+        if not self.sent_request:
+            self.sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {key.decode(): value.decode() for key, value in message["headers"]}
+        elif message["type"] == "http.response.body":
+            await self.chunks.put(message.get("body", b""))
+
+    async def run(self) -> None:
+        await self.app(self.scope, self.receive, self.send)
+
+    async def next_message(self) -> str:
+        """The next SSE message (comment or event), without its blank line."""
+        while b"\n\n" not in self.buffer:
+            self.buffer += await asyncio.wait_for(self.chunks.get(), 5)
+        message, _, self.buffer = self.buffer.partition(b"\n\n")
+        return message.decode()
+
+    async def next_event(self, kind: str) -> dict[str, Any]:
+        while True:
+            message = await self.next_message()
+            fields = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
+            if fields.get("event") == kind:
+                data: dict[str, Any] = json.loads(fields["data"])
+                return data
+
+
+async def _streaming(
+    farm: Farm, user: User, path: str, body: Callable[[Stream], Awaitable[None]], **app_options: Any
+) -> Stream:
+    app = create_app(farm.manager, run_loops=False, **app_options)
+    stream = Stream(app, path, user.headers)
+    task = asyncio.create_task(stream.run())
+    try:
+        await body(stream)
+    finally:
+        stream.disconnected.set()
+        await asyncio.wait_for(task, 5)
+    return stream
+
+
+async def test_the_event_stream_tells_job_task_and_worker_changes(farm: Farm, user: User) -> None:
+    async def body(stream: Stream) -> None:
+        assert (await stream.next_message()).startswith(": flamenco events")
+        assert stream.status == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        job = await user.submit(frames="1")
+        created = await stream.next_event("job")
+        assert (created["id"], created["status"]) == (job["_id"], "queued")
+        worker = await farm.register("w1")
+        registered = await stream.next_event("worker")
+        assert registered["id"] == worker.id
+        task_id = (await farm.fetch(worker)).json()["_id"]
+        assigned = await stream.next_event("task")
+        assert (assigned["id"], assigned["status"], assigned["job"]) == (
+            task_id,
+            "active",
+            job["_id"],
+        )
+        await farm.update(worker, task_id, task_status="completed")
+        while (event := await stream.next_event("job"))["status"] != "completed":
+            assert event["id"] == job["_id"]
+
+    await _streaming(farm, user, "/api/events", body)
+    assert farm.manager.events.subscriber_count == 0
+
+
+async def test_the_stream_filters_by_type_and_sends_heartbeats(farm: Farm, user: User) -> None:
+    async def body(stream: Stream) -> None:
+        await stream.next_message()
+        await farm.register("ignored")
+        await user.submit(frames="1")
+        assert (await stream.next_event("job"))["status"] == "queued"
+        assert await stream.next_message() == ": keep-alive"
+
+    await _streaming(farm, user, "/api/events?types=job", body, event_heartbeat=0.05)
+
+
+async def test_the_stream_needs_a_token_and_known_types(farm: Farm, user: User) -> None:
+    assert (await farm.client.get("/api/events")).status_code == 401
+    response = await user.get("/api/events", params={"types": "job,nonsense"})
+    assert response.status_code == 400
+    assert "nonsense" in response.json()["message"]
