@@ -4,6 +4,11 @@ Secrets are stored as scrypt hashes. Checking one costs milliseconds on purpose,
 manager paid (as bcrypt) on every request and which became its bottleneck; here a successful check
 is remembered as a fast SHA-256 digest of the presented credentials, so a worker pays the slow hash
 once per process and per :data:`CACHE_SECONDS`, and any other secret still goes through scrypt.
+
+Each scrypt takes 16 MiB. Run on the request thread pool, a burst of registrations (a farm
+starting) had dozens at once, and the allocator kept every thread's 16 MiB arena afterwards (750
+MiB for 50 workers); they run on a few threads of their own instead (:data:`HASHING_THREADS`),
+which bounds that memory and costs no throughput, as scrypt is CPU-bound anyway.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import jwt
@@ -36,12 +43,19 @@ CACHE_SECONDS: Final = 600.0
 CACHE_SIZE: Final = 20_000
 REGISTRATION_CLOCK_SKEW: Final = 60.0
 """Seconds by which a worker's clock may differ from the manager's when it signs a registration."""
+HASHING_THREADS: Final = min(4, os.cpu_count() or 1)
+"""Threads computing scrypt hashes; callers wait for them."""
+_hashing = ThreadPoolExecutor(HASHING_THREADS, thread_name_prefix="scrypt")
+
+
+def _scrypt(secret: bytes, salt: bytes, n: int, r: int, p: int, dklen: int = 64) -> bytes:
+    return _hashing.submit(hashlib.scrypt, secret, salt=salt, n=n, r=r, p=p, dklen=dklen).result()
 
 
 def hash_secret(secret: str) -> str:
     """A salted scrypt hash of a worker secret, as ``scrypt$N$r$p$salt$hash``."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    digest = _scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
     return "$".join(
         ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
     )
@@ -54,7 +68,7 @@ def verify_secret(secret: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
+        actual = _scrypt(
             secret.encode(),
             salt=base64.b64decode(salt),
             n=int(n),
@@ -98,12 +112,20 @@ class WorkerAuthenticator:
         stored = self._lookup(worker_id)
         if stored is None or not verify_secret(secret, stored):
             return False
+        self._remember(worker_id, fingerprint, now)
+        return True
+
+    def remember(self, worker_id: str, secret: str) -> None:
+        """Take ``secret`` as verified for ``worker_id`` (it just registered with it)."""
+        fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
+        self._remember(worker_id, fingerprint, time.monotonic())
+
+    def _remember(self, worker_id: str, fingerprint: bytes, now: float) -> None:
         with self._lock:
             self._verified[worker_id] = (fingerprint, now + CACHE_SECONDS)
             self._verified.move_to_end(worker_id)
             while len(self._verified) > CACHE_SIZE:
                 self._verified.popitem(last=False)
-        return True
 
     def forget(self, worker_id: str) -> None:
         """Drop what is remembered of a worker (it was forgotten or registered again)."""

@@ -211,6 +211,8 @@ class WorkerService:
         with self.context.database.transaction() as connection:
             worker_store.insert(connection, record)
             self._announce(connection, record)
+        # Its first request would pay scrypt again for the secret we just hashed.
+        self.authenticator.remember(str(record.id), registration.secret)
         return worker_document(record)
 
     def sign_on(self, worker_id: str, doc: WorkerSignonDoc, peer: Peer) -> None:

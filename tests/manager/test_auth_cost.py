@@ -1,0 +1,63 @@
+"""What worker authentication costs: scrypt once per worker, and never many at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flamenco_manager.manager import Manager
+from flamenco_manager.services import auth
+from flamenco_protocol.documents import WorkerRegistration
+
+from .harness import make_settings
+
+
+def test_a_new_worker_is_not_hashed_again_on_its_first_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = Manager(make_settings(tmp_path))
+    try:
+        worker = manager.workers.register(
+            WorkerRegistration(secret="s3cret", platform="linux", nickname="w"), "10.0.0.5:1"
+        )
+
+        def no_scrypt(*args: Any, **kwargs: Any) -> bool:
+            raise AssertionError("the secret was verified with scrypt again")
+
+        monkeypatch.setattr(auth, "verify_secret", no_scrypt)
+        authenticator = manager.workers.authenticator
+        assert authenticator.authenticate(str(worker.id), "s3cret")
+        with pytest.raises(AssertionError, match="scrypt again"):
+            authenticator.authenticate(str(worker.id), "wrong")
+    finally:
+        manager.close()
+
+
+def test_a_burst_of_hashes_runs_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    running = peak = 0
+    lock = threading.Lock()
+    real_scrypt = auth.hashlib.scrypt
+
+    def counting_scrypt(*args: Any, **kwargs: Any) -> bytes:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.01)
+        try:
+            return real_scrypt(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(auth.hashlib, "scrypt", counting_scrypt)
+    with ThreadPoolExecutor(32) as pool:
+        hashes = list(pool.map(auth.hash_secret, [f"secret-{i}" for i in range(32)]))
+    assert peak <= auth.HASHING_THREADS
+    assert auth.verify_secret("secret-7", hashes[7])
+    assert not auth.verify_secret("secret-8", hashes[7])
