@@ -166,6 +166,16 @@ worker_blocklist: Final = sa.Table(
     sa.Index("ix_worker_blocklist_job_id_task_type", "job_id", "task_type"),
 )
 
+# How many tasks of each job are in each status. Triggers on `tasks` (migration 0002) keep it
+# right whatever statement changes a status; a job's status is derived from it without a scan.
+job_task_counts: Final = sa.Table(
+    "job_task_counts",
+    metadata,
+    sa.Column("job_id", ID, primary_key=True),
+    sa.Column("status", sa.String(40), primary_key=True),
+    sa.Column("task_count", sa.Integer, nullable=False),
+)
+
 ALL_TABLES: Final[tuple[sa.Table, ...]] = (
     workers,
     jobs,
@@ -173,6 +183,7 @@ ALL_TABLES: Final[tuple[sa.Table, ...]] = (
     task_parents,
     task_failures,
     worker_blocklist,
+    job_task_counts,
 )
 
 

@@ -19,7 +19,14 @@ from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import TaskStatus, parse_task_status
 from flamenco_protocol.task_states import TASK_TRANSITIONS, TaskEvent
 
-from .schema import row_dict, task_failures, task_parents, tasks, worker_blocklist
+from .schema import (
+    job_task_counts,
+    row_dict,
+    task_failures,
+    task_parents,
+    tasks,
+    worker_blocklist,
+)
 
 COMPLETED = TaskStatus.COMPLETED.value
 
@@ -324,11 +331,11 @@ def recount_unfinished_parents(connection: Connection, job_id: str) -> None:
 
 
 def status_counts(connection: Connection, job_id: str) -> dict[str, int]:
-    """How many of a job's tasks are in each status."""
+    """How many of a job's tasks are in each status (kept by triggers: no scan)."""
     rows = connection.execute(
-        sa.select(tasks.c.status, sa.func.count())
-        .where(tasks.c.job_id == job_id)
-        .group_by(tasks.c.status)
+        sa.select(job_task_counts.c.status, job_task_counts.c.task_count).where(
+            job_task_counts.c.job_id == job_id, job_task_counts.c.task_count > 0
+        )
     )
     return {str(status): int(count) for status, count in rows.all()}
 

@@ -11,7 +11,8 @@ invariants read the whole database back and check:
   (a paused job holds a task that waits again; a failing job cancels the waiting ones);
 * a worker runs at most one ``active`` task, and ``/task`` never hands out a task that another
   worker runs (the test remembers which task each worker believes it runs);
-* every job's status is the stable one :func:`derive_job_status` gives for its tasks;
+* every job's status is the stable one :func:`derive_job_status` gives for its tasks, and the
+  per-job task counts the triggers keep match the tasks;
 * the stored readiness is right: ``unfinished_parents`` counts the parents not completed and
   ``runnable`` holds exactly for waiting tasks whose parents all completed;
 * a canceled, canceling or paused job never hands out a task; ``/task`` says "nothing" only when
@@ -49,6 +50,7 @@ from flamenco_manager.services.jobs import TaskSpec
 from flamenco_manager.services.scheduler import Assigned, NoTask, NoTaskTypes, StatusChange
 from flamenco_manager.services.workers import Peer
 from flamenco_manager.storage.schema import (
+    job_task_counts,
     jobs,
     task_failures,
     task_parents,
@@ -111,6 +113,7 @@ class Snapshot:
     blocked: set[tuple[str, str, str]]
     jobs: dict[str, str]
     workers: dict[str, WorkerRow]
+    counts: dict[tuple[str, str], int]
 
     def candidates_for(self, worker_id: str) -> list[str]:
         """Tasks ``/task`` could hand to this worker now."""
@@ -142,6 +145,7 @@ def read_snapshot(manager: Manager) -> Snapshot:
         block_rows = connection.execute(sa.select(worker_blocklist)).all()
         job_rows = connection.execute(sa.select(jobs.c.id, jobs.c.status)).all()
         worker_rows = connection.execute(sa.select(workers)).all()
+        count_rows = connection.execute(sa.select(job_task_counts)).all()
     parents: dict[str, list[str]] = {}
     for row in parent_rows:
         parents.setdefault(row.task_id, []).append(row.parent_id)
@@ -172,6 +176,7 @@ def read_snapshot(manager: Manager) -> Snapshot:
             )
             for row in worker_rows
         },
+        counts={(row.job_id, row.status): row.task_count for row in count_rows if row.task_count},
     )
 
 
@@ -478,6 +483,10 @@ class ManagerMachine(RuleBasedStateMachine):
         by_job: dict[str, Counter[str]] = {job_id: Counter() for job_id in now.jobs}
         for task in now.tasks.values():
             by_job[task.job_id][task.status] += 1
+        kept = {
+            (job_id, status): count for job_id, c in by_job.items() for status, count in c.items()
+        }
+        assert now.counts == kept, "the per-job task counts drifted from the tasks"
         for job_id, status in now.jobs.items():
             change = derive_job_status(status, dict(by_job[job_id]), failed_ratio=FAILED_TASK_RATIO)
             assert change is None, f"job {job_id} is {status} but its tasks say {change}"
