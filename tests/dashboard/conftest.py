@@ -53,9 +53,10 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_session(chromium: str) -> Iterator[Any]:
-    """One Playwright driver for the session (browsers are per test)."""
+    """One Playwright driver per module (browsers are per test); it is gone before other
+    modules' asyncio tests run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

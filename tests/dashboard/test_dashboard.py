@@ -154,6 +154,22 @@ def test_cancel_a_job_from_the_page(browser: Browser, served: ServedManager) -> 
     expect()(page.get_by_role("button", name="Requeue", exact=True)).to_be_enabled()
     expect()(cancel).to_be_disabled()
     browser.screenshot("job-canceled")
+
+    # Filter and search the job list.
+    served.submit_sleep_job("Another one", frames="1")
+    jobs = page.locator("#jobs-table tbody tr")
+    expect()(jobs).to_have_count(2)
+    page.get_by_label("Search", exact=True).fill("too")
+    expect()(jobs).to_have_count(1)
+    expect()(jobs.first).to_contain_text("Too long")
+    page.get_by_label("Status", exact=True).select_option(label="Completed")
+    expect()(jobs).to_have_count(0)
+    expect()(page.get_by_text("No jobs match.")).to_be_visible()
+    page.get_by_label("Search", exact=True).fill("")
+    page.get_by_label("Status", exact=True).select_option(label="Canceled")
+    expect()(jobs).to_have_count(1)
+    page.get_by_label("Status", exact=True).select_option(label="All statuses")
+    expect()(jobs).to_have_count(2)
     no_reload(page)
 
 

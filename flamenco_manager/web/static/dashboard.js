@@ -379,8 +379,8 @@ function buildJobsView() {
     h(
       "form",
       { class: "toolbar", role: "search", onsubmit: (event) => event.preventDefault() },
-      h("label", { class: "field", for: "job-filter-status" }, "Status", status),
-      h("label", { class: "field", for: "job-search" }, "Search", search),
+      h("div", { class: "field" }, h("label", { for: "job-filter-status", text: "Status" }), status),
+      h("div", { class: "field" }, h("label", { for: "job-search", text: "Search" }), search),
     ),
     h("div", { class: "table-wrap" }, table),
     empty,
@@ -488,7 +488,7 @@ function buildJobDetail() {
         act(event.submitter, () => api("POST", `/api/jobs/${state.jobId}/priority`, { priority: value }), `Priority set to ${value}.`);
       },
     },
-    h("label", { class: "field inline", for: "job-priority" }, "Priority", priority),
+    h("div", { class: "field inline" }, h("label", { for: "job-priority", text: "Priority" }), priority),
     h("button", { type: "submit", class: "button", text: "Set", "aria-label": "Set priority" }),
   );
   const remove = h("button", {
@@ -743,7 +743,7 @@ function buildTaskDetail() {
     h(
       "div",
       { class: "toolbar log-toolbar" },
-      h("label", { class: "field inline", for: "log-lines" }, "Show", lines),
+      h("div", { class: "field inline" }, h("label", { for: "log-lines", text: "Show" }), lines),
       h("label", { class: "field inline", for: "log-follow" }, follow, "Follow live"),
       download,
     ),
@@ -1081,8 +1081,8 @@ function buildScheduleForm() {
       h(
         "div",
         { class: "toolbar" },
-        h("label", { class: "field", for: "schedule-start" }, "Asleep from", start),
-        h("label", { class: "field", for: "schedule-end" }, "until", end),
+        h("div", { class: "field" }, h("label", { for: "schedule-start", text: "Asleep from" }), start),
+        h("div", { class: "field" }, h("label", { for: "schedule-end", text: "until" }), end),
         h("button", { type: "submit", class: "button", text: "Save schedule" }),
       ),
       next,
