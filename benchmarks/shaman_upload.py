@@ -2,7 +2,9 @@
 
 Ratio = (time to SHA-256 the same bytes with hashlib on one core) / (time to upload them: the
 Shaman receives, hashes, writes, fsyncs and stores). Target >= 0.7. Also reports the server's peak
-RSS growth during the upload (target < 64 MiB, whatever the size).
+RSS growth during the upload (target < 64 MiB, whatever the size), and the ratio against a bare
+ASGI endpoint on the same uvicorn stack that only reads and drops the body (what the server
+stack alone costs).
 
     python benchmarks/shaman_upload.py [--size-mib 1024]
 
@@ -21,6 +23,29 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+
+async def drain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The bare endpoint: read the whole body, answer 204."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _free_port() -> int:
@@ -81,21 +106,41 @@ def main() -> None:
         checksum, _ = _hash(source)  # warms the page cache
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "shaman_core.cli", "serve", "--no-auth",
-             "--store", str(base / "store"), "--checkouts", str(base / "co"),
-             "--port", str(port), "--gc-period-hours", "0"],
+            [
+                sys.executable,
+                "-m",
+                "shaman_core.cli",
+                "serve",
+                "--no-auth",
+                "--store",
+                str(base / "store"),
+                "--checkouts",
+                str(base / "co"),
+                "--port",
+                str(port),
+                "--gc-period-hours",
+                "0",
+            ],
             stderr=subprocess.DEVNULL,
         )
+        bare_port = _free_port()
+        bare = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(Path(__file__).parent),
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "shaman_upload:drain_app",
+            ],
+        )
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port)).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+            _wait_for_port(port)
+            _wait_for_port(bare_port)
             warm = base / "warm.bin"
             _make_file(warm, 8 << 20)
             warm_sum, _ = _hash(warm)
@@ -107,26 +152,32 @@ def main() -> None:
                 rss_before = _memory_kib(server.pid, "VmRSS")
                 hwm_before = _memory_kib(server.pid, "VmHWM")
                 _, hash_seconds = _hash(source)
+                _, bare_seconds = _upload(bare_port, source, checksum, size)
                 status, upload_seconds = _upload(port, source, checksum, size)
                 assert status == 204, status
                 peak_growth = max(0, _memory_kib(server.pid, "VmHWM") - max(rss_before, hwm_before))
-                results.append((hash_seconds, upload_seconds, peak_growth))
+                results.append((hash_seconds, upload_seconds, peak_growth, bare_seconds))
                 print(
                     f"run {run + 1}: sha256 {hash_seconds:.3f} s "
                     f"({size / hash_seconds / 2**20:.0f} MiB/s), upload {upload_seconds:.3f} s "
                     f"({size / upload_seconds / 2**20:.0f} MiB/s), "
-                    f"ratio {hash_seconds / upload_seconds:.2f}, "
+                    f"ratio {hash_seconds / upload_seconds:.2f}; "
+                    f"bare endpoint {bare_seconds:.3f} s, "
+                    f"ratio bare/upload {bare_seconds / upload_seconds:.2f}; "
                     f"peak RSS growth {peak_growth / 1024:.1f} MiB"
                 )
-            best_ratio = max(h / u for h, u, _ in results)
-            worst_growth = max(g for _, _, g in results)
+            best_ratio = max(h / u for h, u, _, _ in results)
+            best_bare = max(b / u for _, u, _, b in results)
+            worst_growth = max(g for _, _, g, _ in results)
             print(
                 f"upload {args.size_mib} MiB: best ratio sha256/upload = {best_ratio:.2f} "
-                f"(target >= 0.7); peak RSS growth {worst_growth / 1024:.1f} MiB (target < 64)"
+                f"(target >= 0.7); bare endpoint/upload = {best_bare:.2f}; "
+                f"peak RSS growth {worst_growth / 1024:.1f} MiB (target < 64)"
             )
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            for process in (server, bare):
+                process.terminate()
+                process.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from flamenco_manager import __version__
+from flamenco_manager import __version__, user_cli
 from flamenco_manager.config import (
     ConfigError,
     Settings,
@@ -114,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long the token is valid, e.g. 12h, 720h, 8760h (default: 720h, 30 days)",
     )
+    revoke = token.add_parser(
+        "revoke",
+        help="revoke a user token",
+        description="Refuse a token from now on (within seconds on a running manager): give "
+        "the token itself, or its ID (the jti claim).",
+    )
+    revoke.add_argument("--data-dir", type=Path, help="the manager's data directory")
+    revoke.add_argument("--database", help="the database URL, when not the default")
+    revoke.add_argument("token", metavar="TOKEN_OR_ID", help="the token, or its ID")
+    user_cli.add_commands(commands)
     return parser
 
 
@@ -136,6 +146,28 @@ def create_token(settings: Settings, name: str, expires: str) -> None:
     token = issue_token(keys, name, lifetime)
     print(f"Token for {name!r}, valid for {lifetime}, signed with {settings.jwt_key_dir}:")
     print(token)
+
+
+def revoke_token(settings: Settings, token_or_id: str) -> None:
+    """Add a token to the manager's denylist."""
+    from flamenco_manager.services.tokens import TokenRevocations
+    from flamenco_manager.storage.database import Database
+
+    database = Database.open(settings.database_url)
+    try:
+        identifier, new = TokenRevocations(database).revoke(token_or_id)
+    finally:
+        database.close()
+    print(f"Revoked token {identifier}." if new else f"Token {identifier} was already revoked.")
+
+
+def login_url(settings: Settings, manager: Any, host: str, port: int) -> str:
+    """A dashboard link that logs the operator in (a token valid for a day), or the plain URL."""
+    base = f"http://{host}:{port}"
+    if settings.no_auth:
+        return f"{base}/"
+    token = manager.mint_user_token("operator", timedelta(hours=24))
+    return f"{base}/login?token={token}"
 
 
 def serve(settings: Settings) -> None:
@@ -165,6 +197,8 @@ def serve(settings: Settings) -> None:
             "database": settings.database_url.split("@")[-1],
         },
     )
+    # On the terminal, not in the log: the link carries a token.
+    print(f"Open the dashboard: {login_url(settings, manager, shown_host, port)}", flush=True)
     if settings.processes > 1:
         # The parent has migrated the schema; the children each build their own manager.
         manager.close()
@@ -198,10 +232,14 @@ def serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flamenco-manager`` command."""
     args = _parser().parse_args(argv)
+    if args.command in user_cli.COMMANDS:
+        return user_cli.run(args)
     try:
         settings = load(args)
         if args.command == "serve":
             serve(settings)
+        elif args.command == "token" and args.token_command == "revoke":
+            revoke_token(settings, args.token)
         elif args.command == "token":
             create_token(settings, args.name, args.expires)
     except (ConfigError, ValueError) as exc:

@@ -27,6 +27,7 @@ from .services.jobs import JobService
 from .services.latest_image import LatestImage
 from .services.scheduler import Scheduler
 from .services.submission import JobSubmission
+from .services.tokens import RevocationCheckingAuthenticator, TokenRevocations
 from .services.task_logs import TaskLogStore
 from .services.task_updates import TaskUpdates
 from .services.users import ensure_key_pair, issue_token
@@ -55,6 +56,7 @@ class Manager:
             else Variables.defaults()
         )
         self.keys: KeyStore | None = None
+        self.revocations = TokenRevocations(self.database, clock)
         self.workers = WorkerService(self.context)
         self.scheduler = Scheduler(self.context, self.variables)
         self.task_updates = TaskUpdates(self.context)
@@ -76,7 +78,7 @@ class Manager:
         if self.settings.no_auth:
             return AllowEveryone()
         self.keys = ensure_key_pair(self.settings.jwt_key_dir)
-        return JWTAuthenticator(self.keys)
+        return RevocationCheckingAuthenticator(JWTAuthenticator(self.keys), self.revocations)
 
     def _shaman(self) -> Shaman:
         settings = self.settings

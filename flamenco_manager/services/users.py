@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from flamenco_protocol.ids import ObjectId
 from shaman_core.jwt import PRIVATE_KEY_NAME, KeyStore, generate_key_pair, mint_token
 
 __all__ = ["ensure_key_pair", "issue_token"]
@@ -30,4 +31,7 @@ def issue_token(keys: KeyStore, name: str, lifetime: timedelta) -> str:
         raise ValueError("a token needs a name")
     if lifetime <= timedelta(0):
         raise ValueError("a token's lifetime must be positive")
-    return mint_token(keys, name.strip(), lifetime=lifetime)
+    # A token ID, so that the token can be revoked (flamenco-manager token revoke).
+    return mint_token(
+        keys, name.strip(), lifetime=lifetime, extra_claims={"jti": str(ObjectId.new())}
+    )

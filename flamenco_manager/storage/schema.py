@@ -176,6 +176,16 @@ job_task_counts: Final = sa.Table(
     sa.Column("task_count", sa.Integer, nullable=False),
 )
 
+# User tokens that may not be used any more, by ID (migration 0003).
+revoked_tokens: Final = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("revoked", UTCDateTime, nullable=False),
+    sa.Column("expires", UTCDateTime, nullable=True),
+)
+
 ALL_TABLES: Final[tuple[sa.Table, ...]] = (
     workers,
     jobs,
@@ -184,6 +194,7 @@ ALL_TABLES: Final[tuple[sa.Table, ...]] = (
     task_failures,
     worker_blocklist,
     job_task_counts,
+    revoked_tokens,
 )
 
 

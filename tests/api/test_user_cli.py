@@ -1,0 +1,225 @@
+"""The user CLI: flags into requests, and a whole session against a manager under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flamenco_manager.cli import main
+from flamenco_manager.user_cli import _submission, parse_setting
+
+
+def test_settings_from_flags_are_json_when_they_can_be() -> None:
+    assert parse_setting("chunk_size=3") == ("chunk_size", 3)
+    assert parse_setting("frames=1-10") == ("frames", "1-10")
+    assert parse_setting("render=true") == ("render", True)
+    assert parse_setting("cmd=echo a=b") == ("cmd", "echo a=b")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_setting("nothing")
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps({"name": "a", "job_type": "sleep", "settings": {"frames": "1", "chunk_size": 1}})
+    )
+    args = argparse.Namespace(
+        file=job,
+        type="exec-command",
+        name=None,
+        priority=80,
+        paused=True,
+        settings=[("frames", "2-3")],
+    )
+    assert _submission(args) == {
+        "name": "a",
+        "type": "exec-command",
+        "priority": 80,
+        "start_paused": True,
+        "settings": {"frames": "2-3", "chunk_size": 1},
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A manager under uvicorn on loopback: its URL and the login token ``serve`` printed."""
+    data = tmp_path_factory.mktemp("served") / "data"
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flamenco_manager.cli",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"(http://\S+)/login\?token=(\S+)", line)
+    assert match, line
+    url, token = match[1], match[2]
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/api/openapi.json", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield url, token
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _cli(
+    served: tuple[str, str], *argv: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    url, token = served
+    status = main([*argv, "--url", url, "--token", token])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_a_session_with_the_cli(
+    served: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, token = served
+    # The login link works in a browser: it sets the cookie.
+    login = httpx.get(f"{url}/login", params={"token": token}, follow_redirects=False)
+    assert login.status_code == 303
+    assert "jwtToken=" in login.headers["set-cookie"]
+
+    status, out, _ = _cli(served, "job", "types", capsys=capsys)
+    assert status == 0
+    assert "sleep: frames*" in out
+    status, out, _ = _cli(
+        served,
+        "job",
+        "submit",
+        "--type",
+        "sleep",
+        "--name",
+        "cli job",
+        "--set",
+        "frames=1-4",
+        "--set",
+        "chunk_size=2",
+        "--set",
+        "time_in_seconds=1",
+        capsys=capsys,
+    )
+    assert status == 0, out
+    job_id = re.search(r"Submitted job ([0-9a-f]{24}) \(queued\)", out)[1]  # type: ignore[index]
+    status, out, _ = _cli(served, "job", "list", capsys=capsys)
+    assert job_id in out
+    assert "2 queued" in out
+    assert "cli job" in out
+    status, out, _ = _cli(served, "job", "show", job_id, capsys=capsys)
+    assert "sleep-1,2" in out
+    assert "sleep-3,4" in out
+    status, out, _ = _cli(served, "job", "pause", job_id, "--json", capsys=capsys)
+    assert json.loads(out)["status"] == "paused"
+    status, _, err = _cli(served, "job", "pause", job_id, capsys=capsys)
+    assert status == 1
+    assert "409" in err
+    assert "not allowed" in err
+    status, out, _ = _cli(served, "job", "resume", job_id, capsys=capsys)
+    assert f"Job {job_id} is queued." in out
+    status, out, _ = _cli(served, "job", "cancel", job_id, capsys=capsys)
+    assert "canceled" in out
+    status, _, err = _cli(served, "job", "submit", "--type", "sleep", capsys=capsys)
+    assert status == 1
+    assert "settings.frames" in err
+
+    registration = httpx.post(
+        f"{url}/register-worker",
+        json={
+            "secret": "s",
+            "platform": "linux",
+            "supported_task_types": ["sleep"],
+            "nickname": "cli-w",
+        },
+    ).json()
+    status, out, _ = _cli(served, "worker", "list", capsys=capsys)
+    assert "cli-w" in out
+    status, out, _ = _cli(served, "worker", "sleep", registration["_id"], "--lazy", capsys=capsys)
+    assert "asleep after its current task" in out
+    status, out, _ = _cli(served, "worker", "show", registration["_id"], "--json", capsys=capsys)
+    assert json.loads(out)["status_requested"] == "asleep"
+    status, out, _ = _cli(served, "farm", capsys=capsys)
+    assert "Farm:" in out
+
+    assert main(["job", "list", "--url", url, "--token", "bad"]) == 1
+    err = capsys.readouterr().err
+    assert "401" in err
+
+
+@pytest.mark.slow
+def test_the_event_stream_over_http(served: tuple[str, str]) -> None:
+    url, token = served
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=10) as client,
+        client.stream("GET", "/api/events", params={"types": "job"}) as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines).startswith(": flamenco events")
+        response = client.post(
+            "/api/jobs",
+            json={
+                "name": "streamed",
+                "type": "sleep",
+                "settings": {"frames": "1", "chunk_size": 1, "time_in_seconds": 0},
+            },
+        )
+        job_id = response.json()["_id"]
+        for line in lines:
+            if line.startswith("data: "):
+                event = json.loads(line.removeprefix("data: "))
+                if event["id"] == job_id:
+                    assert event["status"] == "queued"
+                    break
+
+
+def test_an_unreachable_manager_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["farm", "--url", f"http://127.0.0.1:{_free_port()}", "--token", "t"])
+    assert status == 1
+    assert "cannot reach the manager" in capsys.readouterr().err
+
+
+def test_the_environment_gives_url_and_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _free_port()
+    monkeypatch.setenv("FLAMENCO_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("FLAMENCO_TOKEN", "t")
+    assert main(["worker", "list"]) == 1
+    assert f"127.0.0.1:{port}" in capsys.readouterr().err
+    assert os.environ["FLAMENCO_TOKEN"] == "t"
