@@ -21,6 +21,7 @@ from shaman_core.jwt import (
 from .config import Settings
 from .job_types import JobTypeRegistry
 from .services.context import Clock, ServiceContext, utc_now
+from .services.event_relay import join_processes, relay_events
 from .services.farm import FarmService
 from .services.housekeeping import Housekeeping
 from .services.jobs import JobService
@@ -66,6 +67,7 @@ class Manager:
         self.submission = JobSubmission(self.context, self.jobs, self.job_types, self.variables)
         self.farm = FarmService(self.context)
         self.housekeeping = Housekeeping(self.context, self.workers)
+        self.notifier = join_processes(self.context.events, self.database)
         self.user_auth = self._user_authenticator()
         self.shaman = self._shaman() if settings.shaman_enabled else None
         self.latest_image = LatestImage(
@@ -149,6 +151,8 @@ class Manager:
             ),
             self.latest_image.run(),
         ]
+        if self.notifier is not None:  # Every process listens; no leadership needed.
+            loops.append(relay_events(self.context.events, self.notifier))
         if self.shaman is not None and settings.shaman_garbage_collect_period.total_seconds() > 0:
             shaman = self.shaman
             loops.append(
@@ -164,6 +168,8 @@ class Manager:
 
     def close(self) -> None:
         """Release the database."""
+        if self.notifier is not None:
+            self.notifier.close()
         self.database.close()
 
 

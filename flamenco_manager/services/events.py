@@ -117,6 +117,8 @@ class EventBus:
         self._numbers = itertools.count(1)
         self.published = 0
         """How many events were published since start."""
+        self.relay: Callable[[list[Event]], None] | None = None
+        """Also hands published events to the other manager processes (see event_relay)."""
 
     def subscribe(self, kinds: Iterable[str] = KINDS) -> Subscription:
         """A new subscription on the running event loop, for events of ``kinds``."""
@@ -133,12 +135,17 @@ class EventBus:
         with self._lock:
             return len(self._subscribers)
 
-    def publish(self, events: Iterable[Event]) -> None:
-        """Number the events and hand them to every interested subscriber."""
+    def publish(self, events: Iterable[Event], *, relayed: bool = False) -> None:
+        """Number the events and hand them to every interested subscriber.
+
+        ``relayed`` events come from another process, and are not relayed back.
+        """
         with self._lock:
             numbered = [attrs.evolve(event, number=next(self._numbers)) for event in events]
             self.published += len(numbered)
             subscribers = list(self._subscribers)
+        if self.relay is not None and not relayed and numbered:
+            self.relay(numbered)
         for event in numbered:
             for subscription in subscribers:
                 if event.kind in subscription.kinds:
