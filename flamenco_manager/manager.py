@@ -28,9 +28,9 @@ from .services.jobs import JobService
 from .services.latest_image import LatestImage
 from .services.scheduler import Scheduler
 from .services.submission import JobSubmission
-from .services.tokens import RevocationCheckingAuthenticator, TokenRevocations
 from .services.task_logs import TaskLogStore
 from .services.task_updates import TaskUpdates
+from .services.tokens import RevocationCheckingAuthenticator, TokenRevocations
 from .services.users import ensure_key_pair, issue_token
 from .services.variables import Direction, Variables, local_platform
 from .services.workers import WorkerService
