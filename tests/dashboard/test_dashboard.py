@@ -153,6 +153,8 @@ def test_cancel_a_job_from_the_page(browser: Browser, served: ServedManager) -> 
     expect()(page.locator("#job-detail .badge").first).to_have_text("canceled")
     expect()(page.get_by_role("button", name="Requeue", exact=True)).to_be_enabled()
     expect()(cancel).to_be_disabled()
+    # The keyboard focus was on Cancel; now disabled, it hands the focus to the job's heading.
+    expect()(page.locator("#job-title")).to_be_focused()
     browser.screenshot("job-canceled")
 
     # Filter and search the job list.

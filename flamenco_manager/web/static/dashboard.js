@@ -185,18 +185,33 @@ function confirmAction(title, text, okLabel) {
   });
 }
 
-/** Run an action from a button: disable it meanwhile, report the outcome. */
+/**
+ * Run an action from a button and report the outcome. The button is marked busy, not disabled,
+ * meanwhile: a disabled button would drop the keyboard focus.
+ */
 async function act(button, work, done) {
-  if (button) button.disabled = true;
+  if (button) {
+    if (button.getAttribute("aria-busy") === "true") return;
+    button.setAttribute("aria-busy", "true");
+  }
   try {
     await work();
     if (done) toast(done);
   } catch (error) {
     reportError(error);
   } finally {
-    if (button && button.isConnected) button.disabled = false;
+    if (button) button.removeAttribute("aria-busy");
     refreshAfterAction();
   }
+}
+
+/**
+ * Enable or disable a button as the state allows. When the focused button becomes disabled the
+ * focus moves to `fallback` (the panel's heading) instead of being lost to the page.
+ */
+function allow(button, allowed, fallback) {
+  if (!allowed && document.activeElement === button && fallback) fallback.focus();
+  button.disabled = !allowed;
 }
 
 // --- state and routing ---------------------------------------------------------------------
@@ -456,7 +471,7 @@ function updateJobRow(row, job) {
 function buildJobDetail() {
   const panel = h("div", { class: "panel job-detail", id: "job-detail" });
   const placeholder = h("div", { class: "panel" }, h("p", { class: "empty", text: "Select a job to see its tasks." }));
-  const title = h("h2", { id: "job-title" });
+  const title = h("h2", { id: "job-title", tabindex: "-1" });
   const status = badge("");
   const bar = h("progress", { max: 100, value: 0, "aria-labelledby": "job-progress-text" });
   const progressText = h("span", { id: "job-progress-text" });
@@ -607,10 +622,10 @@ function showJob(job) {
   );
   const allowed = config.job_actions[job.status] || [];
   for (const [requested, button] of Object.entries(jobDetail.buttons)) {
-    button.disabled = !allowed.includes(requested);
+    allow(button, allowed.includes(requested), jobDetail.title);
   }
   const running = (job.task_counts.active || 0) + (job.task_counts["cancel-requested"] || 0);
-  jobDetail.remove.disabled = running > 0;
+  allow(jobDetail.remove, running === 0, jobDetail.title);
   jobDetail.remove.title = running > 0 ? "A job cannot be deleted while its tasks run." : "";
   if (!previous || previous._id !== job._id || document.activeElement !== jobDetail.priority) {
     jobDetail.priority.value = job.priority;
@@ -689,7 +704,7 @@ function renderTasks() {
 
 function buildTaskDetail() {
   const panel = h("div", { class: "panel task-detail", id: "task-detail", hidden: true });
-  const title = h("h2", { id: "task-title" });
+  const title = h("h2", { id: "task-title", tabindex: "-1" });
   const status = badge("");
   const facts = h("dl", { class: "facts two" });
   const requeue = h("button", {
@@ -788,8 +803,8 @@ const loadTask = throttled(async () => {
     ...fact("ID", h("span", { class: "mono", text: task._id })),
   );
   const allowed = config.task_actions[task.status] || [];
-  taskDetail.requeue.disabled = !allowed.includes("requeue");
-  taskDetail.cancel.disabled = !allowed.includes("cancel");
+  allow(taskDetail.requeue, allowed.includes("requeue"), taskDetail.title);
+  allow(taskDetail.cancel, allowed.includes("cancel"), taskDetail.title);
   taskDetail.download.href = `/logfile/${task.job}/${task._id}`;
   taskDetail.download.setAttribute("download", `task-${task._id}.txt`);
   const log = taskDetail.log;
@@ -950,7 +965,7 @@ const workerDetail = buildWorkerDetail();
 function buildWorkerDetail() {
   const placeholder = h("div", { class: "panel" }, h("p", { class: "empty", text: "Select a worker to act on it." }));
   const panel = h("div", { class: "panel worker-detail", id: "worker-detail", hidden: true });
-  const title = h("h2", { id: "worker-title" });
+  const title = h("h2", { id: "worker-title", tabindex: "-1" });
   const status = badge("");
   const facts = h("dl", { class: "facts" });
   const lazy = h("input", { id: "worker-lazy", type: "checkbox" });
@@ -1116,8 +1131,8 @@ function showWorker(worker) {
     ...fact("Task types", (worker.supported_task_types || []).join(", ")),
     ...fact("ID", h("span", { class: "mono", text: worker._id })),
   );
-  workerDetail.wake.disabled = worker.status === "awake" && !worker.status_requested;
-  workerDetail.sleep.disabled = worker.status === "asleep" && !worker.status_requested;
+  allow(workerDetail.wake, worker.status !== "awake" || Boolean(worker.status_requested), workerDetail.title);
+  allow(workerDetail.sleep, worker.status !== "asleep" || Boolean(worker.status_requested), workerDetail.title);
   const schedule = worker.sleep_schedule || {};
   const form = workerDetail.schedule;
   if (first || !form.fieldset.contains(document.activeElement)) {
@@ -1131,7 +1146,7 @@ function showWorker(worker) {
   const entries = worker.blacklist || [];
   workerDetail.blocklistEmpty.hidden = entries.length > 0;
   workerDetail.blocklistTable.parentElement.hidden = entries.length === 0;
-  workerDetail.clearAll.disabled = entries.length === 0;
+  allow(workerDetail.clearAll, entries.length > 0, workerDetail.title);
   syncRows(
     workerDetail.blocklist,
     entries,
