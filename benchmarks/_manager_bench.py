@@ -1,0 +1,426 @@
+"""Shared parts of the manager benchmarks: servers in subprocesses, workers, a raw-socket load.
+
+Not run by itself. ``manager_task.py``, ``manager_queue_depth.py`` and ``manager_updates.py``
+use it. Everything listens on 127.0.0.1 and stops by itself.
+
+* :func:`serve_manager` / :func:`serve_baseline` start uvicorn (uvloop + httptools, no access
+  log) in a subprocess, serving the real manager app or a bare Starlette app with the same flags.
+  The bare app answers ``/task`` with a small fixed JSON body and ``/tasks/{id}/update`` and
+  ``/tasks/{id}/return`` by reading the body and answering 204.
+* :func:`seed` fills a manager's data directory through the services (workers, and jobs through
+  :meth:`JobService.create_job`, one transaction per job), before its server starts.
+* :func:`measure` runs a load generator in another process: one keep-alive connection per
+  simulated worker, raw HTTP/1.1 over asyncio (uvloop) sockets, so the client costs far less
+  CPU than the server. It reports the requests counted, latency percentiles, and the CPU the
+  server and the client used, which says which side was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import attrs
+
+HOST = "127.0.0.1"
+HERE = Path(__file__).resolve().parent
+UVICORN_FLAGS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,
+    "log_level": "warning",
+    "lifespan": "on",
+}
+BARE_TASK = json.dumps(
+    {"_id": "0123456789abcdef01234567", "status": "active", "name": "bare"}
+).encode()
+
+
+@attrs.frozen
+class Worker:
+    """Credentials of a seeded worker."""
+
+    id: str
+    secret: str
+
+    @property
+    def authorization(self) -> str:
+        token = base64.b64encode(f"{self.id}:{self.secret}".encode()).decode()
+        return f"Basic {token}"
+
+
+@attrs.frozen
+class Result:
+    """One measurement window."""
+
+    requests: int
+    """Requests of the measured kind answered in the window."""
+    seconds: float
+    latencies: list[float]
+    """Seconds per measured request."""
+    statuses: dict[int, int]
+    server_cpu: float
+    """Server CPU seconds over the window."""
+    client_cpu: float
+    """Load generator CPU seconds over the window."""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """A uvicorn subprocess, stopped on exit."""
+
+    def __init__(self, kind: str, port: int, data_dir: Path | None = None) -> None:
+        self.port = port
+        args = [sys.executable, str(HERE / "_manager_bench.py"), kind, str(port)]
+        if data_dir is not None:
+            args.append(str(data_dir))
+        self.process = subprocess.Popen(args)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, port), timeout=0.2):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    code = self.process.returncode
+                    raise RuntimeError(f"{kind} server exited with {code}") from None
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{kind} server did not start")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def wait_idle(self, limit: float = 120.0) -> None:
+        """Wait (bounded) until the server has finished what the last load left queued."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = self.cpu_seconds()
+            time.sleep(0.5)
+            if self.cpu_seconds() - before < 0.05:
+                return
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def serve_manager(data_dir: Path) -> Server:
+    return Server("manager", free_port(), data_dir)
+
+
+def serve_baseline() -> Server:
+    return Server("baseline", free_port())
+
+
+def _run_manager(port: int, data_dir: Path) -> None:
+    import uvicorn
+
+    from flamenco_manager.config import Settings
+    from flamenco_manager.manager import Manager
+    from flamenco_manager.web.app import create_app
+
+    manager = Manager(Settings(data_dir=data_dir, log_level="warning"))
+    try:
+        uvicorn.run(create_app(manager, run_loops=False), host=HOST, port=port, **UVICORN_FLAGS)
+    finally:
+        manager.close()
+
+
+def _run_baseline(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def task(request: Request) -> Response:
+        return Response(BARE_TASK + b"\n", media_type="application/json")
+
+    async def swallow(request: Request) -> Response:
+        await request.body()
+        return Response(status_code=204)
+
+    app = Starlette(
+        routes=[
+            Route("/task", task, methods=["GET", "POST"]),
+            Route("/tasks/{task_id}/update", swallow, methods=["POST"]),
+            Route("/tasks/{task_id}/return", swallow, methods=["POST"]),
+        ]
+    )
+    uvicorn.run(app, host=HOST, port=port, **UVICORN_FLAGS)
+
+
+# --- seeding -------------------------------------------------------------------------------------
+
+
+def seed(
+    data_dir: Path,
+    *,
+    workers: int,
+    task_types: Sequence[str] = ("sleep",),
+    tasks: int = 0,
+    tasks_per_job: int = 100_000,
+) -> list[Worker]:
+    """Register ``workers`` workers and queue ``tasks`` tasks of the first type, via the services.
+
+    The workers share one secret, hashed once with cheap scrypt parameters: each worker's first
+    request pays one check before the manager caches it, and warm-up should not take minutes.
+    Measurements only see the cached path, as a long-running farm does.
+    """
+    import hashlib
+    import secrets
+
+    from flamenco_manager.config import Settings
+    from flamenco_manager.manager import Manager
+    from flamenco_manager.services.jobs import TaskSpec
+    from flamenco_protocol.documents import WorkerRegistration
+
+    secret = secrets.token_urlsafe(24)
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**10, r=8, p=1)
+    encoded = [base64.b64encode(raw).decode() for raw in (salt, digest)]
+    cheap_hash = "$".join(["scrypt", str(2**10), "8", "1", *encoded])
+    manager = Manager(Settings(data_dir=data_dir, log_level="warning"))
+    try:
+        seeded = []
+        with mock.patch("flamenco_manager.services.workers.hash_secret", return_value=cheap_hash):
+            for number in range(workers):
+                registration = WorkerRegistration(
+                    secret=secret,
+                    platform="linux",
+                    supported_task_types=tuple(task_types),
+                    nickname=f"bench-{number}",
+                )
+                document = manager.workers.register(registration, f"{HOST}:1")
+                seeded.append(Worker(str(document.id), secret))
+        command = [{"name": "sleep", "settings": {"time_in_seconds": 1}}]
+        left = tasks
+        while left > 0:
+            size = min(left, tasks_per_job)
+            specs = [
+                TaskSpec(name=f"t{index}", task_type=task_types[0], commands=command)
+                for index in range(size)
+            ]
+            manager.jobs.create_job(name="bench", job_type="bench", tasks=specs)
+            left -= size
+    finally:
+        manager.close()
+    return seeded
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(
+        self, method: str, path: str, authorization: str, body: bytes = b""
+    ) -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {authorization}\r\n"
+            f"User-Agent: bench/1\r\nContent-Length: {len(body)}\r\n"
+        )
+        if body:
+            head += "Content-Type: application/json\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        lines = header.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length) if length else b""
+        return status, payload
+
+
+async def _worker_loop(
+    port: int,
+    worker: Worker,
+    scenario: str,
+    warm_until: float,
+    stop_at: float,
+    out: dict[str, Any],
+    log: bytes,
+) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    connection = _Connection(reader, writer)
+    auth = worker.authorization
+    held: str | None = None
+    update_body = json.dumps({"task_status": "completed"}).encode()
+    log_body = json.dumps(
+        {"task_status": "active", "activity": "rendering frame", "log": log.decode()}
+    ).encode()
+    try:
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at:
+                break
+            measured = start >= warm_until
+            if scenario == "update" and held is not None:
+                status, _ = await connection.request(
+                    "POST", f"/tasks/{held}/update", auth, log_body
+                )
+                took = time.perf_counter() - start
+            else:
+                status, payload = await connection.request("POST", "/task", auth)
+                took = time.perf_counter() - start
+                if status == 200 and scenario != "fetch":
+                    task_id = json.loads(payload)["_id"]
+                    if scenario == "complete":
+                        await connection.request(
+                            "POST", f"/tasks/{task_id}/update", auth, update_body
+                        )
+                    elif scenario == "return":
+                        await connection.request("POST", f"/tasks/{task_id}/return", auth)
+                    elif scenario == "update":
+                        held = task_id
+                        continue
+            if measured and time.perf_counter() <= stop_at:
+                out["latencies"].append(took)
+                out["statuses"][status] = out["statuses"].get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def _load_process(
+    port: int,
+    workers: list[Worker],
+    scenario: str,
+    warmup: float,
+    seconds: float,
+    log_bytes: int,
+    queue: Any,
+) -> None:
+    import resource
+
+    import uvloop
+
+    out: dict[str, Any] = {"latencies": [], "statuses": {}}
+    log = b"".join(
+        b"%04d frame rendered, sample 128/128, memory 1.2G peak\n" % i for i in range(64)
+    )
+    log = log[:log_bytes]
+
+    async def main() -> None:
+        now = time.perf_counter()
+        warm_until, stop_at = now + warmup, now + warmup + seconds
+        await asyncio.gather(
+            *(_worker_loop(port, w, scenario, warm_until, stop_at, out, log) for w in workers)
+        )
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    uvloop.run(main())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    queue.put((out["latencies"], out["statuses"], cpu))
+
+
+def measure(
+    server: Server,
+    workers: list[Worker],
+    scenario: str,
+    *,
+    warmup: float = 2.0,
+    seconds: float = 5.0,
+    log_bytes: int = 2048,
+) -> Result:
+    """Drive ``server`` with one connection per worker; the measured window follows a warm-up.
+
+    Scenarios (the measured request in brackets): ``fetch`` [/task]; ``complete`` [/task], each
+    200 followed by an update completing the task; ``return`` [/task], each 200 followed by
+    returning the task, so the queue keeps its depth; ``update`` [/tasks/{id}/update with
+    ``log_bytes`` of log], after one /task.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(
+        target=_load_process,
+        args=(server.port, workers, scenario, warmup, seconds, log_bytes, queue),
+    )
+    process.start()
+    time.sleep(warmup)
+    cpu_before = server.cpu_seconds()
+    latencies, statuses, client_cpu = queue.get(timeout=warmup + seconds + 120)
+    server_cpu = server.cpu_seconds() - cpu_before
+    process.join(30)
+    server.wait_idle()
+    return Result(len(latencies), seconds, latencies, statuses, server_cpu, client_cpu)
+
+
+def median_result(results: list[Result]) -> Result:
+    """The run with the median rate."""
+    return sorted(results, key=lambda result: result.rate)[len(results) // 2]
+
+
+def describe(label: str, results: list[Result]) -> str:
+    """One line: median req/s over the runs, its latency percentiles and CPU use."""
+    middle = median_result(results)
+    rates = ", ".join(f"{result.rate:.0f}" for result in results)
+    return (
+        f"{label:<34} {middle.rate:8.0f} req/s (runs: {rates})  "
+        f"p50 {1000 * middle.percentile(0.5):6.2f} ms  p90 {1000 * middle.percentile(0.9):6.2f} ms"
+        f"  p99 {1000 * middle.percentile(0.99):6.2f} ms  "
+        f"server CPU {middle.server_cpu / middle.seconds:4.0%}  "
+        f"client CPU {middle.client_cpu / (middle.seconds + 2):4.0%}  statuses {middle.statuses}"
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+if __name__ == "__main__":
+    # The server side: ``_manager_bench.py manager PORT DATA_DIR`` or ``... baseline PORT``.
+    if sys.argv[1] == "manager":
+        _run_manager(int(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        _run_baseline(int(sys.argv[2]))
