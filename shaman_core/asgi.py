@@ -295,7 +295,7 @@ async def _read_definition(shaman: Shaman, request: Request) -> list[bytes]:
                 chunks.append(piece)
         chunks.extend(decoder.finish())
     except ClientDisconnect:
-        raise DefinitionError("context canceled") from None
+        raise ShamanError("ERROR context canceled\n") from None
     return chunks
 
 

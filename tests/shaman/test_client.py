@@ -186,3 +186,49 @@ def test_cli_keys_token_pack_and_gc(tmp_path: Path, live: LiveShaman, key_dir: P
     failed = shaman("pack", str(source), live.url, "--checkout-id", "cli_job", "--token", token)
     assert failed.returncode == 1
     assert "409" in failed.stderr
+
+
+@pytest.mark.slow
+def test_shaman_serve_runs_standalone(tmp_path: Path, key_dir: Path, token: str) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "shaman_core.cli", "serve",
+            "--store", str(tmp_path / "store"), "--checkouts", str(tmp_path / "co"),
+            "--jwt-keys", str(key_dir), "--port", str(port), "--gc-period-hours", "0",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + "my-info", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "shaman serve did not start"
+                time.sleep(0.1)
+        source = tmp_path / "src"
+        contents = _make_tree(source)
+        report = pack(source, url, checkout_id="standalone", token=token)
+        assert report.checkout_path == "ne/standalone"
+        _checkout_matches(tmp_path / "co/ne/standalone", contents)
+        assert httpx.get(url + "get-token").status_code == 404  # not enabled
+        assert httpx.options(f"{url}files/{'a' * 64}/1").status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    refused = subprocess.run(
+        [sys.executable, "-m", "shaman_core.cli", "serve", "--store", "s", "--checkouts", "c"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--jwt-keys" in refused.stderr

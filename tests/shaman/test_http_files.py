@@ -203,3 +203,85 @@ async def test_large_chunked_upload_streams_through_buffers(
     response = await client.post(f"/files/{sha256(payload)}/{len(payload)}", content=odd_chunks())
     assert response.status_code == 204
     assert shaman.store.blob_path(sha256(payload), len(payload)).read_bytes() == payload
+
+
+async def test_upload_stops_with_208_once_someone_else_stored_the_blob(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    payload = os.urandom(9 * 2**20)
+    checksum = sha256(payload)
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        for index, start in enumerate(range(0, len(payload), 2**20)):
+            if index == 2:
+                put_blob(shaman, payload)  # another upload finishes first
+            yield payload[start : start + 2**20]
+
+    response = await client.post(f"/files/{checksum}/{len(payload)}", content=slow_body())
+    assert response.status_code == 208
+    assert response.headers["location"] == f"/files/{checksum}/{len(payload)}"
+    assert shaman.store.blob_path(checksum, len(payload)).read_bytes() == payload
+    assert files_under(shaman.store.uploading_dir) == set()
+
+
+async def test_failed_upload_does_not_disturb_a_parallel_one(
+    client: httpx.AsyncClient, shaman: Shaman
+) -> None:
+    import asyncio
+
+    payload = os.urandom(6 * 2**20)
+    checksum = sha256(payload)
+    url = f"/files/{checksum}/{len(payload)}"
+
+    async def body(data: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 2**19):
+            await asyncio.sleep(0.005)
+            yield data[start : start + 2**19]
+
+    corrupt = payload[:-1] + b"\x00"
+    good, bad = await asyncio.gather(
+        client.post(url, content=body(payload)), client.post(url, content=body(corrupt))
+    )
+    assert bad.status_code == 417
+    assert good.status_code == 204
+    assert shaman.store.blob_path(checksum, len(payload)).read_bytes() == payload
+
+
+async def test_client_going_away_mid_definition(shaman: Shaman, token: str) -> None:
+    from shaman_core.asgi import create_app
+
+    app = create_app(shaman.config, run_gc=False)
+    messages = iter(
+        [
+            {"type": "http.request", "body": b"a" * 20 + b" 1 one\n", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/checkout/requirements",
+        "raw_path": b"/checkout/requirements",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"text/plain"),
+            (b"authorization", f"Bearer {token}".encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"ERROR context canceled\n\n"
