@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import functools
 import logging
 import os
@@ -117,6 +118,11 @@ def _authenticated(shaman: Shaman, handler: Handler) -> Handler:
             response = _error_response(error)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; just end the request
+        except OSError as error:
+            # The server's own storage failed (disk full, permissions): say so plainly.
+            log.exception("I/O error serving %s %s", request.method, request.url.path)
+            status = 507 if error.errno == errno.ENOSPC else 500
+            response = _text(status, f"I/O error: {error.strerror or error}\n")
         if subject:
             response.headers["x-user-id-from-token"] = subject
         return response

@@ -126,6 +126,8 @@ def _gc(args: argparse.Namespace) -> int:
     from shaman_core.progress import format_bytes
     from shaman_core.store import FileStore
 
+    if not os.path.isdir(os.path.join(args.store, "stored")):
+        raise ValueError(f"{args.store} is not a Shaman file store (no stored/ directory)")
     report = collect_garbage(
         FileStore(args.store, remove_stale=args.delete),
         [args.checkouts, *args.extra_checkouts],

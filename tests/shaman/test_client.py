@@ -183,6 +183,10 @@ def test_cli_keys_token_pack_and_gc(tmp_path: Path, live: LiveShaman, key_dir: P
     )
     assert gc.returncode == 0, gc.stderr
     assert "would delete 0" in gc.stdout
+    not_a_store = shaman("gc", "--store", str(tmp_path / "nothing"), "--checkouts", str(tmp_path))
+    assert not_a_store.returncode == 1
+    assert "not a Shaman file store" in not_a_store.stderr
+    assert not (tmp_path / "nothing").exists()
     failed = shaman("pack", str(source), live.url, "--checkout-id", "cli_job", "--token", token)
     assert failed.returncode == 1
     assert "409" in failed.stderr

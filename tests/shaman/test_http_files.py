@@ -285,3 +285,20 @@ async def test_client_going_away_mid_definition(shaman: Shaman, token: str) -> N
     await app(scope, receive, send)
     assert sent[0]["status"] == 400
     assert sent[1]["body"] == b"ERROR context canceled\n\n"
+
+
+async def test_full_disk_is_a_clear_507(
+    client: httpx.AsyncClient, shaman: Shaman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from shaman_core.store import BlobUpload
+
+    def no_space(self: BlobUpload, chunk: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(BlobUpload, "store_chunk", no_space)
+    response = await client.post(f"/files/{HAHAHA_SUM}/9", content=HAHAHA)
+    assert response.status_code == 507
+    assert response.text == "I/O error: No space left on device\n"
+    assert files_under(shaman.store.root) == {"stored", "uploading"}
