@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
+from flamenco_manager.cli import login_url
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.web.app import create_app
@@ -75,8 +76,8 @@ class ServedManager:
 
     @property
     def login_url(self) -> str:
-        """The link ``serve`` prints: it logs the browser in."""
-        return f"{self.url}/login?token={self.token}"
+        """The link ``serve`` prints (made by the same function): it logs the browser in."""
+        return login_url(self.manager.settings, self.manager, "127.0.0.1", self.port)
 
     def submit_sleep_job(self, name: str, frames: str = "1-4", **extra: Any) -> dict[str, Any]:
         """Submit a ``sleep`` job (one task per frame) through the user API; its document."""
