@@ -103,11 +103,17 @@ def test_a_submitted_job_appears_and_progresses_live(
     for _ in range(3):
         task = first if first is not None else worker.fetch_task()
         first = None
-        worker.update(task["_id"], task_status="completed", task_progress_percentage=100)
+        worker.update(
+            task["_id"],
+            task_status="completed",
+            task_progress_percentage=100,
+            metrics={"timing": {"sleep": 74.0, "total": 75.0}},
+        )
     expect()(page.locator("#job-detail .badge").first).to_have_text("completed")
     expect()(page.locator("#job-progress-text")).to_have_text("3 of 3 tasks completed (100%)")
     expect()(row.locator(".badge")).to_have_text("completed")
     expect()(page.locator("#tasks-table .badge", has_text="completed")).to_have_count(3)
+    expect()(task_row(page, "sleep-1").locator("td").last).to_have_text("1 min 15 s")
     expect()(page.locator(".farm-state")).to_have_text("Farm idle")
     assert served.api.get(f"/api/jobs/{job['_id']}").json()["status"] == "completed"
     browser.screenshot("jobs-completed")
