@@ -160,3 +160,33 @@ def test_referenced_blobs_are_never_deleted(
         should_remain = dry_run or index in linked or index not in old
         assert store.blob_path(*key).exists() == should_remain
     assert "uploading" in files_under(base / "store")
+
+
+@pytest.mark.anyio
+async def test_periodic_collector_sweeps_at_once_and_survives_errors(
+    layout: tuple[FileStore, CheckoutBuilder, Path], tmp_path: Path
+) -> None:
+    import asyncio
+
+    from shaman_core.gc import run_periodically
+
+    store, builder, _extra = layout
+    old = _store_blob(store, b"old and unlinked", 2 * MAX_AGE)
+    broken = asyncio.create_task(
+        run_periodically(store, [tmp_path / "missing"], max_age=MAX_AGE, period=0.05)
+    )
+    await asyncio.sleep(0.2)
+    assert not broken.done()  # a failing sweep is logged, the loop goes on
+    assert store.blob_path(*old).exists()
+    broken.cancel()
+    task = asyncio.create_task(
+        run_periodically(store, [builder.root], max_age=MAX_AGE, period=3600)
+    )
+    for _ in range(100):
+        if not store.blob_path(*old).exists():
+            break
+        await asyncio.sleep(0.02)
+    assert not store.blob_path(*old).exists()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
