@@ -237,11 +237,12 @@ def pack(
             for _status, path in wanted:
                 if path not in by_path:
                     raise ShamanClientError(f"Shaman asked for a file we did not offer: {path!r}")
-            uploaded = _upload_round(
+            deferred_before = report.deferred
+            _upload_round(
                 client, [by_path[p] for p in unknown], sources, concurrency, progress, report
             )
-            if not uploaded:
-                time.sleep(retry_wait)  # everything is in someone else's hands; let them work
+            if report.deferred > deferred_before or len(unknown) < len(wanted):
+                time.sleep(retry_wait)  # some files are in someone else's hands; let them work
         else:
             raise ShamanClientError(f"gave up after {_MAX_ROUNDS} rounds of uploads")
         if checkout_id:

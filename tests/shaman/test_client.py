@@ -236,3 +236,31 @@ def test_shaman_serve_runs_standalone(tmp_path: Path, key_dir: Path, token: str)
     )  # fmt: skip
     assert refused.returncode == 2
     assert "--jwt-keys" in refused.stderr
+
+
+def test_pack_waits_for_a_file_someone_else_is_uploading(
+    tmp_path: Path, live: LiveShaman, token: str
+) -> None:
+    source = tmp_path / "p"
+    source.mkdir()
+    shared = os.urandom(50_000)
+    (source / "shared.bin").write_bytes(shared)
+    (source / "own.bin").write_bytes(b"mine")
+    other = live.shaman.store.begin_upload(sha256(shared), len(shared))
+
+    def finish_later() -> None:
+        threading.Event().wait(1.0)
+        other.write(shared)
+        other.finish()
+
+    finisher = threading.Thread(target=finish_later)
+    finisher.start()
+    try:
+        report = pack(source, live.url, checkout_id="waiting", token=token, retry_wait=0.2)
+    finally:
+        finisher.join()
+    assert report.rounds >= 2
+    assert report.uploaded_files == 1
+    _checkout_matches(
+        live.shaman.config.checkout_dir / "ng/waiting", {"shared.bin": shared, "own.bin": b"mine"}
+    )
