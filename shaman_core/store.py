@@ -95,7 +95,7 @@ class FileStore:
         """Whether the blob is stored, being uploaded (unless `stored_only`) or unknown."""
         if os.path.exists(self.blob_location(checksum, size)):
             return BlobStatus.STORED
-        if not stored_only and self._temp_files(checksum, size):
+        if not stored_only and any(map(_held, self._temp_files(checksum, size))):
             return BlobStatus.UPLOADING
         return BlobStatus.UNKNOWN
 
@@ -158,6 +158,12 @@ class FileStore:
                 candidate.rmdir()
             except OSError:
                 return
+
+
+def _held(path: str) -> bool:
+    """Whether a live upload holds this temp file. Another process sharing the store may have
+    died mid-upload: its leftover must not read as "being uploaded" until the next clean-up."""
+    return fcntl is None or _is_locked(Path(path))
 
 
 def _is_locked(path: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -30,9 +31,13 @@ def test_status_follows_files_on_disk(tmp_path: Path) -> None:
     temp = tmp_path / "uploading/ab" / CS[2:] / "123-000000001.tmp"
     temp.parent.mkdir(parents=True)
     temp.write_bytes(b"x")
-    assert store.status(CS, 123) is BlobStatus.UPLOADING
-    assert store.status(CS, 123, stored_only=True) is BlobStatus.UNKNOWN
-    assert store.status(CS, 12) is BlobStatus.UNKNOWN  # "12-" must not match "123-"
+    # A temp file nobody holds is a crash leftover, not an upload in progress.
+    assert store.status(CS, 123) is BlobStatus.UNKNOWN
+    with open(temp, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a live upload (of any process) does
+        assert store.status(CS, 123) is BlobStatus.UPLOADING
+        assert store.status(CS, 123, stored_only=True) is BlobStatus.UNKNOWN
+        assert store.status(CS, 12) is BlobStatus.UNKNOWN  # "12-" must not match "123-"
     blob = store.blob_path(CS, 123)
     blob.parent.mkdir(parents=True)
     blob.write_bytes(b"x" * 123)
