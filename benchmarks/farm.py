@@ -6,9 +6,10 @@ Worker does:
 
 * asks for a task (``POST /task``); with none, asks again after ``--idle-poll`` s (5 s, as the
   real worker);
-* while it "runs" a task (``--task-seconds``, varied by ±50 %), sends an update carrying
-  ``--log-kib`` KiB of log and asks ``/may-i-run`` every ``--may-i-run`` s (5 s), then reports
-  ``completed`` with a last log line.
+* while it "runs" a task (``--task-seconds``, 60 s varied by ±50 %), asks ``/may-i-run`` every
+  ``--may-i-run`` s (5 s) and sends an update carrying ``--log-kib`` KiB of log every
+  ``--update-interval`` s (15 s: the real worker's ``push_act_max_interval_seconds``), then
+  reports ``completed`` with a last log line.
 
 ``--pace flat-out`` drops every wait (fetch, one log update, complete, fetch again...): the
 manager's capacity rather than a farm's realistic load; use it to compare set-ups (1 process
@@ -44,6 +45,8 @@ import resource
 import secrets
 import shutil
 import socket
+import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,8 +98,10 @@ class Plan:
     idle_poll: float
     task_seconds: float
     may_i_run: float
+    update_interval: float
     log_kib: float
     timeout: float
+    repeat: int
 
 
 @attrs.define
@@ -206,10 +211,16 @@ async def _work(
             await timed("update", functools.partial(client.update_task, task_id, active))
         else:
             finish_at = time.monotonic() + plan.task_seconds * random.uniform(0.5, 1.5)
+            ticks_per_update = max(1, round(plan.update_interval / plan.may_i_run))
+            tick = 0
             while time.monotonic() < finish_at:
-                await timed("update", functools.partial(client.update_task, task_id, active))
+                if tick % ticks_per_update == 0:
+                    await timed("update", functools.partial(client.update_task, task_id, active))
+                tick += 1
                 if not await _pause(min(plan.may_i_run, finish_at - time.monotonic()), stop_at):
                     return
+                if time.monotonic() >= finish_at:
+                    break
                 answer = await timed("may-i-run", functools.partial(client.may_i_run, task_id))
                 if isinstance(answer, MayKeepRunningResponse) and not answer.may_keep_running:
                     break
@@ -222,31 +233,49 @@ async def _work(
             return
 
 
-async def _run_workers(plan: Plan, first: int, count: int) -> Figures:
+async def _run_workers(plan: Plan, first: int, count: int) -> list[Figures]:
+    """Join ``count`` workers, then run ``plan.repeat`` rounds of load; figures per round."""
     recorder = Recorder(Figures())
+    joining = recorder.figures
     timeout = httpx.Timeout(plan.timeout, connect=plan.timeout)
-    clients = [AsyncClient(plan.url, retry=NO_RETRIES, timeout=timeout) for _ in range(count)]
+    # One connection per worker, as a farm has; the TLS context (costly to load, and unused on
+    # http://) is shared instead of made for each client.
+    tls = ssl.create_default_context()
+    clients = [
+        AsyncClient(
+            plan.url,
+            retry=NO_RETRIES,
+            timeout=timeout,
+            transport=httpx.AsyncHTTPTransport(verify=tls, limits=httpx.Limits(max_connections=2)),
+        )
+        for _ in range(count)
+    ]
+    rounds: list[Figures] = []
     try:
         gate = asyncio.Semaphore(8)
         joined = await asyncio.gather(
             *(_join(client, first + i, recorder, gate) for i, client in enumerate(clients))
         )
-        begin = time.monotonic()
-        recorder.measure_from = begin + plan.ramp
-        stop_at = recorder.measure_from + plan.duration
-        runs = [
-            _work(plan, client, recorder, begin + random.uniform(0, plan.ramp), stop_at)
-            for client, ok in zip(clients, joined, strict=True)
-            if ok
-        ]
-        await asyncio.wait_for(asyncio.gather(*runs), timeout=plan.ramp + plan.duration + 60)
+        for _ in range(plan.repeat):
+            recorder.figures = Figures()
+            begin = time.monotonic()
+            recorder.measure_from = begin + plan.ramp
+            stop_at = recorder.measure_from + plan.duration
+            runs = [
+                _work(plan, client, recorder, begin + random.uniform(0, plan.ramp), stop_at)
+                for client, ok in zip(clients, joined, strict=True)
+                if ok
+            ]
+            await asyncio.wait_for(asyncio.gather(*runs), timeout=plan.ramp + plan.duration + 60)
+            rounds.append(recorder.figures)
     finally:
         for client in clients:
             await client.aclose()
-    return recorder.figures
+    rounds[0].merge(joining)
+    return rounds
 
 
-def _generator_process(plan: Plan, first: int, count: int) -> Figures:
+def _generator_process(plan: Plan, first: int, count: int) -> list[Figures]:
     _raise_open_files(count * 2 + 64)
     try:
         import uvloop
@@ -436,37 +465,61 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run_load(plan: Plan, generators: int, watch: MemoryWatch) -> tuple[Figures, float]:
-    """Run the simulated workers in ``generators`` processes; the figures and the wall time."""
-    shares = [
-        plan.workers // generators + (i < plan.workers % generators) for i in range(generators)
-    ]
+def run_load(plan: Plan, generators: int, watch: MemoryWatch) -> tuple[list[Figures], float]:
+    """Run the simulated workers in ``generators`` processes; figures per round, wall time."""
+    base, extra = divmod(plan.workers, generators)
+    shares = [base + (i < extra) for i in range(generators)]
     firsts = [sum(shares[:i]) for i in range(generators)]
     started = time.monotonic()
-    figures = Figures()
-    if generators == 1:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(_generator_process, plan, 0, plan.workers)
-            while not future.done():
-                watch.sample()
-                time.sleep(1)
-            figures = future.result()
-    else:
-        with concurrent.futures.ProcessPoolExecutor(generators) as pool:
-            futures = [
-                pool.submit(_generator_process, plan, first, share)
-                for first, share in zip(firsts, shares, strict=True)
-            ]
-            while not all(future.done() for future in futures):
-                watch.sample()
-                time.sleep(1)
-            for future in futures:
-                figures.merge(future.result())
+    executor: concurrent.futures.Executor = (
+        concurrent.futures.ThreadPoolExecutor(1)
+        if generators == 1
+        else concurrent.futures.ProcessPoolExecutor(generators)
+    )
+    with executor as pool:
+        futures = [
+            pool.submit(_generator_process, plan, first, share)
+            for first, share in zip(firsts, shares, strict=True)
+        ]
+        while not all(future.done() for future in futures):
+            watch.sample()
+            time.sleep(1)
+        rounds = [Figures() for _ in range(plan.repeat)]
+        for future in futures:
+            for merged, part in zip(rounds, future.result(), strict=True):
+                merged.merge(part)
     watch.sample()
-    return figures, time.monotonic() - started
+    return rounds, time.monotonic() - started
 
 
-def report(plan: Plan, figures: Figures, seconds: float, watch: MemoryWatch) -> dict[str, Any]:
+def report_rounds(
+    plan: Plan, rounds: list[Figures], seconds: float, watch: MemoryWatch
+) -> dict[str, Any]:
+    """Report every round, then the medians; the last round's summary with the medians."""
+    summaries = []
+    for number, figures in enumerate(rounds, 1):
+        if len(rounds) > 1:
+            print(f"\n--- round {number} of {len(rounds)}")
+        summaries.append(report(plan, figures, seconds, watch if number == len(rounds) else None))
+    summary = summaries[-1]
+    if len(rounds) > 1:
+        median = {
+            key: statistics.median(one[key] for one in summaries)
+            for key in ("rate", "p99", "errors", "tasks")
+        }
+        print(
+            f"\nmedian of {len(rounds)} rounds: {median['rate']:.1f} requests/s, "
+            f"p99 {median['p99']:.1f} ms, {median['errors']:.0f} errors, "
+            f"{median['tasks']:.0f} tasks completed per round"
+        )
+        summary = {**summary, "median": median}
+    summary["errors"] = sum(one["errors"] for one in summaries)
+    return summary
+
+
+def report(
+    plan: Plan, figures: Figures, seconds: float, watch: MemoryWatch | None
+) -> dict[str, Any]:
     """Print the figures; return them as a dict (for scripts that repeat runs).
 
     Rates are over the measured ``duration`` (after every worker joined and the ramp); register
@@ -513,7 +566,7 @@ def report(plan: Plan, figures: Figures, seconds: float, watch: MemoryWatch) -> 
         errors=errors + sum(sum(figures.errors.get(name, Counter()).values()) for name in ONE_OFF),
         tasks=figures.tasks_done,
     )
-    if watch.last:
+    if watch is not None and watch.last:
         rss = sum(rss for rss, _ in watch.last.values()) / 1024
         hwm = sum(hwm for _, hwm in watch.last.values()) / 1024
         print(
@@ -543,10 +596,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pace", choices=["realistic", "flat-out"], default="realistic")
     parser.add_argument("--idle-poll", type=float, default=5.0)
-    parser.add_argument("--task-seconds", type=float, default=20.0)
+    parser.add_argument("--task-seconds", type=float, default=60.0)
     parser.add_argument("--may-i-run", type=float, default=5.0)
+    parser.add_argument("--update-interval", type=float, default=15.0)
     parser.add_argument("--log-kib", type=float, default=4.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="per request")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of load after joining once; medians shown"
+    )
     parser.add_argument("--generators", type=int, default=1, help="load-generator processes")
     args = parser.parse_args(argv)
 
@@ -559,14 +616,16 @@ def main(argv: list[str] | None = None) -> int:
         idle_poll=args.idle_poll,
         task_seconds=args.task_seconds,
         may_i_run=args.may_i_run,
+        update_interval=args.update_interval,
         log_kib=args.log_kib,
         timeout=args.timeout,
+        repeat=args.repeat,
     )
     _raise_open_files(args.workers * 2 + 256)
     if not args.spawn:
         watch = MemoryWatch(args.pid)
-        figures, seconds = run_load(plan, args.generators, watch)
-        summary = report(plan, figures, seconds, watch)
+        rounds, seconds = run_load(plan, args.generators, watch)
+        summary = report_rounds(plan, rounds, seconds, watch)
         return 1 if summary["errors"] else 0
 
     with contextlib.ExitStack() as stack:
@@ -585,8 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         watch.sample()
         idle = sum(rss for rss, _ in watch.last.values()) / 1024
         print(f"manager serving at {url}, {args.processes} process(es), {idle:.0f} MiB idle")
-        figures, seconds = run_load(attrs.evolve(plan, url=url), args.generators, watch)
-        summary = report(plan, figures, seconds, watch)
+        rounds, seconds = run_load(attrs.evolve(plan, url=url), args.generators, watch)
+        summary = report_rounds(plan, rounds, seconds, watch)
         if args.data_dir is None:
             shutil.rmtree(data_dir / "task-logs", ignore_errors=True)
     return 1 if summary["errors"] else 0
