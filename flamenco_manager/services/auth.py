@@ -96,19 +96,30 @@ class WorkerAuthenticator:
         self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def authenticate(self, worker_id: str, secret: str) -> bool:
-        """Whether ``secret`` is the secret of ``worker_id``."""
+    def is_remembered(self, worker_id: str, secret: str) -> bool:
+        """Whether these credentials were verified recently: a check without I/O or hashing cost.
+
+        Callers use it to answer most requests without leaving the event loop, and call
+        :meth:`authenticate` (which may hash and read the database) only when it says no.
+        """
         fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
-        now = time.monotonic()
         with self._lock:
             cached = self._verified.get(worker_id)
             if (
                 cached is not None
-                and cached[1] > now
+                and cached[1] > time.monotonic()
                 and hmac.compare_digest(cached[0], fingerprint)
             ):
                 self._verified.move_to_end(worker_id)
                 return True
+        return False
+
+    def authenticate(self, worker_id: str, secret: str) -> bool:
+        """Whether ``secret`` is the secret of ``worker_id``."""
+        if self.is_remembered(worker_id, secret):
+            return True
+        fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
+        now = time.monotonic()
         stored = self._lookup(worker_id)
         if stored is None or not verify_secret(secret, stored):
             return False

@@ -7,7 +7,8 @@ those functions, and stores the answer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 import attrs
 from sqlalchemy.engine import Connection
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 
+SEEN_RESOLUTION: Final = timedelta(seconds=1)
+"""How far ``last_activity`` may lag behind the worker's last request."""
+
+
 class Peer:
     """Where a request came from: the address and ``User-Agent`` recorded when a worker is seen."""
 
@@ -57,8 +62,14 @@ class Peer:
 
 
 def seen_values(worker: WorkerRecord, peer: Peer, now: datetime) -> dict[str, object]:
-    """The columns that mark a worker as seen now from ``peer``."""
-    values: dict[str, object] = {"last_activity": now}
+    """The columns that mark a worker as seen now from ``peer``, leaving out what is unchanged.
+
+    ``last_activity`` moves in steps of :data:`SEEN_RESOLUTION`: timeouts are minutes long, and
+    a busy worker would otherwise cost a write on every request.
+    """
+    values: dict[str, object] = {}
+    if worker.last_activity is None or now - worker.last_activity >= SEEN_RESOLUTION:
+        values["last_activity"] = now
     if peer.host and peer.host != worker.address:
         values["address"] = peer.host
     if peer.user_agent != worker.software:
@@ -69,9 +80,16 @@ def seen_values(worker: WorkerRecord, peer: Peer, now: datetime) -> dict[str, ob
 def mark_seen(
     connection: Connection, worker: WorkerRecord, peer: Peer, now: datetime, **values: object
 ) -> WorkerRecord:
-    """Record that ``worker`` was seen now from ``peer`` (plus other columns); the new record."""
+    """Record that ``worker`` was seen now from ``peer`` (plus other columns); the new record.
+
+    Columns that would not change are not written; with nothing to write, nothing is.
+    """
     seen = seen_values(worker, peer, now)
-    seen.update(values)
+    seen.update(
+        (column, value) for column, value in values.items() if getattr(worker, column) != value
+    )
+    if not seen:
+        return worker
     worker_store.update(connection, str(worker.id), **seen)
     return attrs.evolve(worker, **seen)  # type: ignore[arg-type]
 

@@ -130,12 +130,55 @@ def insert_many(
         connection.execute(task_parents.insert(), links)
 
 
+# Hot statements are built once: building and keying a statement cost more than running it.
+_GET = sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_UPDATE = tasks.update().where(tasks.c.id == sa.bindparam("task_key"))
+_ACTIVE_OF = (
+    sa.select(tasks.c.id)
+    .where(
+        tasks.c.worker_id == sa.bindparam("worker_key"),
+        tasks.c.status == TaskStatus.ACTIVE.value,
+    )
+    .order_by(tasks.c.id)
+    .limit(1)
+)
+_NEXT_OF_TYPE = (
+    sa.select(tasks.c.id, tasks.c.job_priority, tasks.c.priority)
+    .where(
+        tasks.c.runnable == sa.true(),
+        tasks.c.task_type == sa.bindparam("task_type"),
+        ~sa.exists().where(
+            worker_blocklist.c.worker_id == sa.bindparam("worker_key"),
+            worker_blocklist.c.job_id == tasks.c.job_id,
+            worker_blocklist.c.task_type == tasks.c.task_type,
+        ),
+        ~sa.exists().where(
+            task_failures.c.task_id == tasks.c.id,
+            task_failures.c.worker_id == sa.bindparam("worker_key"),
+        ),
+    )
+    .order_by(tasks.c.job_priority.desc(), tasks.c.priority.desc(), tasks.c.id)
+    .limit(1)
+)
+_NEXT_OF_TYPE_SKIP_LOCKED = _NEXT_OF_TYPE.with_for_update(skip_locked=True)
+_CLAIM = (
+    tasks.update()
+    .where(tasks.c.id == sa.bindparam("task_key"), tasks.c.runnable == sa.true())
+    .values(
+        status=TaskStatus.ACTIVE.value,
+        worker_id=sa.bindparam("worker_key"),
+        worker_nickname=sa.bindparam("nickname"),
+        last_worker_ping=sa.bindparam("now"),
+        last_updated=sa.bindparam("now"),
+    )
+)
+
+
 def get(connection: Connection, task_id: str, *, for_update: bool = False) -> TaskRecord | None:
     """The task with this ID, or ``None``."""
-    query = sa.select(tasks).where(tasks.c.id == task_id)
-    if for_update:
-        query = query.with_for_update()
-    row = connection.execute(query).first()
+    query = _GET_FOR_UPDATE if for_update else _GET
+    row = connection.execute(query, {"task_key": task_id}).first()
     return None if row is None else _record(row)
 
 
@@ -183,12 +226,7 @@ def clear_failures(connection: Connection, task_ids: Iterable[str]) -> None:
 
 def active_task_of(connection: Connection, worker_id: str) -> ObjectId | None:
     """The first ``active`` task held by a worker, if any."""
-    value = connection.execute(
-        sa.select(tasks.c.id)
-        .where(tasks.c.worker_id == worker_id, tasks.c.status == TaskStatus.ACTIVE.value)
-        .order_by(tasks.c.id)
-        .limit(1)
-    ).scalar_one_or_none()
+    value = connection.execute(_ACTIVE_OF, {"worker_key": worker_id}).scalar_one_or_none()
     return None if value is None else ObjectId(value)
 
 
@@ -211,25 +249,10 @@ def select_next(
     of jobs whose type the worker is blocked from and tasks the worker failed before; then the
     best of those. Its cost does not grow with the number of queued tasks.
     """
-    blocked = sa.exists().where(
-        worker_blocklist.c.worker_id == worker_id,
-        worker_blocklist.c.job_id == tasks.c.job_id,
-        worker_blocklist.c.task_type == tasks.c.task_type,
-    )
-    failed = sa.exists().where(
-        task_failures.c.task_id == tasks.c.id, task_failures.c.worker_id == worker_id
-    )
+    query = _NEXT_OF_TYPE_SKIP_LOCKED if skip_locked else _NEXT_OF_TYPE
     best: tuple[int, int, str] | None = None
     for task_type in dict.fromkeys(task_types):
-        query = (
-            sa.select(tasks.c.id, tasks.c.job_priority, tasks.c.priority)
-            .where(tasks.c.runnable == sa.true(), tasks.c.task_type == task_type, ~blocked, ~failed)
-            .order_by(tasks.c.job_priority.desc(), tasks.c.priority.desc(), tasks.c.id)
-            .limit(1)
-        )
-        if skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        row = connection.execute(query).first()
+        row = connection.execute(query, {"task_type": task_type, "worker_key": worker_id}).first()
         if row is None:
             continue
         key = (-row.job_priority, -row.priority, row.id)
@@ -243,15 +266,7 @@ def claim(
 ) -> bool:
     """Make a runnable task ``active`` for a worker; ``False`` if someone else was quicker."""
     result = connection.execute(
-        tasks.update()
-        .where(tasks.c.id == task_id, tasks.c.runnable == sa.true())
-        .values(
-            status=TaskStatus.ACTIVE.value,
-            worker_id=worker_id,
-            worker_nickname=nickname,
-            last_worker_ping=now,
-            last_updated=now,
-        )
+        _CLAIM, {"task_key": task_id, "worker_key": worker_id, "nickname": nickname, "now": now}
     )
     return result.rowcount == 1
 
@@ -260,7 +275,7 @@ def update(connection: Connection, task_id: str, **values: Any) -> None:
     """Set columns of a task (not its status: see :func:`set_status`)."""
     if "status" in values:
         raise ValueError("change a task's status with set_status")
-    connection.execute(tasks.update().where(tasks.c.id == task_id).values(**values))
+    connection.execute(_UPDATE, {"task_key": task_id, **values})
 
 
 def set_status(

@@ -72,9 +72,14 @@ def insert(connection: Connection, record: WorkerRecord) -> None:
     connection.execute(workers.insert().values(**values))
 
 
+# Hot statements are built once: building and keying a statement cost more than running it.
+_GET = sa.select(workers).where(workers.c.id == sa.bindparam("worker_key"))
+_UPDATE = workers.update().where(workers.c.id == sa.bindparam("worker_key"))
+
+
 def get(connection: Connection, worker_id: str) -> WorkerRecord | None:
     """The worker with this ID, or ``None``."""
-    row = connection.execute(sa.select(workers).where(workers.c.id == worker_id)).first()
+    row = connection.execute(_GET, {"worker_key": worker_id}).first()
     return None if row is None else _record(row)
 
 
@@ -90,7 +95,9 @@ def update(connection: Connection, worker_id: str, **values: Any) -> bool:
     """Set columns of a worker; ``False`` when the worker does not exist."""
     if "supported_task_types" in values:
         values["supported_task_types"] = list(values["supported_task_types"])
-    result = connection.execute(workers.update().where(workers.c.id == worker_id).values(**values))
+    if not values:
+        return get(connection, worker_id) is not None
+    result = connection.execute(_UPDATE, {"worker_key": worker_id, **values})
     return result.rowcount > 0
 
 
