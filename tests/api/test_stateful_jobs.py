@@ -155,9 +155,10 @@ class JobsThroughTheApi(RuleBasedStateMachine):
         if response.status_code == 204:
             return
         task = response.json()
-        assert before[task["job"]] not in HOLDING, (
-            f"a {before[task['job']]} job handed out task {task['_id']}"
-        )
+        if task["_id"] != self.running.get(worker):  # Not the task it runs already: a new one.
+            assert before[task["job"]] not in HOLDING, (
+                f"a {before[task['job']]} job handed out task {task['_id']}"
+            )
         self.running[worker] = task["_id"]
 
     @rule(worker=workers, outcome=st.sampled_from(["completed", "failed", "canceled", "active"]))
@@ -212,13 +213,14 @@ class JobsThroughTheApi(RuleBasedStateMachine):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_jobs_through_the_api() -> None:
     run_state_machine_as_test(
         JobsThroughTheApi,
         settings=settings(
-            max_examples=15,
-            stateful_step_count=30,
+            max_examples=12,
+            stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
