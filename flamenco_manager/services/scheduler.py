@@ -125,7 +125,8 @@ class Scheduler:
             task = self._running_or_claimed(connection, worker)
             if task is None:
                 return NoTask()
-            worker_store.update(connection, worker_id, current_task=str(task.id))
+            if worker.current_task != task.id:
+                worker_store.update(connection, worker_id, current_task=str(task.id))
             message = f"Manager assigned task {task.id} to worker {worker.identifier}"
             self.context.announce(
                 connection,
@@ -140,18 +141,20 @@ class Scheduler:
             self.context.logs.append(
                 str(task.job_id), str(task.id), f"{log_timestamp(now)}: {message}"
             )
-            refresh_job_status(
-                connection,
-                str(task.job_id),
-                now,
-                failed_ratio=self.context.settings.failed_task_ratio,
-                events=self.context.events,
-            )
-            stored = task_store.get(connection, str(task.id))
-            assert stored is not None
+            if task.status != TaskStatus.ACTIVE:
+                # A newly claimed task may start its job; a task sent again changes nothing.
+                refresh_job_status(
+                    connection,
+                    str(task.job_id),
+                    now,
+                    failed_ratio=self.context.settings.failed_task_ratio,
+                    events=self.context.events,
+                )
             # The answer names the worker that held the task before, as the Go manager's does.
-            previous = attrs.evolve(stored, worker_nickname=task.worker_nickname)
-            return Assigned(task_document(connection, previous, self.variables, worker.platform))
+            sent = attrs.evolve(
+                task, status=TaskStatus.ACTIVE, activity=message, worker_id=worker.id
+            )
+            return Assigned(task_document(connection, sent, self.variables, worker.platform))
 
     def _running_or_claimed(
         self, connection: Connection, worker: WorkerRecord

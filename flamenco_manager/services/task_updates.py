@@ -110,7 +110,8 @@ class TaskUpdates:
                 activity=str(values.get("activity", task.activity)),
                 worker=worker_id,
             )
-            if outcome.new_status is None:
+            if outcome.new_status is None or outcome.new_status == task.status:
+                # Progress of a running task: its status, and so its job's, stays.
                 task_store.update(connection, task_id, **values)
             else:
                 task_store.set_status(connection, task, outcome.new_status, **values)

@@ -47,12 +47,15 @@ def insert(connection: Connection, record: JobRecord) -> None:
     connection.execute(jobs.insert().values(**values))
 
 
+# Statements every task change runs, built once.
+_GET = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_key"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
 def get(connection: Connection, job_id: str, *, for_update: bool = False) -> JobRecord | None:
     """The job with this ID, or ``None``."""
-    query = sa.select(jobs).where(jobs.c.id == job_id)
-    if for_update:
-        query = query.with_for_update()
-    row = connection.execute(query).first()
+    query = _GET_FOR_UPDATE if for_update else _GET
+    row = connection.execute(query, {"job_key": job_id}).first()
     return None if row is None else _record(row)
 
 

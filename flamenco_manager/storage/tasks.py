@@ -162,6 +162,20 @@ _NEXT_OF_TYPE = (
     .limit(1)
 )
 _NEXT_OF_TYPE_SKIP_LOCKED = _NEXT_OF_TYPE.with_for_update(skip_locked=True)
+_SHIFT_CHILDREN = (
+    tasks.update()
+    .where(
+        tasks.c.id.in_(
+            sa.select(task_parents.c.task_id).where(
+                task_parents.c.parent_id == sa.bindparam("parent_key")
+            )
+        )
+    )
+    .values(unfinished_parents=tasks.c.unfinished_parents + sa.bindparam("step"))
+)
+_STATUS_COUNTS = sa.select(job_task_counts.c.status, job_task_counts.c.task_count).where(
+    job_task_counts.c.job_id == sa.bindparam("job_key"), job_task_counts.c.task_count > 0
+)
 _CLAIM = (
     tasks.update()
     .where(tasks.c.id == sa.bindparam("task_key"), tasks.c.runnable == sa.true())
@@ -282,18 +296,11 @@ def set_status(
     connection: Connection, task: TaskRecord, new_status: TaskStatus, **values: Any
 ) -> None:
     """Change one task's status (and other columns), keeping its children's readiness right."""
-    connection.execute(
-        tasks.update().where(tasks.c.id == str(task.id)).values(status=new_status.value, **values)
-    )
+    connection.execute(_UPDATE, {"task_key": str(task.id), "status": new_status.value, **values})
     was_completed = task.status == COMPLETED
     if was_completed != (new_status is TaskStatus.COMPLETED):
         step = 1 if was_completed else -1
-        children = sa.select(task_parents.c.task_id).where(task_parents.c.parent_id == str(task.id))
-        connection.execute(
-            tasks.update()
-            .where(tasks.c.id.in_(children))
-            .values(unfinished_parents=tasks.c.unfinished_parents + step)
-        )
+        connection.execute(_SHIFT_CHILDREN, {"parent_key": str(task.id), "step": step})
 
 
 def apply_event_to_job(
@@ -347,11 +354,7 @@ def recount_unfinished_parents(connection: Connection, job_id: str) -> None:
 
 def status_counts(connection: Connection, job_id: str) -> dict[str, int]:
     """How many of a job's tasks are in each status (kept by triggers: no scan)."""
-    rows = connection.execute(
-        sa.select(job_task_counts.c.status, job_task_counts.c.task_count).where(
-            job_task_counts.c.job_id == job_id, job_task_counts.c.task_count > 0
-        )
-    )
+    rows = connection.execute(_STATUS_COUNTS, {"job_key": job_id})
     return {str(status): int(count) for status, count in rows.all()}
 
 
