@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from shaman_core.body import BodyDecoder, body_decoder
 from shaman_core.cdf import CheckoutEntry, DefinitionReader, parse_size
 from shaman_core.checkout import format_requirements, requirements, validate_checkout_id
-from shaman_core.config import Shaman, ShamanConfig
+from shaman_core.config import Authenticator, Shaman, ShamanConfig
 from shaman_core.errors import (
     DefinitionError,
     InvalidRequestError,
@@ -50,9 +50,14 @@ _WRITE_BATCH = 1 << 20
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
-def create_app(config: ShamanConfig, *, run_gc: bool = True) -> Starlette:
-    """A standalone Shaman ASGI app; with `run_gc` its lifespan runs the periodic GC."""
-    shaman = Shaman(config)
+def create_app(
+    config: ShamanConfig, *, run_gc: bool = True, authenticator: Authenticator | None = None
+) -> Starlette:
+    """A standalone Shaman ASGI app; with `run_gc` its lifespan runs the periodic GC.
+
+    `authenticator` replaces the one the config describes (see `Shaman`).
+    """
+    shaman = Shaman(config, authenticator=authenticator)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

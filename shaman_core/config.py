@@ -81,10 +81,12 @@ class AllowEveryone:
 class Shaman:
     """A running Shaman: its store, checkout builder, authenticator and GC, from a config.
 
-    Opening it creates the store and checkout directories and removes crash leftovers.
+    Opening it creates the store and checkout directories and removes crash leftovers. An
+    `authenticator` given here replaces the one the config describes (the manager passes its
+    own, so that Shaman accepts the manager's tokens).
     """
 
-    def __init__(self, config: ShamanConfig) -> None:
+    def __init__(self, config: ShamanConfig, *, authenticator: Authenticator | None = None) -> None:
         self.config = config
         self.store = FileStore(config.store_dir)
         self.checkouts = CheckoutBuilder(
@@ -92,7 +94,10 @@ class Shaman:
         )
         self.keys: KeyStore | None = None
         self.authenticator: Authenticator
-        if config.auth_disabled:
+        if authenticator is not None:
+            # The host application (the manager) decides who may use its Shaman.
+            self.authenticator = authenticator
+        elif config.auth_disabled:
             self.authenticator = AllowEveryone()
         else:
             assert config.jwt_key_dir is not None

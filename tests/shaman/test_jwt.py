@@ -233,3 +233,27 @@ async def test_auth_disabled_and_get_token(tmp_path: Path, key_dir: Path) -> Non
         assert minted.status_code == 200
         info = await c.get("/my-info", headers={"Authorization": f"Bearer {minted.text}"})
         assert info.text == "You are subject user-ID"
+
+
+async def test_host_application_supplies_its_own_authenticator(tmp_path: Path) -> None:
+    from collections.abc import Mapping
+
+    class ApiKeys:
+        def authenticate(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> str:
+            if headers.get("authorization") != "Bearer manager-token":
+                raise TokenError("JWT token authorization required: unknown token")
+            return "alice"
+
+    config = ShamanConfig(
+        store_dir=tmp_path / "s", checkout_dir=tmp_path / "c", auth_disabled=True, gc_period=0
+    )
+    app = create_app(config, run_gc=False, authenticator=ApiKeys())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+        headers = {"Content-Type": "text/plain"}
+        refused = await c.post(URL, content=b"", headers=headers)
+        assert refused.status_code == 401
+        accepted = await c.post(
+            URL, content=b"", headers={**headers, "Authorization": "Bearer manager-token"}
+        )
+        assert accepted.status_code == 200
+        assert accepted.headers["x-user-id-from-token"] == "alice"
