@@ -139,7 +139,7 @@ def live(tmp_path: Path, key_dir: Path) -> Iterator[LiveShaman]:
         jwt_key_dir=key_dir,
         serve_get_token=True,
         gc_period=0,
-        create_waits_for_uploads=5.0,
+        create_waits_for_uploads=30.0,
     )
     server = LiveShaman(config)
     yield server
