@@ -434,11 +434,34 @@ def run(
     client = Client(url, token, transport)
     try:
         result = _HANDLERS[args.command](client, args, out)
+        if args.json and result is not None:
+            print(json.dumps(result, indent=2), file=out)
+        out.flush()
     except ApiFailure as exc:
         print(f"flamenco-manager: {exc}", file=err)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`flamenco-manager job show ID | head`): stop quietly, as
+        # commands killed by SIGPIPE do, instead of a traceback.
+        _silence(out)
+        return BROKEN_PIPE_STATUS
     finally:
         client.http.close()
-    if args.json and result is not None:
-        print(json.dumps(result, indent=2), file=out)
     return 0
+
+
+BROKEN_PIPE_STATUS: Final = 128 + 13
+"""The exit status when standard output is a closed pipe: a shell's status for SIGPIPE."""
+
+
+def _silence(out: TextIO) -> None:
+    """Point ``out``'s file descriptor at /dev/null, so the flush at exit cannot fail again."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 
 import httpx
 import pytest
 
 from flamenco_manager.cli import main
-from flamenco_manager.user_cli import _submission, parse_setting
+from flamenco_manager.user_cli import BROKEN_PIPE_STATUS, _submission, parse_setting, run
 
 
 def test_settings_from_flags_are_json_when_they_can_be() -> None:
@@ -206,6 +207,54 @@ def test_the_event_stream_over_http(served: tuple[str, str]) -> None:
                 if event["id"] == job_id:
                     assert event["status"] == "queued"
                     break
+
+
+class _ClosedPipe(StringIO):
+    """Standard output whose reader has gone away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_closed_pipe_on_standard_output_ends_quietly(as_json: bool) -> None:
+    farm = {"state": "idle", "workers": {"awake": 1}, "jobs": {}, "tasks": {}}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=farm))
+    args = argparse.Namespace(command="farm", url="http://manager", token="t", json=as_json)
+    err = StringIO()
+    assert run(args, out=_ClosedPipe(), err=err, transport=transport) == BROKEN_PIPE_STATUS
+    assert err.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_piping_a_table_into_a_reader_that_stops_leaves_no_traceback(
+    served: tuple[str, str],
+) -> None:
+    url, token = served
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -1` that has already exited
+    try:
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flamenco_manager.cli",
+                "job",
+                "types",
+                "--url",
+                url,
+                "--token",
+                token,
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert process.stderr == ""
+    assert process.returncode == BROKEN_PIPE_STATUS
 
 
 def test_an_unreachable_manager_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
