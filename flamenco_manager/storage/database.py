@@ -151,14 +151,16 @@ class Leadership:
             except sa.exc.DBAPIError:
                 self.release()
         try:
-            connection = self.engine.connect()
+            # Autocommit: the lock is the session's, and a transaction left open on this
+            # long-lived connection would hold back VACUUM for the whole database (every update
+            # of a hot row, a worker's or a task's, would then leave a version nobody removes).
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError:
             return False
         try:
             taken = connection.exec_driver_sql(
                 f"SELECT pg_try_advisory_lock({LEADER_LOCK_KEY}, hashtext(current_schema()))"
             ).scalar_one()
-            connection.commit()
         except sa.exc.DBAPIError:
             connection.close()
             return False

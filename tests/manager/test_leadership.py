@@ -38,3 +38,25 @@ def test_one_leader_at_a_time_and_a_successor_when_it_dies(database_url: str) ->
     finally:
         for database in (first, second, third):
             database.close()
+
+
+def test_the_leader_holds_no_transaction_open(database_url: str) -> None:
+    """An open transaction on the leader's long-lived connection would stop VACUUM for the whole
+    database: hot rows (workers, running tasks) would pile up dead versions for ever."""
+    if not database_url:
+        pytest.skip("SQLite has no leader connection")
+    leader, observer = _open(database_url), _open(database_url)
+    try:
+        assert leader.leadership.is_leader()
+        assert leader.leadership.is_leader()  # the periodic check, on the same connection
+        held = leader.leadership._connection
+        assert held is not None
+        pid = held.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        with observer.engine.connect() as connection:
+            state = connection.exec_driver_sql(
+                f"SELECT state FROM pg_stat_activity WHERE pid = {int(pid)}"
+            ).scalar_one()
+        assert state == "idle"
+    finally:
+        leader.close()
+        observer.close()
