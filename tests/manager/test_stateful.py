@@ -548,6 +548,6 @@ def test_many_workers_against_the_manager() -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("cheap_secrets")
 def test_many_workers_against_the_manager_at_length() -> None:
-    # Longer runs (300 x 80 found the paused-job bug) are for hand runs: HYPOTHESIS_PROFILE or
-    # a local edit; CI keeps to about a minute.
+    # Longer runs are worth a hand run now and then (300 x 80 found the paused-job bug); CI
+    # keeps to about a minute.
     _run(max_examples=100, stateful_step_count=60)
