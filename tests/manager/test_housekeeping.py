@@ -90,10 +90,15 @@ async def test_pings_keep_a_task_alive(farm: Farm) -> None:
     assert farm.worker(worker).status == "awake"
 
 
-async def test_the_worker_remover(tmp_path: Path) -> None:
+async def test_the_worker_remover(tmp_path: Path, database_url: str) -> None:
     clock = FakeClock()
     manager = Manager(
-        make_settings(tmp_path, worker_cleanup_max_age="1h", worker_cleanup_status="offline"),
+        make_settings(
+            tmp_path,
+            worker_cleanup_max_age="1h",
+            worker_cleanup_status="offline",
+            database=database_url,
+        ),
         clock=clock,
     )
     transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))

@@ -567,9 +567,13 @@ async def test_05_returning_a_task_of_a_deleted_job_is_204(farm: Farm, worker: R
 
 
 @pytest.fixture
-async def psk_client(tmp_path: Path) -> AsyncIterator[tuple[Manager, httpx.AsyncClient]]:
+async def psk_client(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[Manager, httpx.AsyncClient]]:
     """A manager that wants registrations signed with the pre-shared secret ``psk-secret``."""
-    settings = make_settings(tmp_path, worker_registration_secret="psk-secret")
+    settings = make_settings(
+        tmp_path, worker_registration_secret="psk-secret", database=database_url
+    )
     manager = Manager(settings, clock=FakeClock())
     transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:

@@ -39,7 +39,9 @@ async def test_bad_day_names_are_refused(farm: Farm) -> None:
         )
 
 
-async def test_the_loop_puts_a_worker_to_sleep_and_wakes_it(tmp_path: object) -> None:
+async def test_the_loop_puts_a_worker_to_sleep_and_wakes_it(
+    tmp_path: object, database_url: str
+) -> None:
     from pathlib import Path
 
     import httpx
@@ -51,7 +53,9 @@ async def test_the_loop_puts_a_worker_to_sleep_and_wakes_it(tmp_path: object) ->
 
     clock = FakeClock()
     clock.now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)  # a Wednesday
-    manager = Manager(make_settings(Path(str(tmp_path)), timezone="UTC"), clock=clock)
+    manager = Manager(
+        make_settings(Path(str(tmp_path)), timezone="UTC", database=database_url), clock=clock
+    )
     transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
         farm = Farm(manager, client, clock)
