@@ -61,3 +61,26 @@ def test_a_burst_of_hashes_runs_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch)
     assert peak <= auth.HASHING_THREADS
     assert auth.verify_secret("secret-7", hashes[7])
     assert not auth.verify_secret("secret-8", hashes[7])
+
+
+def test_hashes_made_with_other_costs_still_verify() -> None:
+    import base64
+    import hashlib
+
+    from flamenco_manager.services.auth import hash_secret, verify_secret
+
+    salt = b"0123456789abcdef"
+    older = hashlib.scrypt(b"s3cret", salt=salt, n=2**14, r=8, p=1, dklen=64)
+    stored = "$".join(
+        [
+            "scrypt",
+            str(2**14),
+            "8",
+            "1",
+            base64.b64encode(salt).decode(),
+            base64.b64encode(older).decode(),
+        ]
+    )
+    assert verify_secret("s3cret", stored)
+    assert not verify_secret("wrong", stored)
+    assert hash_secret("s3cret").startswith("scrypt$4096$8$1$")
