@@ -36,7 +36,7 @@ from .context import ServiceContext
 from .errors import Conflict, Invalid, NotFound, StorageFailure, UnknownWorker
 from .jobs import refresh_job_status
 from .task_logs import TaskLogError
-from .workers import Peer, mark_seen, return_task
+from .workers import SEEN_RESOLUTION, Peer, mark_seen, return_task
 
 __all__ = ["TaskUpdates"]
 
@@ -207,9 +207,20 @@ class TaskUpdates:
                 worker=worker.id,
                 request=worker.request,
             )
-            if answer.may_keep_running:
-                task_store.update(
-                    connection, str(task_id), last_worker_ping=now, worker_id=worker_id
-                )
-                worker_store.update(connection, worker_id, current_task_updated=now)
+            if answer.may_keep_running and task is not None:
+                # Pings move in SEEN_RESOLUTION steps, like "last seen": each write locks the
+                # task and worker rows, which the worker's own updates need at the same moment.
+                if (
+                    task.worker_id != worker.id
+                    or task.last_worker_ping is None
+                    or now - task.last_worker_ping >= SEEN_RESOLUTION
+                ):
+                    task_store.update(
+                        connection, str(task_id), last_worker_ping=now, worker_id=worker_id
+                    )
+                if (
+                    worker.current_task_updated is None
+                    or now - worker.current_task_updated >= SEEN_RESOLUTION
+                ):
+                    worker_store.update(connection, worker_id, current_task_updated=now)
             return answer
