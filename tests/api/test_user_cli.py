@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from flamenco_manager.cli import main
 from flamenco_manager.user_cli import BROKEN_PIPE_STATUS, _submission, parse_setting, run
+from tests.support import free_port
 
 
 def test_settings_from_flags_are_json_when_they_can_be() -> None:
@@ -52,18 +52,11 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A manager under uvicorn on loopback: its URL and the login token ``serve`` printed."""
     data = tmp_path_factory.mktemp("served") / "data"
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -258,7 +251,7 @@ def test_piping_a_table_into_a_reader_that_stops_leaves_no_traceback(
 
 
 def test_an_unreachable_manager_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["farm", "--url", f"http://127.0.0.1:{_free_port()}", "--token", "t"])
+    status = main(["farm", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t"])
     assert status == 1
     assert "cannot reach the manager" in capsys.readouterr().err
 
@@ -266,7 +259,7 @@ def test_an_unreachable_manager_is_a_clear_error(capsys: pytest.CaptureFixture[s
 def test_the_environment_gives_url_and_token(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("FLAMENCO_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("FLAMENCO_TOKEN", "t")
     assert main(["worker", "list"]) == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,16 +24,9 @@ from flamenco_manager.cli import login_url
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.web.app import create_app
+from tests.support import free_port
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float = 10.0) -> T:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support import free_port, wait_until_serving
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operators" / "install.md"
 pytestmark = pytest.mark.slow
@@ -26,18 +25,11 @@ def _section_commands(title: str) -> str:
     return match[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_the_first_job_section_runs_a_job_to_completion(tmp_path: Path) -> None:
     assert "flamenco-manager serve" in _section_commands("On one machine, with SQLite")
     commands = _section_commands("Your first job")
     # The guide uses the default port; a test takes a free one, changing nothing else.
-    port = _free_port()
+    port = free_port()
     commands = commands.replace("localhost:8080", f"127.0.0.1:{port}")
     environment = {**os.environ, "HOME": str(tmp_path)}
     bin_dir = Path(sys.executable).parent
@@ -51,15 +43,7 @@ def test_the_first_job_section_runs_a_job_to_completion(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/nope", timeout=1)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "the manager did not start"
-                time.sleep(0.2)
+        wait_until_serving(f"http://127.0.0.1:{port}/", server)
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", commands],
             cwd=tmp_path,

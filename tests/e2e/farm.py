@@ -12,7 +12,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage.tasks import TaskRecord
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,14 +46,6 @@ push_log_max_interval_seconds = 1
 """The real worker's waits (5 s, 3 s, 30 s...) made short, so a farm test takes seconds."""
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support import free_port, wait_until_serving
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -40,7 +32,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         .stdout.strip()
         .splitlines()[-1]
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -59,15 +51,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         text=True,
     )
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url + "api/farm", headers={"Authorization": f"Bearer {token}"}, timeout=1)
-            break
-        except httpx.TransportError:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the manager did not start"
-            time.sleep(0.2)
+    wait_until_serving(url + "api/farm", server)
     yield url, token, data
     server.terminate()
     try:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,15 +14,9 @@ import pytest
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.storage import tasks as task_store
+from tests.support import free_port, wait_until_serving
 
 from .harness import POSTGRES_URL_VARIABLE, spec
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_sqlite_refuses_more_than_one_process(tmp_path: Path) -> None:
@@ -39,7 +31,7 @@ def test_sqlite_refuses_more_than_one_process(tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path),
             "--listen",
-            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{free_port()}",
         ],
         capture_output=True,
         text=True,
@@ -62,7 +54,7 @@ def test_two_processes_and_200_workers_never_share_or_lose_a_task(
         name="fan-out", job_type="test", tasks=[spec(f"t{i}") for i in range(150)]
     )
     seeding.close()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -86,7 +78,7 @@ def test_two_processes_and_200_workers_never_share_or_lose_a_task(
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_serving(base, server)
+        wait_until_serving(base, server)
         handed_out = asyncio.run(_run_workers(base, count=200))
     finally:
         server.terminate()
@@ -101,18 +93,6 @@ def test_two_processes_and_200_workers_never_share_or_lose_a_task(
     checking.close()
     assert {str(task.id) for task in stored} == set(handed_out)
     assert {task.status for task in stored} == {"completed"}
-
-
-def _wait_until_serving(base: str, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{base}/nope", timeout=1)
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "the manager did not start"
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            time.sleep(0.2)
 
 
 async def _run_workers(base: str, count: int) -> list[str]:
