@@ -18,6 +18,7 @@ from flamenco_manager.storage import jobs as job_store
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage.jobs import JobRecord
 from flamenco_manager.storage.tasks import TaskRecord
+from flamenco_protocol.documents import Command, WorkerRef
 from flamenco_protocol.errors import InvalidTransition
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.job_states import JobEvent, derive_job_status, plan_job_action
@@ -89,6 +90,22 @@ class TaskDetails:
     parents: tuple[ObjectId, ...]
     failed_by: list[tuple[ObjectId, str]]
     log_tail: str = ""
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """The stored commands as protocol documents (placeholders not replaced)."""
+        return tuple(
+            Command(name=command.get("name", ""), settings=command.get("settings") or {})
+            for command in self.task.commands
+        )
+
+    @property
+    def failed_by_workers(self) -> tuple[WorkerRef, ...]:
+        """The workers that failed the task, as protocol documents."""
+        return tuple(
+            WorkerRef(id=worker_id, identifier=identifier)
+            for worker_id, identifier in self.failed_by
+        )
 
 
 def refresh_job_status(

@@ -19,7 +19,7 @@ from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage import workers as worker_store
 from flamenco_manager.storage.tasks import TaskRecord
 from flamenco_manager.storage.workers import WorkerRecord
-from flamenco_protocol.documents import Command, Task, WorkerRef
+from flamenco_protocol.documents import Task
 from flamenco_protocol.statuses import TaskStatus, WorkerStatus
 from flamenco_protocol.worker_states import (
     FetchVerdict,
@@ -30,7 +30,7 @@ from flamenco_protocol.worker_states import (
 
 from .context import ServiceContext, log_timestamp
 from .errors import UnknownWorker
-from .jobs import refresh_job_status
+from .jobs import TaskDetails, refresh_job_status
 from .variables import Variables
 from .workers import Peer, mark_seen
 
@@ -71,6 +71,11 @@ def task_document(
     connection: Connection, task: TaskRecord, variables: Variables, platform: str
 ) -> Task:
     """The protocol document of a stored task, variables replaced for ``platform``."""
+    details = TaskDetails(
+        task,
+        task_store.parents_of(connection, str(task.id)),
+        task_store.failed_by(connection, str(task.id)),
+    )
     document = Task(
         id=task.id,
         job=task.job_id,
@@ -80,17 +85,11 @@ def task_document(
         job_priority=task.job_priority,
         job_type=task.job_type,
         task_type=task.task_type,
-        commands=tuple(
-            Command(name=command.get("name", ""), settings=command.get("settings") or {})
-            for command in task.commands
-        ),
+        commands=details.commands,
         activity=task.activity,
-        parents=task_store.parents_of(connection, str(task.id)),
+        parents=details.parents,
         worker=task.worker_nickname,
-        failed_by_workers=tuple(
-            WorkerRef(id=worker_id, identifier=identifier)
-            for worker_id, identifier in task_store.failed_by(connection, str(task.id))
-        ),
+        failed_by_workers=details.failed_by_workers,
     )
     return variables.replace_in_task(document, platform)
 

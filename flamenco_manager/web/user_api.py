@@ -38,12 +38,10 @@ from flamenco_manager.services.workers import worker_document
 from flamenco_manager.storage.workers import WorkerRecord
 from flamenco_protocol import codec
 from flamenco_protocol.documents import (
-    Command,
     ScheduleInfo,
     TaskMetrics,
     Worker,
     WorkerBlacklistEntry,
-    WorkerRef,
 )
 from flamenco_protocol.errors import DecodeError, InvalidTransition
 from flamenco_protocol.ids import ObjectId
@@ -274,15 +272,12 @@ def _task(details: TaskDetails) -> ApiTask:
         job_priority=task.job_priority,
         job_type=task.job_type,
         task_type=task.task_type,
-        commands=tuple(codec.decode(Command, command) for command in task.commands),
+        commands=details.commands,
         parents=details.parents,
         activity=task.activity,
         worker=task.worker_nickname,
         worker_id=task.worker_id,
-        failed_by_workers=tuple(
-            WorkerRef(id=worker_id, identifier=identifier)
-            for worker_id, identifier in details.failed_by
-        ),
+        failed_by_workers=details.failed_by_workers,
         task_progress_percentage=task.task_progress_percentage,
         current_command_idx=task.current_command_idx,
         command_progress_percentage=task.command_progress_percentage,
