@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -153,32 +154,59 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 POSTGRES_URL_VARIABLE = "FLAMENCO_TEST_POSTGRES_URL"
+#: The database backends every test that opens a database runs on.
+BACKENDS = ("sqlite", "postgresql")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def database_server(backend: str) -> str:
+    """The server of ``backend``: "" for SQLite, else the URL in ``FLAMENCO_TEST_POSTGRES_URL``.
+
+    Without that variable the calling test is skipped with the reason.
+    """
+    if backend == "sqlite":
+        return ""
+    base = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: the PostgreSQL backend is not tested")
+    return base
+
+
+@contextlib.contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """A database of its own on ``server`` (from :func:`database_server`): a ``database`` setting.
+
+    On SQLite that is "" (the file in the data directory, fresh with each data directory); on
+    PostgreSQL a new schema, made the search path of the URL given, dropped on exit.
+    """
+    if not server:
+        yield ""
+        return
+    schema = f"test_{secrets.token_hex(6)}"
+    engine = create_engine(server)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{schema}"
+        finally:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database backend in turn: "" (SQLite in the data directory) or a PostgreSQL URL.
 
     Every PostgreSQL test gets a schema of its own in the server named by
     ``FLAMENCO_TEST_POSTGRES_URL``, dropped afterwards; without that variable the PostgreSQL
-    runs are skipped.
+    runs are skipped. Tests that need a fresh database more often than once (a hypothesis
+    machine's examples, a module's server) use :func:`database_server` and
+    :func:`fresh_database` themselves.
     """
-    if request.param == "sqlite":
-        yield ""
-        return
-    base = os.environ.get(POSTGRES_URL_VARIABLE)
-    if not base:
-        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: the PostgreSQL backend is not tested")
-    schema = f"test_{secrets.token_hex(6)}"
-    engine = create_engine(base)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        engine.dispose()
+    with fresh_database(database_server(request.param)) as url:
+        yield url
 
 
 @pytest.fixture
