@@ -15,6 +15,7 @@ read back through the API:
 from __future__ import annotations
 
 import base64
+import contextlib
 import tempfile
 from collections import Counter, deque
 from datetime import timedelta
@@ -39,7 +40,7 @@ from flamenco_manager.manager import Manager
 from flamenco_manager.web.app import create_app
 from flamenco_protocol.job_states import JOB_TRANSITIONS, derive_job_status
 from flamenco_protocol.statuses import JobStatus
-from tests.manager.harness import make_settings
+from tests.manager.harness import BACKENDS, database_server, fresh_database, make_settings
 
 HOLDING = {"canceled", "cancel-requested", "paused"}
 ACTIONS = ("cancel-requested", "paused", "queued", "requeued")
@@ -70,10 +71,17 @@ class JobsThroughTheApi(RuleBasedStateMachine):
     jobs = Bundle("jobs")
     workers = Bundle("workers")
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = "") -> None:
         super().__init__()
-        self.directory = tempfile.TemporaryDirectory()
-        self.manager = Manager(make_settings(Path(self.directory.name)))
+        # A database of its own for each example.
+        self.resources = contextlib.ExitStack()
+        directory = self.resources.enter_context(tempfile.TemporaryDirectory())
+        database = self.resources.enter_context(fresh_database(server))
+        try:
+            self.manager = Manager(make_settings(Path(directory), database=database))
+        except BaseException:
+            self.resources.close()  # Hypothesis calls teardown only on a machine it got.
+            raise
         self.client = TestClient(create_app(self.manager, run_loops=False))
         token = self.manager.mint_user_token("tester", timedelta(hours=1))
         self.user = {"Authorization": f"Bearer {token}"}
@@ -85,7 +93,7 @@ class JobsThroughTheApi(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.client.close()
         self.manager.close()
-        self.directory.cleanup()
+        self.resources.close()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -215,11 +223,14 @@ class JobsThroughTheApi(RuleBasedStateMachine):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_jobs_through_the_api() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jobs_through_the_api(backend: str) -> None:
+    server = database_server(backend)
     run_state_machine_as_test(
-        JobsThroughTheApi,
+        lambda: JobsThroughTheApi(server),
         settings=settings(
-            max_examples=12,
+            # PostgreSQL pays a schema per example and a round trip per statement.
+            max_examples=12 if backend == "sqlite" else 6,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

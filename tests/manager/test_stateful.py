@@ -21,6 +21,7 @@ invariants read the whole database back and check:
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -70,7 +71,7 @@ from flamenco_protocol.statuses import (
 )
 from flamenco_protocol.task_states import TASK_TRANSITIONS, TaskEvent
 
-from .harness import FakeClock, make_settings, spec
+from .harness import BACKENDS, FakeClock, database_server, fresh_database, make_settings, spec
 
 TASK_TYPES = ("sleep", "render")
 PEER = Peer("10.0.0.5", "Flamenco-Worker/2.5")
@@ -216,24 +217,32 @@ def job_specs(draw: st.DrawFn) -> list[TaskSpec]:
 
 
 class ManagerMachine(RuleBasedStateMachine):
-    """Workers, a user and the clock against one manager on SQLite."""
+    """Workers, a user and the clock against one manager.
+
+    Each example gets a database of its own on ``server`` (see :func:`fresh_database`).
+    """
 
     worker_ids = Bundle("workers")
     job_ids = Bundle("jobs")
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = "") -> None:
         super().__init__()
-        self.directory = tempfile.TemporaryDirectory()
+        self.resources = contextlib.ExitStack()
+        directory = self.resources.enter_context(tempfile.TemporaryDirectory())
+        database = self.resources.enter_context(fresh_database(server))
         self.clock = FakeClock()
-        self.manager = Manager(
-            make_settings(
-                Path(self.directory.name),
-                blacklist_threshold=2,
-                task_fail_after_softfail_count=3,
-                failed_task_ratio=FAILED_TASK_RATIO,
-            ),
-            clock=self.clock,
+        settings = make_settings(
+            Path(directory),
+            database=database,
+            blacklist_threshold=2,
+            task_fail_after_softfail_count=3,
+            failed_task_ratio=FAILED_TASK_RATIO,
         )
+        try:
+            self.manager = Manager(settings, clock=self.clock)
+        except BaseException:
+            self.resources.close()  # Hypothesis calls teardown only on a machine it got.
+            raise
         # The task each worker believes it runs, as the real worker would after /task.
         self.believes: dict[str, str | None] = {}
         self.created_tasks: set[str] = set()
@@ -241,7 +250,7 @@ class ManagerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.manager.close()
-        self.directory.cleanup()
+        self.resources.close()
 
     # --- workers ---------------------------------------------------------------------------------
 
@@ -496,9 +505,10 @@ class ManagerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.usefixtures("cheap_secrets")
-def test_a_paused_job_does_not_hand_out_a_task_whose_worker_timed_out() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_paused_job_does_not_hand_out_a_task_whose_worker_timed_out(backend: str) -> None:
     # Found by the state machine: the task went back to claimed-by-manager and was runnable.
-    machine = ManagerMachine()
+    machine = ManagerMachine(database_server(backend))
     try:
         worker = machine.first_worker()
         machine.database_is_consistent()
@@ -529,9 +539,10 @@ def cheap_secrets() -> Iterator[None]:
         yield
 
 
-def _run(**options: Any) -> None:
+def _run(backend: str, **options: Any) -> None:
+    server = database_server(backend)
     run_state_machine_as_test(
-        ManagerMachine,
+        lambda: ManagerMachine(server),
         settings=settings(
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -540,14 +551,21 @@ def _run(**options: Any) -> None:
     )
 
 
+# Examples per backend: PostgreSQL pays a schema and a round trip per statement, so it runs
+# fewer; the rules and invariants are the same.
+EXAMPLES = {"sqlite": 40, "postgresql": 15}
+
+
 @pytest.mark.usefixtures("cheap_secrets")
-def test_many_workers_against_the_manager() -> None:
-    _run(max_examples=40, stateful_step_count=40)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_workers_against_the_manager(backend: str) -> None:
+    _run(backend, max_examples=EXAMPLES[backend], stateful_step_count=40)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("cheap_secrets")
-def test_many_workers_against_the_manager_at_length() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_workers_against_the_manager_at_length(backend: str) -> None:
     # Longer runs are worth a hand run now and then (300 x 80 found the paused-job bug); CI
     # keeps to about a minute.
-    _run(max_examples=100, stateful_step_count=60)
+    _run(backend, max_examples=EXAMPLES[backend] * 5 // 2, stateful_step_count=60)
