@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import tempfile
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,12 @@ from schemathesis.checks import (  # noqa: E402
 from flamenco_manager.manager import Manager  # noqa: E402
 from flamenco_manager.web.app import create_app  # noqa: E402
 from flamenco_protocol.documents import WorkerRegistration  # noqa: E402
-from tests.manager.harness import make_settings  # noqa: E402
+from tests.manager.harness import (  # noqa: E402
+    BACKENDS,
+    database_server,
+    fresh_database,
+    make_settings,
+)
 
 MAX_EXAMPLES = 12
 CHECKS = [
@@ -43,10 +49,21 @@ CHECKS = [
 HEADERS: dict[str, dict[str, str]] = {}
 
 
-@pytest.fixture(scope="module")
-def farm_schema() -> Any:
-    directory = Path(tempfile.mkdtemp(prefix="flamenco-schemathesis-"))
-    manager = Manager(make_settings(directory))
+@pytest.fixture(scope="module", params=BACKENDS)
+def farm_schema(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The document of a manager on each backend, for the whole module (one database each)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="flamenco-schemathesis-") as directory,
+        fresh_database(database_server(request.param)) as database,
+    ):
+        manager = Manager(make_settings(Path(directory), database=database))
+        try:
+            yield _schema_of(manager)
+        finally:
+            manager.close()
+
+
+def _schema_of(manager: Manager) -> Any:
     app = create_app(manager, run_loops=False)
     token = manager.mint_user_token("schemathesis", timedelta(hours=1))
     worker = manager.workers.register(
@@ -66,13 +83,13 @@ def farm_schema() -> Any:
     schema.config.generation.update(
         modes=[GenerationMode.POSITIVE], max_examples=MAX_EXAMPLES, allow_x00=False
     )
-    schema = schema.exclude(path="/api/events")
     HEADERS["user"] = {"Authorization": f"Bearer {token}"}
     HEADERS["worker"] = {"Authorization": f"Basic {basic}"}
     return schema
 
 
-schema = schemathesis.pytest.from_fixture("farm_schema")
+# The exclusion belongs here: the lazy schema replaces the filters of the fixture's schema.
+schema = schemathesis.pytest.from_fixture("farm_schema").exclude(path="/api/events")
 
 
 @schema.parametrize()
