@@ -10,6 +10,7 @@ import pytest
 
 from flamenco_manager.services.events import Event, EventBus, stage
 from flamenco_manager.storage.database import Database
+from tests.manager.harness import make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +59,10 @@ async def test_closing_ends_the_stream() -> None:
     assert bus.subscriber_count == 0
 
 
-async def test_staged_events_are_published_only_after_the_commit(tmp_path: Path) -> None:
-    database = Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+async def test_staged_events_are_published_only_after_the_commit(
+    tmp_path: Path, database_url: str
+) -> None:
+    database = Database.open(make_settings(tmp_path, database=database_url).database_url)
     bus = EventBus()
     subscription = bus.subscribe()
     with database.transaction() as connection:

@@ -51,16 +51,24 @@ async def test_revoking_by_id_and_tokens_without_one(farm: Farm, user: User) -> 
 
 
 def test_another_process_sees_a_revocation_within_seconds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from flamenco_manager.manager import Manager
     from tests.manager.harness import make_settings
 
-    manager = Manager(make_settings(tmp_path))
+    manager = Manager(make_settings(tmp_path, database=database_url))
+    # ``token revoke`` finds the database as the manager does: the data directory's SQLite file,
+    # or the URL given.
+    where = ["--data-dir", str(tmp_path / "data")]
+    if database_url:
+        where += ["--database", database_url]
     token = manager.mint_user_token("carol", timedelta(hours=1))
     headers = {"authorization": f"Bearer {token}"}
     assert manager.user_auth.authenticate(headers, {}) == "carol"
-    status = main(["token", "revoke", "--data-dir", str(tmp_path / "data"), token])
+    status = main(["token", "revoke", *where, token])
     assert status == 0
     assert "Revoked token" in capsys.readouterr().out
     # The manager re-reads the denylist after RELOAD_SECONDS.
@@ -69,5 +77,5 @@ def test_another_process_sees_a_revocation_within_seconds(
 
     with pytest.raises(TokenError, match="revoked"):
         manager.user_auth.authenticate(headers, {})
-    assert main(["token", "revoke", "--data-dir", str(tmp_path / "data"), "not a token!"]) == 2
+    assert main(["token", "revoke", *where, "not a token!"]) == 2
     manager.close()

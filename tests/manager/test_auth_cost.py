@@ -18,9 +18,9 @@ from .harness import make_settings
 
 
 def test_a_new_worker_is_not_hashed_again_on_its_first_request(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manager = Manager(make_settings(tmp_path))
+    manager = Manager(make_settings(tmp_path, database=database_url))
     try:
         worker = manager.workers.register(
             WorkerRegistration(secret="s3cret", platform="linux", nickname="w"), "10.0.0.5:1"

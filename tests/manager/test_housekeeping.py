@@ -144,9 +144,17 @@ async def test_blocklist_entries_expire(farm: Farm) -> None:
     assert farm.manager.housekeeping.expire_blocklist() == 1
 
 
-async def test_the_timeout_checker_runs_every_timeout_check_interval(tmp_path: Path) -> None:
+async def test_the_timeout_checker_runs_every_timeout_check_interval(
+    tmp_path: Path, database_url: str
+) -> None:
+    # On PostgreSQL the loop runs only in the process that holds the leadership.
     manager = Manager(
-        make_settings(tmp_path, timeout_check_initial_delay="0s", timeout_check_interval="50ms")
+        make_settings(
+            tmp_path,
+            timeout_check_initial_delay="0s",
+            timeout_check_interval="50ms",
+            database=database_url,
+        )
     )
     checks: list[object] = []
     manager.housekeeping.check_timeouts = lambda: checks.append(None)  # type: ignore[method-assign]

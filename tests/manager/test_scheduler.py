@@ -205,11 +205,11 @@ async def test_concurrent_fetches_never_share_a_task(farm: Farm) -> None:
     assert sum(response.status_code == 204 for response in responses) == 10
 
 
-def test_two_managers_on_one_database_never_share_a_task(tmp_path: Path) -> None:
-    """Two manager objects (two connection pools) claiming from one SQLite file in threads."""
+def test_two_managers_on_one_database_never_share_a_task(tmp_path: Path, database_url: str) -> None:
+    """Two manager objects (two connection pools) claiming from one database in threads."""
     data = tmp_path / "data"
-    first = Manager(Settings(data_dir=data))
-    second = Manager(Settings(data_dir=data))
+    first = Manager(Settings(data_dir=data, database=database_url))
+    second = Manager(Settings(data_dir=data, database=database_url))
     job = first.jobs.create_job(name="j", job_type="t", tasks=[spec(f"t{i}") for i in range(60)])
     registration = WorkerRegistration(secret="s", supported_task_types=("sleep",), nickname="w")
     pairs = [

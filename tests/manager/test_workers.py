@@ -56,18 +56,21 @@ async def test_registration_garbage_is_400(farm: Farm) -> None:
     assert farm.manager.workers.list() == []
 
 
-async def _psk_farm(tmp_path: object, secret: str) -> tuple[Manager, object]:
+async def _psk_farm(tmp_path: object, database_url: str, secret: str) -> tuple[Manager, object]:
     from pathlib import Path
 
     import httpx
 
-    manager = Manager(make_settings(Path(str(tmp_path)), worker_registration_secret=secret))
+    settings = make_settings(
+        Path(str(tmp_path)), worker_registration_secret=secret, database=database_url
+    )
+    manager = Manager(settings)
     transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
     return manager, httpx.AsyncClient(transport=transport, base_url="http://manager")
 
 
-async def test_registration_with_a_preshared_secret(tmp_path: object) -> None:
-    manager, client = await _psk_farm(tmp_path, " sesame ")
+async def test_registration_with_a_preshared_secret(tmp_path: object, database_url: str) -> None:
+    manager, client = await _psk_farm(tmp_path, database_url, " sesame ")
     body = {"secret": "x", "platform": "linux", "supported_task_types": [], "nickname": "n"}
     async with client as http:  # type: ignore[attr-defined]
         missing = await http.post("/register-worker", json=body)
