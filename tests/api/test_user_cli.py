@@ -18,6 +18,7 @@ import pytest
 
 from flamenco_manager.cli import main
 from flamenco_manager.user_cli import BROKEN_PIPE_STATUS, _submission, parse_setting, run
+from tests.manager.harness import BACKENDS, database_server, fresh_database
 from tests.support import free_port
 
 
@@ -52,10 +53,17 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A manager under uvicorn on loopback: its URL and the login token ``serve`` printed."""
-    data = tmp_path_factory.mktemp("served") / "data"
+@pytest.fixture(scope="module", params=BACKENDS)
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """A manager under uvicorn on loopback, on each backend: its URL and the login token
+    ``serve`` printed."""
+    with fresh_database(database_server(request.param)) as database:
+        yield from _serve(tmp_path_factory.mktemp("served") / "data", database)
+
+
+def _serve(data: Path, database: str) -> Iterator[tuple[str, str]]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -67,6 +75,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             str(data),
             "--listen",
             f"127.0.0.1:{port}",
+            *(["--database", database] if database else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
