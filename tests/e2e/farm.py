@@ -210,8 +210,9 @@ class Farm:
 
     @property
     def manager(self) -> Manager:
-        """The manager's services on its data directory, in this process (SQLite WAL allows a
-        second process); used to submit jobs and to look at tasks, workers and logs."""
+        """The manager's services on its data directory and database, in this process (SQLite
+        WAL allows a second process; PostgreSQL any number); used to submit jobs and to look at
+        tasks, workers and logs."""
         if self._manager is None:
             self._manager = Manager(Settings(data_dir=self.data_dir, database=self.database))
         return self._manager

@@ -3,8 +3,9 @@
 
 The workers run with their waits made short (config keys, see ``farm.FAST_WORKER_CONFIG``); the
 manager with its own defaults unless a test asks for short timeouts. Jobs are submitted through
-the manager's services against its SQLite database from this process (there is no user API for
-jobs yet), and the state is read back the same way and from the task log files.
+the manager's services against its database (SQLite, or PostgreSQL for the tests that take
+``database_url``) from this process, and the state is read back the same way and from the task
+log files.
 """
 
 from __future__ import annotations
@@ -171,7 +172,13 @@ def test_manager_killed_mid_job_loses_no_update(
     print(f"job done in {job_seconds:.1f} s, manager away for {outage:.1f} s")
 
 
-def test_worker_killed_mid_task_its_task_goes_to_the_other(farm: Farm, tmp_path: Path) -> None:
+def test_worker_killed_mid_task_its_task_goes_to_the_other(
+    database_url: str, farm: Farm, tmp_path: Path
+) -> None:
+    # On PostgreSQL the timeout checker runs in the process that holds the leadership: the
+    # served manager, not this process's view of its database. (database_url comes first: its
+    # schema is dropped after the farm's processes are killed.)
+    farm.database = database_url
     farm.start_manager(
         "--active-worker-timeout-interval",
         "2s",
