@@ -16,6 +16,12 @@ from typing import Any
 
 import pytest
 
+from tests.manager.harness import (  # noqa: F401  (database_url: each backend, a schema per test)
+    database_server,
+    database_url,
+    fresh_database,
+)
+
 from .farm import ServedManager, served_manager
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +70,18 @@ def playwright_session(chromium: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedManager]:
-    """The manager under uvicorn on 127.0.0.1, with user auth on."""
-    with served_manager(tmp_path / "manager") as manager:
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServedManager]:
+    """The manager under uvicorn on 127.0.0.1, with user auth on.
+
+    On SQLite; a test that parametrizes ``served`` indirectly with backend names (``BACKENDS``)
+    runs on each. The pages see the database only through the user API and the event stream,
+    which the API tests run on both, so most browser tests keep to one.
+    """
+    backend = getattr(request, "param", "sqlite")
+    with (
+        fresh_database(database_server(backend)) as database,
+        served_manager(tmp_path / "manager", database) as manager,
+    ):
         yield manager
 
 

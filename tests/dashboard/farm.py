@@ -44,8 +44,8 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 10.0) -> T:
 class ServedManager:
     """A manager with auth on, served on a free port until :meth:`stop`."""
 
-    def __init__(self, data_dir: Path) -> None:
-        settings = Settings(data_dir=data_dir, timeout_check_initial_delay="1h")
+    def __init__(self, data_dir: Path, database: str = "") -> None:
+        settings = Settings(data_dir=data_dir, database=database, timeout_check_initial_delay="1h")
         self.manager = Manager(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -163,9 +163,9 @@ class SimulatedWorker:
 
 
 @contextlib.contextmanager
-def served_manager(data_dir: Path) -> Iterator[ServedManager]:
-    """A :class:`ServedManager`, stopped afterwards."""
-    served = ServedManager(data_dir)
+def served_manager(data_dir: Path, database: str = "") -> Iterator[ServedManager]:
+    """A :class:`ServedManager` (on ``database``, "" for SQLite), stopped afterwards."""
+    served = ServedManager(data_dir, database)
     try:
         yield served
     finally:

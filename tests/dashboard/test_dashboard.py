@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.manager.harness import BACKENDS
+
 from .conftest import Browser
 from .farm import ServedManager, SimulatedWorker, wait_for
 
@@ -66,6 +68,8 @@ def test_log_in_through_the_token_link_and_out(browser: Browser, served: ServedM
     expect()(page.locator(".user")).to_have_text("operator")
 
 
+# The live view on PostgreSQL too: its events pass the relay to other processes as well.
+@pytest.mark.parametrize("served", BACKENDS, indirect=True)
 def test_a_submitted_job_appears_and_progresses_live(
     browser: Browser, served: ServedManager
 ) -> None:

@@ -26,8 +26,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    manager = Manager(Settings(data_dir=tmp_path / "data", timeout_check_initial_delay="1h"))
+def manager(tmp_path: Path, database_url: str) -> Iterator[Manager]:
+    settings = Settings(
+        data_dir=tmp_path / "data", database=database_url, timeout_check_initial_delay="1h"
+    )
+    manager = Manager(settings)
     yield manager
     manager.close()
 
