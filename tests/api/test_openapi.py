@@ -15,6 +15,8 @@ from tests.manager.harness import make_settings
 
 
 def _operations_of_app(tmp_path: Path, **settings: object) -> tuple[set[tuple[str, str]], dict]:  # type: ignore[type-arg]
+    # SQLite only: the routes and the document do not depend on the database (the schemathesis
+    # test checks the answers on both backends).
     manager = Manager(make_settings(tmp_path, **settings))
     app = create_app(manager, run_loops=False)
     served = {

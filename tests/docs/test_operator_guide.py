@@ -26,6 +26,7 @@ def _section_commands(title: str) -> str:
 
 
 def test_the_first_job_section_runs_a_job_to_completion(tmp_path: Path) -> None:
+    # SQLite only: the guide's section is "On one machine, with SQLite", run word for word.
     assert "flamenco-manager serve" in _section_commands("On one machine, with SQLite")
     commands = _section_commands("Your first job")
     # The guide uses the default port; a test takes a free one, changing nothing else.

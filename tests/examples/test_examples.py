@@ -23,7 +23,11 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
-    """A manager under uvicorn on loopback, its URL, a user token and its data directory."""
+    """A manager under uvicorn on loopback, its URL, a user token and its data directory.
+
+    On SQLite, as a reader of the examples starts: they use the HTTP APIs only, which the API
+    tests run on both backends.
+    """
     data = tmp_path_factory.mktemp("manager")
     token = (
         _run(

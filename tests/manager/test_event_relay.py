@@ -82,6 +82,7 @@ async def test_two_managers_on_one_schema_share_events(tmp_path: Path, database_
 
 
 async def test_a_manager_on_sqlite_relays_nothing(tmp_path: Path) -> None:
+    # About SQLite itself: one process, so no notifier (PostgreSQL's is tested above).
     manager = Manager(make_settings(tmp_path))
     try:
         assert manager.notifier is None

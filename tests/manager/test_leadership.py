@@ -16,6 +16,7 @@ def _open(url: str) -> Database:
 
 
 def test_sqlite_always_leads(tmp_path: object) -> None:
+    # About SQLite itself: its one process leads without a leader connection.
     database = _open(f"sqlite:///{tmp_path}/x.sqlite")
     assert database.leadership.is_leader()
     database.close()

@@ -20,6 +20,7 @@ from .harness import POSTGRES_URL_VARIABLE, spec
 
 
 def test_sqlite_refuses_more_than_one_process(tmp_path: Path) -> None:
+    # About SQLite itself (the data directory's file); PostgreSQL's processes are tested below.
     result = subprocess.run(
         [
             sys.executable,
