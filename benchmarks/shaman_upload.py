@@ -25,9 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shaman_core.allocator import tune_malloc_for_streaming
+
 
 async def drain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The bare endpoint: read the whole body, answer 204."""
+    """The bare endpoint: read the whole body, answer 204 (with the Shaman's malloc settings)."""
+    tune_malloc_for_streaming()
     if scope["type"] != "http":
         return
     while (await receive()).get("more_body"):

@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from shaman_core.allocator import tune_malloc_for_streaming
 from shaman_core.body import BodyDecoder, body_decoder
 from shaman_core.cdf import CheckoutEntry, DefinitionReader, parse_size
 from shaman_core.checkout import format_requirements, requirements, validate_checkout_id
@@ -76,7 +77,11 @@ def create_app(
 
 
 def shaman_routes(shaman: Shaman) -> list[BaseRoute]:
-    """The Shaman routes, for mounting into another Starlette app at its root."""
+    """The Shaman routes, for mounting into another Starlette app at its root.
+
+    Serving uploads tunes the process's allocator (`tune_malloc_for_streaming`).
+    """
+    tune_malloc_for_streaming()
     guard = functools.partial(_authenticated, shaman)
     routes: list[BaseRoute] = [
         Route(
