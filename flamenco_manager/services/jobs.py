@@ -121,17 +121,17 @@ def refresh_job_status(
     With ``events``, a change of the job's status is announced there when the transaction
     commits.
     """
-    job = job_store.get(connection, job_id)
-    if job is None:
+    stored = job_store.status_of(connection, job_id)
+    if stored is None:
         return None
-    status: JobStatus | str = job.status
+    status, stored_reason = stored
     for _ in range(_MAX_SETTLE_STEPS):
         counts = task_store.status_counts(connection, job_id)
         change = derive_job_status(status, counts, failed_ratio=failed_ratio)
         if change is None:
             break
         reason = change.reason and f"Failing job {job_id} because {change.reason}"
-        job_store.set_status(connection, job_id, change.status, reason or job.status_reason, now)
+        job_store.set_status(connection, job_id, change.status, reason or stored_reason, now)
         if change.task_event is not None:
             task_store.apply_event_to_job(
                 connection,
@@ -148,7 +148,7 @@ def refresh_job_status(
                 Event(
                     "job",
                     job_id,
-                    {"status": str(status), "reason": reason or job.status_reason},
+                    {"status": str(status), "reason": reason or stored_reason},
                 ),
             )
     return status

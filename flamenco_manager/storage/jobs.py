@@ -50,6 +50,9 @@ def insert(connection: Connection, record: JobRecord) -> None:
 # Statements every task change runs, built once.
 _GET = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_key"))
 _GET_FOR_UPDATE = _GET.with_for_update()
+_STATUS_OF = sa.select(jobs.c.status, jobs.c.status_reason).where(
+    jobs.c.id == sa.bindparam("job_key")
+)
 
 
 def get(connection: Connection, job_id: str, *, for_update: bool = False) -> JobRecord | None:
@@ -57,6 +60,12 @@ def get(connection: Connection, job_id: str, *, for_update: bool = False) -> Job
     query = _GET_FOR_UPDATE if for_update else _GET
     row = connection.execute(query, {"job_key": job_id}).first()
     return None if row is None else _record(row)
+
+
+def status_of(connection: Connection, job_id: str) -> tuple[JobStatus | str, str] | None:
+    """The job's status and its reason, or ``None`` when there is no such job."""
+    row = connection.execute(_STATUS_OF, {"job_key": job_id}).first()
+    return None if row is None else (parse_job_status(row.status), row.status_reason)
 
 
 def set_status(

@@ -176,6 +176,16 @@ _SHIFT_CHILDREN = (
 _STATUS_COUNTS = sa.select(job_task_counts.c.status, job_task_counts.c.task_count).where(
     job_task_counts.c.job_id == sa.bindparam("job_key"), job_task_counts.c.task_count > 0
 )
+_PARENTS_OF = (
+    sa.select(task_parents.c.parent_id)
+    .where(task_parents.c.task_id == sa.bindparam("task_key"))
+    .order_by(task_parents.c.position)
+)
+_FAILED_BY = (
+    sa.select(task_failures.c.worker_id, task_failures.c.identifier)
+    .where(task_failures.c.task_id == sa.bindparam("task_key"))
+    .order_by(task_failures.c.failed)
+)
 _CLAIM = (
     tasks.update()
     .where(tasks.c.id == sa.bindparam("task_key"), tasks.c.runnable == sa.true())
@@ -198,22 +208,14 @@ def get(connection: Connection, task_id: str, *, for_update: bool = False) -> Ta
 
 def parents_of(connection: Connection, task_id: str) -> tuple[ObjectId, ...]:
     """The parents of a task, in the order they were given."""
-    rows = connection.execute(
-        sa.select(task_parents.c.parent_id)
-        .where(task_parents.c.task_id == task_id)
-        .order_by(task_parents.c.position)
-    )
-    return tuple(ObjectId(row.parent_id) for row in rows)
+    rows = connection.execute(_PARENTS_OF, {"task_key": task_id})
+    return tuple(ObjectId(parent_id) for (parent_id,) in rows)
 
 
 def failed_by(connection: Connection, task_id: str) -> list[tuple[ObjectId, str]]:
     """The workers that failed a task, as (ID, identifier), oldest first."""
-    rows = connection.execute(
-        sa.select(task_failures.c.worker_id, task_failures.c.identifier)
-        .where(task_failures.c.task_id == task_id)
-        .order_by(task_failures.c.failed)
-    )
-    return [(ObjectId(row.worker_id), row.identifier) for row in rows]
+    rows = connection.execute(_FAILED_BY, {"task_key": task_id})
+    return [(ObjectId(worker_id), identifier) for worker_id, identifier in rows]
 
 
 def add_failure(
