@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import JobStatus, parse_job_status
 
+from .hot import HotStatement
 from .schema import jobs, row_dict, tasks
 
 
@@ -50,8 +51,8 @@ def insert(connection: Connection, record: JobRecord) -> None:
 # Statements every task change runs, built once.
 _GET = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_key"))
 _GET_FOR_UPDATE = _GET.with_for_update()
-_STATUS_OF = sa.select(jobs.c.status, jobs.c.status_reason).where(
-    jobs.c.id == sa.bindparam("job_key")
+_STATUS_OF = HotStatement(
+    sa.select(jobs.c.status, jobs.c.status_reason).where(jobs.c.id == sa.bindparam("job_key"))
 )
 
 
@@ -64,8 +65,8 @@ def get(connection: Connection, job_id: str, *, for_update: bool = False) -> Job
 
 def status_of(connection: Connection, job_id: str) -> tuple[JobStatus | str, str] | None:
     """The job's status and its reason, or ``None`` when there is no such job."""
-    row = connection.execute(_STATUS_OF, {"job_key": job_id}).first()
-    return None if row is None else (parse_job_status(row.status), row.status_reason)
+    row = _STATUS_OF.first(connection, {"job_key": job_id})
+    return None if row is None else (parse_job_status(row[0]), row[1])
 
 
 def set_status(

@@ -19,6 +19,7 @@ from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import TaskStatus, parse_task_status
 from flamenco_protocol.task_states import TASK_TRANSITIONS, TaskEvent
 
+from .hot import HotStatement
 from .schema import (
     job_task_counts,
     row_dict,
@@ -69,8 +70,7 @@ class NewTask:
     parents: tuple[ObjectId, ...] = ()
 
 
-def _record(row: sa.Row[Any]) -> TaskRecord:
-    values = row_dict(row)
+def _record(values: dict[str, Any]) -> TaskRecord:
     values["id"] = ObjectId(values["id"])
     values["job_id"] = ObjectId(values["job_id"])
     values["status"] = parse_task_status(values["status"])
@@ -130,11 +130,13 @@ def insert_many(
         connection.execute(task_parents.insert(), links)
 
 
-# Hot statements are built once: building and keying a statement cost more than running it.
-_GET = sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key"))
-_GET_FOR_UPDATE = _GET.with_for_update()
-_UPDATE = tasks.update().where(tasks.c.id == sa.bindparam("task_key"))
-_ACTIVE_OF = (
+# What every worker request runs: compiled once, run on the driver's cursor (see .hot).
+_GET = HotStatement(sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key")))
+_GET_FOR_UPDATE = HotStatement(
+    sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key")).with_for_update()
+)
+_UPDATE = HotStatement(tasks.update().where(tasks.c.id == sa.bindparam("task_key")))
+_ACTIVE_OF = HotStatement(
     sa.select(tasks.c.id)
     .where(
         tasks.c.worker_id == sa.bindparam("worker_key"),
@@ -143,7 +145,7 @@ _ACTIVE_OF = (
     .order_by(tasks.c.id)
     .limit(1)
 )
-_NEXT_OF_TYPE = (
+_NEXT_OF_TYPE_QUERY = (
     sa.select(tasks.c.id, tasks.c.job_priority, tasks.c.priority)
     .where(
         tasks.c.runnable == sa.true(),
@@ -161,8 +163,9 @@ _NEXT_OF_TYPE = (
     .order_by(tasks.c.job_priority.desc(), tasks.c.priority.desc(), tasks.c.id)
     .limit(1)
 )
-_NEXT_OF_TYPE_SKIP_LOCKED = _NEXT_OF_TYPE.with_for_update(skip_locked=True)
-_SHIFT_CHILDREN = (
+_NEXT_OF_TYPE = HotStatement(_NEXT_OF_TYPE_QUERY)
+_NEXT_OF_TYPE_SKIP_LOCKED = HotStatement(_NEXT_OF_TYPE_QUERY.with_for_update(skip_locked=True))
+_SHIFT_CHILDREN = HotStatement(
     tasks.update()
     .where(
         tasks.c.id.in_(
@@ -173,20 +176,22 @@ _SHIFT_CHILDREN = (
     )
     .values(unfinished_parents=tasks.c.unfinished_parents + sa.bindparam("step"))
 )
-_STATUS_COUNTS = sa.select(job_task_counts.c.status, job_task_counts.c.task_count).where(
-    job_task_counts.c.job_id == sa.bindparam("job_key"), job_task_counts.c.task_count > 0
+_STATUS_COUNTS = HotStatement(
+    sa.select(job_task_counts.c.status, job_task_counts.c.task_count).where(
+        job_task_counts.c.job_id == sa.bindparam("job_key"), job_task_counts.c.task_count > 0
+    )
 )
-_PARENTS_OF = (
+_PARENTS_OF = HotStatement(
     sa.select(task_parents.c.parent_id)
     .where(task_parents.c.task_id == sa.bindparam("task_key"))
     .order_by(task_parents.c.position)
 )
-_FAILED_BY = (
+_FAILED_BY = HotStatement(
     sa.select(task_failures.c.worker_id, task_failures.c.identifier)
     .where(task_failures.c.task_id == sa.bindparam("task_key"))
     .order_by(task_failures.c.failed)
 )
-_CLAIM = (
+_CLAIM = HotStatement(
     tasks.update()
     .where(tasks.c.id == sa.bindparam("task_key"), tasks.c.runnable == sa.true())
     .values(
@@ -202,19 +207,19 @@ _CLAIM = (
 def get(connection: Connection, task_id: str, *, for_update: bool = False) -> TaskRecord | None:
     """The task with this ID, or ``None``."""
     query = _GET_FOR_UPDATE if for_update else _GET
-    row = connection.execute(query, {"task_key": task_id}).first()
+    row = query.first_mapping(connection, {"task_key": task_id})
     return None if row is None else _record(row)
 
 
 def parents_of(connection: Connection, task_id: str) -> tuple[ObjectId, ...]:
     """The parents of a task, in the order they were given."""
-    rows = connection.execute(_PARENTS_OF, {"task_key": task_id})
+    rows = _PARENTS_OF.rows(connection, {"task_key": task_id})
     return tuple(ObjectId(parent_id) for (parent_id,) in rows)
 
 
 def failed_by(connection: Connection, task_id: str) -> list[tuple[ObjectId, str]]:
     """The workers that failed a task, as (ID, identifier), oldest first."""
-    rows = connection.execute(_FAILED_BY, {"task_key": task_id})
+    rows = _FAILED_BY.rows(connection, {"task_key": task_id})
     return [(ObjectId(worker_id), identifier) for worker_id, identifier in rows]
 
 
@@ -242,8 +247,8 @@ def clear_failures(connection: Connection, task_ids: Iterable[str]) -> None:
 
 def active_task_of(connection: Connection, worker_id: str) -> ObjectId | None:
     """The first ``active`` task held by a worker, if any."""
-    value = connection.execute(_ACTIVE_OF, {"worker_key": worker_id}).scalar_one_or_none()
-    return None if value is None else ObjectId(value)
+    row = _ACTIVE_OF.first(connection, {"worker_key": worker_id})
+    return None if row is None else ObjectId(row[0])
 
 
 def held_by(connection: Connection, worker_id: str, statuses: Iterable[str]) -> list[ObjectId]:
@@ -268,10 +273,11 @@ def select_next(
     query = _NEXT_OF_TYPE_SKIP_LOCKED if skip_locked else _NEXT_OF_TYPE
     best: tuple[int, int, str] | None = None
     for task_type in dict.fromkeys(task_types):
-        row = connection.execute(query, {"task_type": task_type, "worker_key": worker_id}).first()
+        row = query.first(connection, {"task_type": task_type, "worker_key": worker_id})
         if row is None:
             continue
-        key = (-row.job_priority, -row.priority, row.id)
+        task_key, job_priority, priority = row
+        key = (-job_priority, -priority, task_key)
         if best is None or key < best:
             best = key
     return None if best is None else ObjectId(best[2])
@@ -281,28 +287,26 @@ def claim(
     connection: Connection, task_id: str, worker_id: str, nickname: str, now: datetime
 ) -> bool:
     """Make a runnable task ``active`` for a worker; ``False`` if someone else was quicker."""
-    result = connection.execute(
-        _CLAIM, {"task_key": task_id, "worker_key": worker_id, "nickname": nickname, "now": now}
-    )
-    return result.rowcount == 1
+    values = {"task_key": task_id, "worker_key": worker_id, "nickname": nickname, "now": now}
+    return _CLAIM.rowcount(connection, values) == 1
 
 
 def update(connection: Connection, task_id: str, **values: Any) -> None:
     """Set columns of a task (not its status: see :func:`set_status`)."""
     if "status" in values:
         raise ValueError("change a task's status with set_status")
-    connection.execute(_UPDATE, {"task_key": task_id, **values})
+    _UPDATE.rowcount(connection, {"task_key": task_id, **values})
 
 
 def set_status(
     connection: Connection, task: TaskRecord, new_status: TaskStatus, **values: Any
 ) -> None:
     """Change one task's status (and other columns), keeping its children's readiness right."""
-    connection.execute(_UPDATE, {"task_key": str(task.id), "status": new_status.value, **values})
+    _UPDATE.rowcount(connection, {"task_key": str(task.id), "status": new_status.value, **values})
     was_completed = task.status == COMPLETED
     if was_completed != (new_status is TaskStatus.COMPLETED):
         step = 1 if was_completed else -1
-        connection.execute(_SHIFT_CHILDREN, {"parent_key": str(task.id), "step": step})
+        _SHIFT_CHILDREN.rowcount(connection, {"parent_key": str(task.id), "step": step})
 
 
 def apply_event_to_job(
@@ -356,8 +360,8 @@ def recount_unfinished_parents(connection: Connection, job_id: str) -> None:
 
 def status_counts(connection: Connection, job_id: str) -> dict[str, int]:
     """How many of a job's tasks are in each status (kept by triggers: no scan)."""
-    rows = connection.execute(_STATUS_COUNTS, {"job_key": job_id})
-    return {str(status): int(count) for status, count in rows.all()}
+    rows = _STATUS_COUNTS.rows(connection, {"job_key": job_id})
+    return {str(status): int(count) for status, count in rows}
 
 
 def failures_in_job_and_type(
@@ -387,7 +391,7 @@ def soft_failed_by(
             tasks.c.status == TaskStatus.SOFT_FAILED.value,
         )
     )
-    return [_record(row) for row in rows]
+    return [_record(row_dict(row)) for row in rows]
 
 
 def unpinged_since(connection: Connection, since: datetime) -> list[TaskRecord]:
@@ -398,13 +402,13 @@ def unpinged_since(connection: Connection, since: datetime) -> list[TaskRecord]:
             sa.or_(tasks.c.last_worker_ping.is_(None), tasks.c.last_worker_ping <= since),
         )
     )
-    return [_record(row) for row in rows]
+    return [_record(row_dict(row)) for row in rows]
 
 
 def list_of_job(connection: Connection, job_id: str) -> list[TaskRecord]:
     """Every task of a job, in creation order."""
     rows = connection.execute(sa.select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id))
-    return [_record(row) for row in rows]
+    return [_record(row_dict(row)) for row in rows]
 
 
 def ids_of_job_in(connection: Connection, job_id: str, statuses: Iterable[str]) -> list[str]:

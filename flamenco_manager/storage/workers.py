@@ -14,6 +14,7 @@ from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import WorkerStatus, parse_worker_status
 from flamenco_protocol.worker_states import StatusRequest
 
+from .hot import HotStatement
 from .schema import row_dict, worker_blocklist, workers
 
 
@@ -55,8 +56,7 @@ class WorkerRecord:
         return StatusRequest(status, self.lazy_status_request)
 
 
-def _record(row: sa.Row[Any]) -> WorkerRecord:
-    values = row_dict(row)
+def _record(values: dict[str, Any]) -> WorkerRecord:
     values["id"] = ObjectId(values["id"])
     values["status"] = parse_worker_status(values["status"])
     values["supported_task_types"] = tuple(values["supported_task_types"] or ())
@@ -72,14 +72,14 @@ def insert(connection: Connection, record: WorkerRecord) -> None:
     connection.execute(workers.insert().values(**values))
 
 
-# Hot statements are built once: building and keying a statement cost more than running it.
-_GET = sa.select(workers).where(workers.c.id == sa.bindparam("worker_key"))
-_UPDATE = workers.update().where(workers.c.id == sa.bindparam("worker_key"))
+# What every worker request runs: compiled once, run on the driver's cursor (see .hot).
+_GET = HotStatement(sa.select(workers).where(workers.c.id == sa.bindparam("worker_key")))
+_UPDATE = HotStatement(workers.update().where(workers.c.id == sa.bindparam("worker_key")))
 
 
 def get(connection: Connection, worker_id: str) -> WorkerRecord | None:
     """The worker with this ID, or ``None``."""
-    row = connection.execute(_GET, {"worker_key": worker_id}).first()
+    row = _GET.first_mapping(connection, {"worker_key": worker_id})
     return None if row is None else _record(row)
 
 
@@ -97,8 +97,7 @@ def update(connection: Connection, worker_id: str, **values: Any) -> bool:
         values["supported_task_types"] = list(values["supported_task_types"])
     if not values:
         return get(connection, worker_id) is not None
-    result = connection.execute(_UPDATE, {"worker_key": worker_id, **values})
-    return result.rowcount > 0
+    return _UPDATE.rowcount(connection, {"worker_key": worker_id, **values}) > 0
 
 
 def delete(connection: Connection, worker_id: str) -> bool:
@@ -110,7 +109,7 @@ def delete(connection: Connection, worker_id: str) -> bool:
 def list_all(connection: Connection) -> list[WorkerRecord]:
     """Every worker, by nickname then status."""
     rows = connection.execute(sa.select(workers).order_by(workers.c.nickname, workers.c.status))
-    return [_record(row) for row in rows]
+    return [_record(row_dict(row)) for row in rows]
 
 
 def unseen_since(
@@ -151,7 +150,7 @@ def sleep_checks_due(connection: Connection, now: datetime) -> list[WorkerRecord
             workers.c.sleep_next_check.is_not(None), workers.c.sleep_next_check <= now
         )
     )
-    return [_record(row) for row in rows]
+    return [_record(row_dict(row)) for row in rows]
 
 
 # --- blocklist ---------------------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""Hot statements: Core statements compiled once per dialect and run on the driver's cursor.
+
+Every worker request runs a handful of small statements (read a worker, read a task, set two
+columns). Through :meth:`sqlalchemy.engine.Connection.execute` each costs 20 to 50 µs of Python
+around a few µs in the database driver: cache-key generation, execution context, result metadata,
+row objects. :class:`HotStatement` keeps SQLAlchemy for what it is good at (one schema, one
+statement, SQL for SQLite and PostgreSQL) and skips the per-call machinery: the statement is
+compiled once per dialect (and, for an UPDATE, per set of columns written), and each call applies
+the same bind and result processors SQLAlchemy would, then runs the SQL on the connection's
+DB-API cursor, inside the connection's transaction.
+
+Driver errors come out as SQLAlchemy's own exceptions (:class:`sqlalchemy.exc.DBAPIError` and its
+subclasses), and a lost connection is invalidated as :meth:`Connection.execute` would do it, so
+callers and the pool see no difference.
+
+Statements with expanding parameters (``IN`` of a list) are refused: use
+:meth:`Connection.execute` for those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+__all__ = ["HotStatement"]
+
+Processor = Callable[[Any], Any]
+
+
+@attrs.frozen
+class _Plan:
+    """One compilation of a statement: SQL text, how to build its parameters and read its rows."""
+
+    sql: str
+    compiled: SQLCompiler
+    positions: tuple[str, ...] | None
+    """Parameter names in order for a positional paramstyle; ``None`` for a named one."""
+    bind_processors: tuple[tuple[str, Processor], ...]
+    columns: tuple[str, ...]
+    result_processors: tuple[Processor | None, ...]
+    processed_columns: tuple[int, ...]
+
+    def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        bound = self.compiled.construct_params(values)
+        for name, process in self.bind_processors:
+            bound[name] = process(bound[name])
+        if self.positions is None:
+            return bound
+        return [bound[name] for name in self.positions]
+
+    def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        if not self.processed_columns:
+            return tuple(row)
+        values = list(row)
+        for index in self.processed_columns:
+            process = self.result_processors[index]
+            assert process is not None
+            values[index] = process(values[index])
+        return tuple(values)
+
+
+class HotStatement:
+    """A Core statement run often: compiled once per dialect, executed on the DB-API cursor."""
+
+    def __init__(self, statement: sa.Select[Any] | sa.sql.dml.UpdateBase) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[str, frozenset[str]], _Plan] = {}
+        self._is_dml = isinstance(statement, sa.sql.dml.UpdateBase)
+
+    def rows(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every result row, values converted as SQLAlchemy converts them."""
+        plan, cursor = self._run(connection, values)
+        try:
+            return [plan.convert(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def first(self, connection: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first result row, or ``None``."""
+        plan, cursor = self._run(connection, values)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else plan.convert(row)
+
+    def first_mapping(
+        self, connection: Connection, values: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The first result row as a dict keyed by column name, or ``None``."""
+        plan, cursor = self._run(connection, values)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else dict(zip(plan.columns, plan.convert(row), strict=True))
+
+    def rowcount(self, connection: Connection, values: Mapping[str, Any]) -> int:
+        """Run an INSERT, UPDATE or DELETE; the number of rows it matched."""
+        _, cursor = self._run(connection, values)
+        try:
+            count: int = cursor.rowcount
+        finally:
+            cursor.close()
+        return count
+
+    def _run(self, connection: Connection, values: Mapping[str, Any]) -> tuple[_Plan, Any]:
+        dialect = connection.dialect
+        key = (dialect.name, frozenset(values) if self._is_dml else frozenset())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._compile(dialect, values)
+        parameters = plan.parameters(values)
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.execute(plan.sql, parameters)
+        except dialect.loaded_dbapi.Error as error:
+            cursor.close()
+            raise self._translate(connection, error, plan.sql, parameters, raw) from error
+        return plan, cursor
+
+    def _compile(self, dialect: Dialect, values: Iterable[str]) -> _Plan:
+        column_keys = sorted(values) if self._is_dml else None
+        compiled = self.statement.compile(dialect=dialect, column_keys=column_keys)
+        assert isinstance(compiled, SQLCompiler)
+        if any(bind.expanding for bind in compiled.binds.values()):
+            raise ValueError("HotStatement cannot run statements with expanding parameters")
+        bind_processors = []
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                bind_processors.append((name, process))
+        selected = (
+            self.statement.selected_columns if isinstance(self.statement, sa.sql.Select) else ()
+        )
+        result_processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected
+        )
+        return _Plan(
+            sql=compiled.string,
+            compiled=compiled,
+            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
+            bind_processors=tuple(bind_processors),
+            columns=tuple(str(column.key) for column in selected),
+            result_processors=result_processors,
+            processed_columns=tuple(
+                index for index, process in enumerate(result_processors) if process is not None
+            ),
+        )
+
+    @staticmethod
+    def _translate(
+        connection: Connection, error: Any, sql: str, parameters: Any, raw: Any
+    ) -> sa.exc.StatementError:
+        dialect = connection.dialect
+        lost = dialect.is_disconnect(error, raw, None)
+        if lost:
+            connection.invalidate(error)
+        translated: sa.exc.StatementError = sa.exc.DBAPIError.instance(
+            sql,
+            parameters,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        )
+        return translated

@@ -1,0 +1,125 @@
+"""Hot statements give what Connection.execute gives, on each backend, errors included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flamenco_manager.storage.database import Database
+from flamenco_manager.storage.hot import HotStatement
+from flamenco_manager.storage.schema import workers
+
+_GET = sa.select(workers).where(workers.c.id == sa.bindparam("key"))
+_UPDATE = workers.update().where(workers.c.id == sa.bindparam("key"))
+_BY_STATUS = (
+    sa.select(workers.c.id, workers.c.last_activity)
+    .where(workers.c.status == sa.bindparam("status"))
+    .order_by(workers.c.id)
+)
+WORKER = "5f1d7a0e9c3b2a1d0e9f8a7b"
+REGISTERED = datetime(2026, 3, 1, 12, 30, 15, 250_000, tzinfo=UTC)
+
+
+@pytest.fixture
+def database(tmp_path: Path, database_url: str) -> Iterator[Database]:
+    url = database_url or f"sqlite:///{tmp_path}/hot.sqlite"
+    opened = Database.open(url)
+    with opened.transaction() as connection:
+        connection.execute(
+            workers.insert().values(
+                id=WORKER,
+                secret_hash="x",
+                nickname="render-01",
+                address="10.0.0.5",
+                status="awake",
+                platform="linux",
+                supported_task_types=["blender", "ffmpeg"],
+                software="Flamenco-Worker/2.5",
+                registered=REGISTERED,
+            )
+        )
+    yield opened
+    opened.close()
+
+
+def test_a_row_reads_as_connection_execute_reads_it(database: Database) -> None:
+    hot = HotStatement(_GET)
+    with database.transaction() as connection:
+        expected = dict(connection.execute(_GET, {"key": WORKER}).one()._mapping)
+        got = hot.first_mapping(connection, {"key": WORKER})
+        missing = hot.first_mapping(connection, {"key": "0" * 24})
+    assert got == expected
+    # Converted by the same processors: an aware UTC datetime, a decoded JSON list.
+    assert got is not None
+    assert got["registered"] == REGISTERED
+    assert got["supported_task_types"] == ["blender", "ffmpeg"]
+    assert missing is None
+
+
+def test_updates_of_different_columns_are_compiled_apart(database: Database) -> None:
+    hot = HotStatement(_UPDATE)
+    seen = REGISTERED + timedelta(minutes=5)
+    with database.transaction() as connection:
+        assert hot.rowcount(connection, {"key": WORKER, "last_activity": seen}) == 1
+        assert hot.rowcount(connection, {"key": WORKER, "nickname": "render-02"}) == 1
+        assert hot.rowcount(connection, {"key": "0" * 24, "nickname": "nobody"}) == 0
+    with database.transaction() as connection:
+        row = connection.execute(_GET, {"key": WORKER}).one()
+    assert (row.last_activity, row.nickname) == (seen, "render-02")
+
+
+# One database for every example: each writes the value it then reads.
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    moments=st.lists(
+        st.datetimes(
+            min_value=datetime(2000, 1, 1),
+            max_value=datetime(2100, 1, 1),
+            timezones=st.just(UTC),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_written_and_read_values_round_trip(database: Database, moments: list[datetime]) -> None:
+    # Every moment goes in through a hot UPDATE and comes out of a hot SELECT unchanged, as
+    # SQLAlchemy itself reads it.
+    update, select = HotStatement(_UPDATE), HotStatement(_BY_STATUS)
+    for moment in moments:
+        with database.transaction() as connection:
+            update.rowcount(connection, {"key": WORKER, "last_activity": moment})
+            rows = select.rows(connection, {"status": "awake"})
+            expected = connection.execute(_BY_STATUS, {"status": "awake"}).all()
+        assert rows == [tuple(row) for row in expected] == [(WORKER, moment)]
+
+
+def test_a_driver_error_is_sqlalchemys_and_the_transaction_rolls_back(
+    database: Database,
+) -> None:
+    hot = HotStatement(_UPDATE)
+
+    def rename_then_break() -> None:
+        with database.transaction() as connection:
+            hot.rowcount(connection, {"key": WORKER, "nickname": "renamed"})
+            hot.rowcount(connection, {"key": WORKER, "nickname": None})  # NOT NULL
+
+    with pytest.raises(sa.exc.IntegrityError, match=r"(?i)null"):
+        rename_then_break()
+    with database.transaction() as connection:
+        assert connection.execute(_GET, {"key": WORKER}).one().nickname == "render-01"
+
+
+def test_expanding_parameters_are_refused(database: Database) -> None:
+    hot = HotStatement(
+        sa.select(workers.c.id).where(workers.c.id.in_(sa.bindparam("keys", expanding=True)))
+    )
+    with database.transaction() as connection, pytest.raises(ValueError, match="expanding"):
+        hot.rows(connection, {"keys": [WORKER]})
