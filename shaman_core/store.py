@@ -23,7 +23,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -290,8 +290,9 @@ class BlobUpload:
             self.store_chunk(self._staging)
             self._staging.clear()
 
-    # The steps of `write`, for callers that overlap hashing and writing in two threads: fill a
-    # `new_buffer`, `accept` its length, then `hash_chunk` and `store_chunk` it, each in order.
+    # The steps of `write`, for callers that overlap receiving, hashing and writing on threads:
+    # `accept` a buffer's length, fill a `new_buffer` and hash it (`absorb` does both, or `fill`
+    # then `hash_chunk`), then `store_chunk` it; buffers in order in each step.
 
     def accept(self, length: int) -> None:
         """Count `length` more bytes; `UploadMismatchError` (417) once more than declared."""
@@ -300,6 +301,17 @@ class BlobUpload:
         self.received += length
         if self.received > self.size:
             raise UploadMismatchError(f"Received more than the {self.size} bytes you promised")
+
+    def absorb(self, buffer: WriteBuffer, pieces: Iterable[Buffer]) -> None:
+        """Copy `pieces` into `buffer` and feed them to the checksum, piece by piece.
+
+        Meant for a worker thread: each copy holds the GIL only briefly and hashing releases
+        it, and a piece is hashed while it is still in the CPU cache from its copy.
+        """
+        for piece in pieces:
+            if buffer.fill(piece) != len(piece):
+                raise ValueError("pieces larger than the buffer")
+            self._hasher.update(piece)
 
     def hash_chunk(self, chunk: WriteBuffer | Buffer) -> None:
         """Feed `chunk` to the checksum."""

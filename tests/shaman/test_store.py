@@ -182,3 +182,25 @@ def test_large_uploads_with_direct_io_store_exact_bytes(tmp_path: Path, size: in
             upload.write(payload[start : start + 777_777])
         path = upload.finish()
     assert path.read_bytes() == payload
+
+
+def test_absorbed_pieces_are_hashed_and_stored_in_order(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    payload = os.urandom(DIRECT_IO_MIN_SIZE + 12_345)
+    checksum = sha256(payload)
+    with store.begin_upload(checksum, len(payload)) as upload:
+        buffer = upload.new_buffer()
+        for start in range(0, len(payload), buffer.capacity):
+            batch = payload[start : start + buffer.capacity]
+            pieces = [memoryview(batch)[i : i + 100_000] for i in range(0, len(batch), 100_000)]
+            upload.accept(len(batch))
+            buffer.clear()
+            upload.absorb(buffer, pieces)
+            assert buffer.data == batch
+            upload.store_chunk(buffer)
+        full = upload.new_buffer()
+        full.fill(bytes(full.capacity))
+        with pytest.raises(ValueError, match="larger than the buffer"):
+            upload.absorb(full, [b"x"])
+        path = upload.finish()
+    assert path.read_bytes() == payload
