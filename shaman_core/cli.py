@@ -75,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from shaman_core.asgi import create_app
     from shaman_core.config import ShamanConfig
+    from shaman_core.serving import uvicorn_options
 
     config = ShamanConfig(
         store_dir=args.store,
@@ -85,7 +86,9 @@ def _serve(args: argparse.Namespace) -> int:
         gc_period=args.gc_period_hours * 3600,
         gc_max_age=args.gc_max_age_days * 86400,
     )
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        create_app(config), host=args.host, port=args.port, log_level="info", **uvicorn_options()
+    )
     return 0
 
 

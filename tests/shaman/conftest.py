@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from shaman_core.asgi import create_app
 from shaman_core.config import Shaman, ShamanConfig
 from shaman_core.jwt import KeyStore, generate_key_pair, mint_token
+from shaman_core.serving import uvicorn_options
 
 settings.register_profile(
     "shaman",
@@ -114,7 +115,13 @@ class LiveShaman:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                **uvicorn_options(),  # as `shaman serve` runs it
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
