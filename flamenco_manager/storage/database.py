@@ -17,6 +17,8 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from .hot import HotStatement
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 AFTER_COMMIT: Final = "flamenco.after_commit"
 """Key of ``Connection.info`` holding the callables to run once the transaction commits."""
@@ -93,6 +95,9 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url_object, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+_BEGIN_IMMEDIATE: Final = HotStatement(sa.text("BEGIN IMMEDIATE"))
+
+
 def _sqlite_engine(url: sa.URL) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,7 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # Take the write lock up front, so two processes never deadlock upgrading read locks.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _BEGIN_IMMEDIATE.rowcount(connection, {})
 
     return engine
 

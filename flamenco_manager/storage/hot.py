@@ -67,7 +67,7 @@ class _Plan:
 class HotStatement:
     """A Core statement run often: compiled once per dialect, executed on the DB-API cursor."""
 
-    def __init__(self, statement: sa.Select[Any] | sa.sql.dml.UpdateBase) -> None:
+    def __init__(self, statement: sa.Select[Any] | sa.sql.dml.UpdateBase | sa.TextClause) -> None:
         self.statement = statement
         self._plans: dict[tuple[str, frozenset[str]], _Plan] = {}
         self._is_dml = isinstance(statement, sa.sql.dml.UpdateBase)
@@ -101,7 +101,7 @@ class HotStatement:
         return None if row is None else dict(zip(plan.columns, plan.convert(row), strict=True))
 
     def rowcount(self, connection: Connection, values: Mapping[str, Any]) -> int:
-        """Run an INSERT, UPDATE or DELETE; the number of rows it matched."""
+        """Run a statement that returns no rows (INSERT, UPDATE, DELETE, BEGIN); rows matched."""
         _, cursor = self._run(connection, values)
         try:
             count: int = cursor.rowcount
