@@ -176,6 +176,7 @@ def serve(settings: Settings) -> None:
 
     from flamenco_manager.manager import Manager
     from flamenco_manager.web.app import SETTINGS_VARIABLE, create_app
+    from shaman_core.serving import uvicorn_options
 
     configure_logging(settings.log_level)
     log = logging.getLogger("flamenco_manager")
@@ -213,6 +214,8 @@ def serve(settings: Settings) -> None:
             access_log=False,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=10,
+            # uvloop, and an HTTP protocol that streams Shaman uploads without extra copies.
+            **uvicorn_options(),
         )
         return
     try:
@@ -224,6 +227,8 @@ def serve(settings: Settings) -> None:
             access_log=False,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=10,
+            # uvloop, and an HTTP protocol that streams Shaman uploads without extra copies.
+            **uvicorn_options(),
         )
     finally:
         manager.close()
