@@ -117,6 +117,13 @@ def _int(value: Any) -> int:
         raise ConfigError(f"not an integer: {value!r}") from None
 
 
+def _runs_kept(value: Any) -> int:
+    number = _int(value)
+    if number < -1:
+        raise ConfigError(f"runs kept: expected -1 (all), 0 or more, got {number}")
+    return number
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -151,6 +158,11 @@ class Settings:
         None,
         "task log directory; empty means task-logs in the data directory",
         converter=_optional_path,
+    )
+    task_log_runs_kept: int = _setting(
+        20,
+        "older runs of a task's log kept when the task runs again, newest first; -1 keeps all",
+        converter=_runs_kept,
     )
     timezone: str = _setting(
         "", "time zone of sleep schedules (e.g. Europe/Amsterdam); empty means the machine's"

@@ -49,7 +49,8 @@ class Manager:
         self.log = logging.getLogger("flamenco_manager")
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.database = database or Database.open(settings.database_url)
-        self.logs = TaskLogStore(settings.logs_dir)
+        kept = settings.task_log_runs_kept
+        self.logs = TaskLogStore(settings.logs_dir, keep_rotated=None if kept < 0 else kept)
         self.context = ServiceContext(settings, self.database, self.logs, clock)
         self.variables = (
             Variables.from_config(settings.variables)

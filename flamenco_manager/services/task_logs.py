@@ -261,15 +261,23 @@ class TaskLogStore:
         if not current.exists():
             return
         try:
-            self._shift_numbered(current)
+            if self.keep_rotated == 0:
+                current.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    _with_suffix(current, ".gz").unlink()
+                return
+            if self.keep_rotated is None:
+                self._shift_numbered(current)
+            else:
+                self._shift_kept(current, self.keep_rotated)
             os.replace(current, _with_suffix(current, ".1"))
             with contextlib.suppress(FileNotFoundError):
                 _with_suffix(current, ".gz").unlink()
-            if self.keep_rotated is not None:
-                for _, path in self.rotated(job_id, task_id)[self.keep_rotated :]:
-                    path.unlink()
-            if self.compress_rotated:
-                self._compress_old(job_id, task_id)
+            if self.keep_rotated is None:
+                if self.compress_rotated:
+                    self._compress_old(job_id, task_id)
+            elif self.compress_rotated and self.keep_rotated >= 2:
+                self._compress_one(current, 2)
         except OSError as exc:
             raise TaskLogError(f"cannot rotate task log {current}", _reason(exc)) from exc
 
@@ -293,19 +301,39 @@ class TaskLogStore:
                 target_number += 1
             os.replace(path, target)
 
+    def _shift_kept(self, current: Path, keep: int) -> None:
+        # With a cap, older runs can only be X.1 .. X.<keep> (plain or gzipped): probe those
+        # instead of listing the job's directory, which holds every task's logs. The run that
+        # would become X.<keep + 1> is deleted. Names rotation never makes (X.007, numbers past
+        # the cap left by an uncapped store) are not looked for, and stay as they are.
+        for number in range(keep, 0, -1):
+            for compressed in (False, True):
+                path = _rotated_path(current, number, compressed)
+                if number == keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                    continue
+                target = _rotated_path(current, number + 1, compressed)
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path, target)
+
     def _compress_old(self, job_id: str, task_id: str) -> None:
         current = self.path(job_id, task_id)
-        for number, path, compressed in _numbered_siblings(current):
-            if compressed or number < 2:
-                continue
-            target = _rotated_path(current, number, compressed=True)
-            if target.exists():
-                continue  # A copy from an interrupted run of this loop: keep the plain file.
-            try:
-                _gzip_atomically(path, target)
-            except OSError:
-                continue  # Out of space: the plain file stays, which loses nothing.
-            path.unlink()
+        for number, _, compressed in _numbered_siblings(current):
+            if not compressed and number >= 2:
+                self._compress_one(current, number)
+
+    @staticmethod
+    def _compress_one(current: Path, number: int) -> None:
+        path = _rotated_path(current, number, compressed=False)
+        target = _rotated_path(current, number, compressed=True)
+        if target.exists() or not path.exists():
+            return  # Nothing to do, or a copy from an interrupted run: keep the plain file.
+        try:
+            _gzip_atomically(path, target)
+        except OSError:
+            return  # Out of space: the plain file stays, which loses nothing.
+        path.unlink()
 
     # Compression and reading
 

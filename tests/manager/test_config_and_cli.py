@@ -86,6 +86,7 @@ def test_the_toml_in_the_data_directory_is_read(tmp_path: Path) -> None:
         ('blacklist_threshold = "many"\n', "not an integer"),
         ('active_task_timeout_interval = "soon"\n', "not a duration"),
         ('timeout_check_interval = "0s"\n', "longer than 0"),
+        ("task_log_runs_kept = -2\n", "expected -1"),
         ("listen = \n", "cannot read"),
     ],
 )

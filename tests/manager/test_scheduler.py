@@ -230,3 +230,17 @@ def test_two_managers_on_one_database_never_share_a_task(tmp_path: Path, databas
     assert set(given) == expected
     first.close()
     second.close()
+
+
+async def test_a_task_run_again_and_again_keeps_its_newest_older_logs(farm: Farm) -> None:
+    # The default keeps 20 older runs: rotation stays cheap however often a task is re-run.
+    job = farm.job(spec("flaky"))
+    (task_id,) = farm.task_ids(job)
+    worker = await farm.register()
+    for _ in range(23):
+        assert (await farm.fetch(worker)).json()["_id"] == task_id
+        assert (await farm.call(worker, "POST", f"/tasks/{task_id}/return")).status_code == 204
+    logs = farm.manager.logs
+    assert [number for number, _ in logs.rotated(str(job.id), task_id)] == list(range(1, 21))
+    first_line = logs.read_whole(str(job.id), task_id, 20).splitlines()[0]
+    assert b"Manager assigned task" in first_line

@@ -220,6 +220,45 @@ def test_rotation_keeps_at_most_the_configured_number_of_runs(tmp_path: Path) ->
     assert store.read_whole(JOB, TASK, 2) == b"run 2\n"
 
 
+@pytest.mark.parametrize("keep", [0, 1, 2, 5])
+def test_capped_rotation_keeps_the_newest_runs_in_order(tmp_path: Path, keep: int) -> None:
+    store = TaskLogStore(tmp_path, keep_rotated=keep)
+    for run in range(12):
+        store.rotate(JOB, TASK)
+        store.append(JOB, TASK, f"run {run}")
+    name = f"task-{TASK}.txt"
+    expected = {name} | {f"{name}.{n}" + (".gz" if n >= 2 else "") for n in range(1, keep + 1)}
+    assert _names(store.job_dir(JOB)) == expected
+    assert [store.read_whole(JOB, TASK, n) for n in range(keep + 1)] == [
+        f"run {11 - n}\n".encode() for n in range(keep + 1)
+    ]
+
+
+def test_capped_rotation_does_not_list_the_job_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job's directory holds every task's logs: listing it on each re-run of a task made
+    # claiming cost grow with the size of the job.
+    store = TaskLogStore(tmp_path, keep_rotated=3)
+    store.append(JOB, TASK, "run 0")
+    store.rotate(JOB, TASK)
+    store.append(JOB, TASK, "run 1")
+
+    def refuse(*_: object) -> list[str]:
+        raise AssertionError("rotation listed a directory")
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    monkeypatch.setattr(os, "scandir", refuse)
+    store.rotate(JOB, TASK)
+    store.append(JOB, TASK, "run 2")
+    monkeypatch.undo()
+    assert [store.read_whole(JOB, TASK, n) for n in range(3)] == [
+        b"run 2\n",
+        b"run 1\n",
+        b"run 0\n",
+    ]
+
+
 def test_rotation_leaves_no_numbered_gzip_copy_of_the_current_log(store: TaskLogStore) -> None:
     # §19.2 item 19: Go renamed X.gz to X.gz.0 and then X.gz.1.
     store.append(JOB, TASK, "first run")
