@@ -30,6 +30,7 @@ else:
         """uvicorn's httptools protocol, minus two copies of each request-body piece."""
 
         def on_body(self, body: bytes) -> None:
+            """Keep a received body piece as it is when the app has taken the previous one."""
             cycle = self.cycle
             if (
                 cycle.body
