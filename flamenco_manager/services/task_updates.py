@@ -59,6 +59,12 @@ class TaskUpdates:
             worker = worker_store.get(connection, worker_id)
             if worker is None:
                 raise UnknownWorker(f"Unable to find worker address: {worker_id}", worker_id)
+            # The worker's row before the task's, as every request does: two requests of one
+            # worker (an update and a may-i-run) never wait for each other in opposite orders.
+            reported: dict[str, object] = {"current_task_updated": now}
+            if update.task_status:
+                reported["current_task_status"] = str(update.task_status)
+            worker = mark_seen(connection, worker, peer, now, **reported)
             task = task_store.get(connection, task_id, for_update=True)
             if task is None:
                 raise NotFound(f"Task {task_id} is unknown.")
@@ -75,11 +81,6 @@ class TaskUpdates:
                     f"task_status {update.task_status!r} cannot be reported by a worker; "
                     "expected active, completed, failed or canceled"
                 )
-
-            reported: dict[str, object] = {"current_task_updated": now}
-            if update.task_status:
-                reported["current_task_status"] = str(update.task_status)
-            worker = mark_seen(connection, worker, peer, now, **reported)
 
             if outcome.failed_from is not None:
                 outcome = self._apply_failure_policy(connection, task, worker, outcome, now)
