@@ -13,8 +13,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-import anyio
-import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -52,8 +50,6 @@ T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 WorkerHandler = Callable[[Request, str], Awaitable[Response]]
 
-SERVICE_THREADS: Final = 16
-"""Threads running worker service calls on PostgreSQL (its pool holds up to 30 connections)."""
 SMALL_BODY: Final = 64 * 1024
 UPDATE_BODY: Final = 32 * 1024 * 1024
 _REALM: Final = {"WWW-Authenticate": 'Basic realm="Flamenco Manager"'}
@@ -128,16 +124,12 @@ class WorkerAPI:
         # thread hop. On PostgreSQL it waits on round trips (and now and then on a row lock),
         # which inline would add to every other request's wait.
         self._inline = manager.database.is_sqlite
-        self._threads: anyio.CapacityLimiter | None = None
 
     async def _call(self, service: Callable[..., T], *args: object) -> T:
         """Run a service call inline on SQLite, on a worker thread on PostgreSQL."""
         if self._inline:
             return service(*args)
-        if self._threads is None:
-            # Fewer threads than pooled connections: a thread never waits for a connection.
-            self._threads = anyio.CapacityLimiter(SERVICE_THREADS)
-        return await anyio.to_thread.run_sync(service, *args, limiter=self._threads)
+        return await run_in_threadpool(service, *args)
 
     def routes(self) -> list[Route]:
         """One route per worker endpoint of the catalogue, with its methods."""
