@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -46,7 +46,6 @@ from flamenco_protocol.ids import ObjectId
 
 from .responses import JSON, BodyTooLarge, document, no_content, read_body, text
 
-T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 WorkerHandler = Callable[[Request, str], Awaitable[Response]]
 
@@ -120,16 +119,6 @@ class WorkerAPI:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        # On SQLite a service call is a few hundred µs of local work: cheaper inline than a
-        # thread hop. On PostgreSQL it waits on round trips (and now and then on a row lock),
-        # which inline would add to every other request's wait.
-        self._inline = manager.database.is_sqlite
-
-    async def _call(self, service: Callable[..., T], *args: object) -> T:
-        """Run a service call inline on SQLite, on a worker thread on PostgreSQL."""
-        if self._inline:
-            return service(*args)
-        return await run_in_threadpool(service, *args)
 
     def routes(self) -> list[Route]:
         """One route per worker endpoint of the catalogue, with its methods."""
@@ -213,17 +202,17 @@ class WorkerAPI:
         """``POST /sign-on``."""
         doc = await _decode(request, WorkerSignonDoc)
         assert isinstance(doc, WorkerSignonDoc)
-        await self._call(self.manager.workers.sign_on, worker_id, doc, peer(request))
+        self.manager.workers.sign_on(worker_id, doc, peer(request))
         return no_content()
 
     async def sign_off(self, request: Request, worker_id: str) -> Response:
         """``POST /sign-off``."""
-        await self._call(self.manager.workers.sign_off, worker_id)
+        self.manager.workers.sign_off(worker_id)
         return no_content()
 
     async def fetch_task(self, request: Request, worker_id: str) -> Response:
         """``POST /task`` (``GET`` too)."""
-        result = await self._call(self.manager.scheduler.fetch_task, worker_id, peer(request))
+        result = self.manager.scheduler.fetch_task(worker_id, peer(request))
         match result:
             case Assigned(task):
                 return document(task)
@@ -242,9 +231,7 @@ class WorkerAPI:
             return _bad_id("task_id", request)
         update = await _decode(request, TaskUpdate, UPDATE_BODY)
         assert isinstance(update, TaskUpdate)
-        await self._call(
-            self.manager.task_updates.update, worker_id, task_id, update, peer(request)
-        )
+        self.manager.task_updates.update(worker_id, task_id, update, peer(request))
         return no_content()
 
     async def return_task(self, request: Request, worker_id: str) -> Response:
@@ -252,7 +239,7 @@ class WorkerAPI:
         task_id = _task_id(request)
         if task_id is None:
             return _bad_id("task_id", request)
-        await self._call(self.manager.task_updates.return_task, worker_id, task_id, peer(request))
+        self.manager.task_updates.return_task(worker_id, task_id, peer(request))
         return no_content()
 
     async def may_i_run(self, request: Request, worker_id: str) -> Response:
@@ -261,14 +248,11 @@ class WorkerAPI:
         if task_id is None:
             reason = f"Invalid ObjectID used for task-id: {request.path_params['task_id']}"
             return document(MayKeepRunningResponse(may_keep_running=False, reason=reason), 404)
-        answer = await self._call(
-            self.manager.task_updates.may_i_run, worker_id, task_id, peer(request)
-        )
-        return document(answer)
+        return document(self.manager.task_updates.may_i_run(worker_id, task_id, peer(request)))
 
     async def status_change(self, request: Request, worker_id: str) -> Response:
         """``GET /status-change``."""
-        pending = await self._call(self.manager.workers.status_change, worker_id, peer(request))
+        pending = self.manager.workers.status_change(worker_id, peer(request))
         if pending is None:
             return no_content()
         return document(WorkerStatusRequest(status_requested=pending.status))
@@ -276,7 +260,7 @@ class WorkerAPI:
     async def ack_status_change(self, request: Request, worker_id: str) -> Response:
         """``POST /ack-status-change/{status}``: always 204."""
         acked = request.path_params["status"]
-        if not await self._call(self.manager.workers.acknowledge, worker_id, acked):
+        if not self.manager.workers.acknowledge(worker_id, acked):
             self.manager.log.info(
                 "worker acknowledged a status it was not asked for",
                 extra={"worker": worker_id, "status": acked},

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.services.scheduler import Assigned
 from flamenco_manager.services.workers import Peer
 from flamenco_manager.storage import tasks as task_store
-from flamenco_manager.storage.schema import workers
 from flamenco_protocol.documents import WorkerRegistration
 
 from .harness import Farm, spec
@@ -247,34 +244,3 @@ async def test_a_task_run_again_and_again_keeps_its_newest_older_logs(farm: Farm
     assert [number for number, _ in logs.rotated(str(job.id), task_id)] == list(range(1, 21))
     first_line = logs.read_whole(str(job.id), task_id, 20).splitlines()[0]
     assert b"Manager assigned task" in first_line
-
-
-async def test_a_request_waiting_on_a_row_lock_holds_up_no_other(
-    farm: Farm, database_url: str
-) -> None:
-    # PostgreSQL: service calls run on threads, so one request waiting for a lock (or a round
-    # trip) leaves the event loop free for the others. Inline, the event loop itself waited.
-    if not database_url:
-        pytest.skip("SQLite: service calls run inline (one writer, nothing to wait for)")
-    farm.job(spec("a"), spec("b"))
-    first, second = await farm.register("first"), await farm.register("second")
-    farm.clock.advance(seconds=5)  # so that /task writes the worker's "last seen"
-    locker = farm.manager.database.engine.connect()
-    locker.begin()
-    locker.execute(sa.select(workers.c.id).where(workers.c.id == first.id).with_for_update())
-    release = threading.Timer(5, locker.rollback)  # a stuck event loop is freed all the same
-    release.start()
-    try:
-        waiting = asyncio.create_task(farm.fetch(first))
-        await asyncio.sleep(0.5)
-        assert not waiting.done(), "the event loop waited for the lock with the first /task"
-        other = await asyncio.wait_for(farm.fetch(second), 4)
-        assert other.status_code == 200
-        assert not waiting.done()
-    finally:
-        release.cancel()
-        release.join()
-        if locker.in_transaction():
-            locker.rollback()
-        locker.close()
-    assert (await asyncio.wait_for(waiting, 10)).status_code == 200
