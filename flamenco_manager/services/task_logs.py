@@ -262,22 +262,21 @@ class TaskLogStore:
             return
         try:
             if self.keep_rotated == 0:
-                current.unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    _with_suffix(current, ".gz").unlink()
-                return
-            if self.keep_rotated is None:
-                self._shift_numbered(current)
+                current.unlink()  # no older run is kept
             else:
-                self._shift_kept(current, self.keep_rotated)
-            os.replace(current, _with_suffix(current, ".1"))
+                if self.keep_rotated is None:
+                    self._shift_numbered(current)
+                else:
+                    self._shift_kept(current, self.keep_rotated)
+                os.replace(current, _with_suffix(current, ".1"))
             with contextlib.suppress(FileNotFoundError):
                 _with_suffix(current, ".gz").unlink()
+            if not self.compress_rotated:
+                return
             if self.keep_rotated is None:
-                if self.compress_rotated:
-                    self._compress_old(job_id, task_id)
-            elif self.compress_rotated and self.keep_rotated >= 2:
-                self._compress_one(current, 2)
+                self._compress_old(job_id, task_id)
+            elif self.keep_rotated >= 2:
+                self._compress_one(current, 2)  # the runs after it were gzipped before
         except OSError as exc:
             raise TaskLogError(f"cannot rotate task log {current}", _reason(exc)) from exc
 
@@ -306,16 +305,16 @@ class TaskLogStore:
         # instead of listing the job's directory, which holds every task's logs. The run that
         # would become X.<keep + 1> is deleted. Names rotation never makes (X.007, numbers past
         # the cap left by an uncapped store) are not looked for, and stay as they are.
-        for number in range(keep, 0, -1):
+        for compressed in (False, True):
+            with contextlib.suppress(FileNotFoundError):
+                _rotated_path(current, keep, compressed).unlink()
+        for number in range(keep - 1, 0, -1):
             for compressed in (False, True):
-                path = _rotated_path(current, number, compressed)
-                if number == keep:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                    continue
-                target = _rotated_path(current, number + 1, compressed)
                 with contextlib.suppress(FileNotFoundError):
-                    os.replace(path, target)
+                    os.replace(
+                        _rotated_path(current, number, compressed),
+                        _rotated_path(current, number + 1, compressed),
+                    )
 
     def _compress_old(self, job_id: str, task_id: str) -> None:
         current = self.path(job_id, task_id)

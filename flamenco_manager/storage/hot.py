@@ -42,8 +42,8 @@ class _Plan:
     """Parameter names in order for a positional paramstyle; ``None`` for a named one."""
     bind_processors: tuple[tuple[str, Processor], ...]
     columns: tuple[str, ...]
-    result_processors: tuple[Processor | None, ...]
-    processed_columns: tuple[int, ...]
+    result_processors: tuple[tuple[int, Processor], ...]
+    """The columns whose values SQLAlchemy converts, by position, and how."""
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         bound = self.compiled.construct_params(values)
@@ -54,12 +54,10 @@ class _Plan:
         return [bound[name] for name in self.positions]
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
-        if not self.processed_columns:
+        if not self.result_processors:
             return tuple(row)
         values = list(row)
-        for index in self.processed_columns:
-            process = self.result_processors[index]
-            assert process is not None
+        for index, process in self.result_processors:
             values[index] = process(values[index])
         return tuple(values)
 
@@ -82,23 +80,14 @@ class HotStatement:
 
     def first(self, connection: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first result row, or ``None``."""
-        plan, cursor = self._run(connection, values)
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        return None if row is None else plan.convert(row)
+        return self._first(connection, values)[1]
 
     def first_mapping(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """The first result row as a dict keyed by column name, or ``None``."""
-        plan, cursor = self._run(connection, values)
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        return None if row is None else dict(zip(plan.columns, plan.convert(row), strict=True))
+        plan, row = self._first(connection, values)
+        return None if row is None else dict(zip(plan.columns, row, strict=True))
 
     def rowcount(self, connection: Connection, values: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows (INSERT, UPDATE, DELETE, BEGIN); rows matched."""
@@ -108,6 +97,16 @@ class HotStatement:
         finally:
             cursor.close()
         return count
+
+    def _first(
+        self, connection: Connection, values: Mapping[str, Any]
+    ) -> tuple[_Plan, tuple[Any, ...] | None]:
+        plan, cursor = self._run(connection, values)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return plan, None if row is None else plan.convert(row)
 
     def _run(self, connection: Connection, values: Mapping[str, Any]) -> tuple[_Plan, Any]:
         dialect = connection.dialect
@@ -132,27 +131,26 @@ class HotStatement:
         assert isinstance(compiled, SQLCompiler)
         if any(bind.expanding for bind in compiled.binds.values()):
             raise ValueError("HotStatement cannot run statements with expanding parameters")
-        bind_processors = []
-        for name, bind in compiled.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                bind_processors.append((name, process))
+        bind_processors = tuple(
+            (name, process)
+            for name, bind in compiled.binds.items()
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        )
         selected = (
             self.statement.selected_columns if isinstance(self.statement, sa.sql.Select) else ()
         )
         result_processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected
+            (index, process)
+            for index, column in enumerate(selected)
+            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
         )
         return _Plan(
             sql=compiled.string,
             compiled=compiled,
             positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
-            bind_processors=tuple(bind_processors),
+            bind_processors=bind_processors,
             columns=tuple(str(column.key) for column in selected),
             result_processors=result_processors,
-            processed_columns=tuple(
-                index for index, process in enumerate(result_processors) if process is not None
-            ),
         )
 
     @staticmethod

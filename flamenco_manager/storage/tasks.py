@@ -131,10 +131,9 @@ def insert_many(
 
 
 # What every worker request runs: compiled once, run on the driver's cursor (see .hot).
-_GET = HotStatement(sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key")))
-_GET_FOR_UPDATE = HotStatement(
-    sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key")).with_for_update()
-)
+_GET_QUERY = sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key"))
+_GET = HotStatement(_GET_QUERY)
+_GET_FOR_UPDATE = HotStatement(_GET_QUERY.with_for_update())
 _UPDATE = HotStatement(tasks.update().where(tasks.c.id == sa.bindparam("task_key")))
 _ACTIVE_OF = HotStatement(
     sa.select(tasks.c.id)
