@@ -213,11 +213,13 @@ class TaskLogStore:
     def job_dir(self, job_id: str) -> Path:
         """``<root>/job-<job[:4]>/<job>``: the directory of one job's logs."""
         job = _checked_id(job_id, "job")
-        return self.root / f"job-{job[:4]}" / job
+        return Path(os.path.join(self.root, f"job-{job[:4]}", job))
 
     def path(self, job_id: str, task_id: str) -> Path:
         """``<root>/job-<job[:4]>/<job>/task-<task>.txt``: the task's current log."""
-        return self.job_dir(job_id) / f"task-{_checked_id(task_id, 'task')}.txt"
+        # One Path built from a joined string: joining Paths costs more than the append itself.
+        job, task = _checked_id(job_id, "job"), _checked_id(task_id, "task")
+        return Path(os.path.join(self.root, f"job-{job[:4]}", job, f"task-{task}.txt"))
 
     def gzip_path(self, job_id: str, task_id: str) -> Path:
         """The gzip copy of the current log, ``X.gz``."""
@@ -239,7 +241,6 @@ class TaskLogStore:
         if not data.endswith(b"\n"):
             data += b"\n"
         try:
-            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = _open_append(path)
         except OSError as exc:
             raise TaskLogError(f"cannot open task log {path}", _reason(exc)) from exc
@@ -352,7 +353,6 @@ class TaskLogStore:
             ):
                 return packed
             if current_stat is None:
-                current.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 fd = _open_append(current)
                 try:
                     _write_all_or_nothing(fd, MISSING_LOG_TEXT.encode())
@@ -507,11 +507,16 @@ def _numbered_siblings(current: Path) -> Iterator[tuple[int, Path, bool]]:
 
 
 def _open_append(path: Path) -> int:
+    """Open a log for appending, creating it (and its directories) when it does not exist."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    try:
+        return os.open(path, flags)  # most appends go to a log that exists: one system call
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        return os.open(path, flags)
+        return os.open(path, flags)  # created in between by another process
     # The umask may have taken bits away from a new file; logs are world-readable in Go.
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o644)
