@@ -2,12 +2,25 @@
 
 Services run short transactions through :meth:`Database.transaction`. The schema is brought up to
 date by Alembic when the database is opened.
+
+**Group commits (SQLite).** A commit costs SQLite more than the few statements of a worker
+request. Inside :meth:`Database.grouping` (the web layer enters it for each request), the
+transactions that run on the event loop's thread become savepoints of one shared transaction,
+committed by a callback that runs once the event loop has run the steps already waiting: the
+requests that arrived together commit together. Whoever entered the grouping waits for
+:meth:`CommitWait.committed` before answering, so no answer ever tells of a change that is not
+committed; if the shared commit fails, every request in it learns so and none of their changes
+stay. Transactions outside a grouping, or on other threads, commit on their own as before (on the
+event loop's thread after committing an open group first, since SQLite has one writer).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +38,38 @@ AFTER_COMMIT: Final = "flamenco.after_commit"
 KEPT_CONNECTIONS: Final = 4
 """How many SQLite connections stay checked out between transactions, ready for the next."""
 
+_log = logging.getLogger("flamenco_manager.database")
+
+
+class _CommitGroup:
+    """One SQLite transaction shared by the grouped transactions of several requests."""
+
+    def __init__(self, connection: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self.connection = connection
+        self.loop = loop
+        self.committed: asyncio.Future[None] = loop.create_future()
+        self.after_commit: list[Callable[[], None]] = []
+        self.transactions = 0
+
+
+_JOINED: ContextVar[list[_CommitGroup] | None] = ContextVar("flamenco_commit_groups", default=None)
+_SAVEPOINT: Final = HotStatement(sa.text("SAVEPOINT grouped"))
+_RELEASE: Final = HotStatement(sa.text("RELEASE grouped"))
+_ROLLBACK_TO: Final = HotStatement(sa.text("ROLLBACK TO grouped"))
+
+
+class CommitWait:
+    """What a grouping's transactions joined: await :meth:`committed` before answering."""
+
+    def __init__(self, joined: list[_CommitGroup]) -> None:
+        self._joined = joined
+
+    async def committed(self) -> None:
+        """Return once every transaction run in the grouping is committed; raise if one failed."""
+        for group in self._joined:
+            # Shielded: a client going away must not cancel the commit of the others.
+            await asyncio.shield(group.committed)
+
 
 class Database:
     """A connection pool to the manager's database, with the schema up to date."""
@@ -38,6 +83,8 @@ class Database:
         # restart broke while they were idle.
         self._keeps_connections = engine.dialect.name == "sqlite"
         self._idle: list[Connection] = []
+        self._group: _CommitGroup | None = None
+        self._group_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Database:
@@ -65,8 +112,18 @@ class Database:
         """A connection in a transaction, committed when the block ends without an exception.
 
         Callables appended to ``connection.info[AFTER_COMMIT]`` inside the block run after the
-        commit, in order; a rollback drops them.
+        commit, in order; a rollback drops them. Inside :meth:`grouping`, on SQLite and on the
+        event loop's thread, the commit is the group's (see the module's documentation).
         """
+        loop = self._running_loop()
+        joined = _JOINED.get()
+        if joined is not None and loop is not None and self._groups_on(loop):
+            with self._grouped(joined, loop) as connection:
+                yield connection
+            return
+        group = self._group
+        if group is not None and (loop is group.loop or group.loop.is_closed()):
+            self._commit_group(group)  # SQLite's one writer: the group's lock goes first
         callbacks: list[Callable[[], None]] = []
         connection = self._checkout()
         try:
@@ -84,6 +141,103 @@ class Database:
             self._checkin(connection)
         for callback in callbacks:
             callback()
+
+    @contextmanager
+    def grouping(self) -> Iterator[CommitWait]:
+        """Let the transactions run inside the block (in this context) share commits.
+
+        Only SQLite groups; elsewhere the :class:`CommitWait` has nothing to wait for. The caller
+        must await :meth:`CommitWait.committed` before it tells anyone what the transactions did.
+        """
+        joined: list[_CommitGroup] = []
+        token = _JOINED.set(joined)
+        try:
+            yield CommitWait(joined)
+        finally:
+            _JOINED.reset(token)
+
+    def _groups_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether transactions on ``loop`` may group: SQLite, and one event loop at a time."""
+        if not self._keeps_connections:
+            return False
+        bound = self._group_loop
+        if bound is None or (bound is not loop and bound.is_closed() and self._group is None):
+            self._group_loop = bound = loop
+        return bound is loop
+
+    @staticmethod
+    def _running_loop() -> asyncio.AbstractEventLoop | None:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+    @contextmanager
+    def _grouped(
+        self, joined: list[_CommitGroup], loop: asyncio.AbstractEventLoop
+    ) -> Iterator[Connection]:
+        group = self._group
+        if group is None:
+            connection = self._checkout()
+            try:
+                connection.begin()
+            except BaseException:
+                self._checkin(connection)
+                raise
+            group = self._group = _CommitGroup(connection, loop)
+            # Runs after the steps already waiting in the loop: those join this group.
+            loop.call_soon(self._commit_group, group)
+        if not joined or joined[-1] is not group:
+            joined.append(group)
+        connection = group.connection
+        callbacks: list[Callable[[], None]] = []
+        _SAVEPOINT.rowcount(connection, {})
+        connection.info[AFTER_COMMIT] = callbacks
+        try:
+            yield connection
+        except BaseException:
+            try:
+                _ROLLBACK_TO.rowcount(connection, {})
+                _RELEASE.rowcount(connection, {})
+            except BaseException:
+                self._commit_group(group, failed=True)
+            raise
+        finally:
+            if not connection.invalidated:
+                connection.info.pop(AFTER_COMMIT, None)
+        _RELEASE.rowcount(connection, {})
+        group.transactions += 1
+        group.after_commit.extend(callbacks)
+
+    def _commit_group(self, group: _CommitGroup, *, failed: bool = False) -> None:
+        if group.committed.done():
+            return  # committed already, before a transaction of its own
+        if self._group is group:
+            self._group = None
+        connection = group.connection
+        try:
+            if failed:
+                raise RuntimeError("a grouped transaction could not be rolled back")
+            connection.commit()
+        except Exception as error:
+            _log.error(
+                "group commit failed; its %d transactions are rolled back",
+                group.transactions,
+                extra={"error": str(error).splitlines()[0][:200]},
+            )
+            with suppress(Exception):
+                connection.rollback()
+            connection.close()  # not kept: its state is unknown
+            group.committed.set_exception(error)
+            group.committed.exception()  # whoever waits sees it; nobody waiting is no warning
+            return
+        self._checkin(connection)
+        group.committed.set_result(None)
+        for callback in group.after_commit:
+            try:
+                callback()
+            except Exception:
+                _log.exception("an after-commit callback failed")
 
     def _checkout(self) -> Connection:
         # list.pop and list.append are atomic: threads never share a connection.
@@ -106,6 +260,8 @@ class Database:
     def close(self) -> None:
         """Close every pooled connection (and give up leadership)."""
         self.leadership.release()
+        if self._group is not None:
+            self._commit_group(self._group)
         while self._idle:
             self._idle.pop().close()
         self.engine.dispose()

@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -15,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from flamenco_manager.manager import Manager
 from shaman_core.asgi import shaman_routes
 
+from .committed import CommittedAnswers
 from .dashboard import dashboard_routes
 from .login import login_routes
 from .logs import log_routes
@@ -73,6 +75,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(CommittedAnswers, database=manager.database)],
         exception_handlers={
             404: _not_found,
             405: _method_not_allowed,
