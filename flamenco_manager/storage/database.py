@@ -205,7 +205,11 @@ class Database:
         finally:
             if not connection.invalidated:
                 connection.info.pop(AFTER_COMMIT, None)
-        _RELEASE.rowcount(connection, {})
+        try:
+            _RELEASE.rowcount(connection, {})
+        except BaseException:
+            self._commit_group(group, failed=True)  # its changes must not commit with others
+            raise
         group.transactions += 1
         group.after_commit.extend(callbacks)
 
@@ -217,7 +221,7 @@ class Database:
         connection = group.connection
         try:
             if failed:
-                raise RuntimeError("a grouped transaction could not be rolled back")
+                raise RuntimeError("a grouped transaction could not be rolled back or released")
             connection.commit()
         except Exception as error:
             _log.error(

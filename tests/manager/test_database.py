@@ -212,20 +212,19 @@ async def test_a_failing_grouped_transaction_takes_back_only_its_own_changes(
 async def test_a_failed_group_commit_fails_every_request_in_it_and_keeps_nothing(
     database: Database,
 ) -> None:
-    async def interrupting() -> None:
-        # SQLite stops the statement running when the progress handler says so: the COMMIT.
-        with database.grouping() as wait:
-            with database.transaction() as connection:
-                _insert_job(connection, "c" * 24, "interrupts the commit")
-                raw = connection.connection.dbapi_connection
-                assert isinstance(raw, sqlite3.Connection)
-                raw.set_progress_handler(lambda: 1, 1)
-            await wait.committed()
+    interrupted: list[object] = []
 
+    def interrupt_once(connection: sa.Connection) -> None:
+        # SQLite stops the statement running when the progress handler says so: the COMMIT.
+        if not interrupted:
+            interrupted.append(None)
+            raw = connection.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            raw.set_progress_handler(lambda: 1, 1)
+
+    sa.event.listen(database.engine, "commit", interrupt_once)
     outcomes = await asyncio.gather(
-        _grouped_insert(database, "a" * 24, "first"),
-        interrupting(),
-        _grouped_insert(database, "b" * 24, "last"),
+        *(_grouped_insert(database, letter * 24, letter) for letter in "abc"),
         return_exceptions=True,
     )
     assert [type(outcome) for outcome in outcomes] == [sa.exc.OperationalError] * 3
@@ -233,6 +232,25 @@ async def test_a_failed_group_commit_fails_every_request_in_it_and_keeps_nothing
     # The failed connection is not reused: what comes next commits as usual.
     await _grouped_insert(database, "d" * 24, "next")
     assert _stored_names(_sqlite_file(database)) == ["next"]
+
+
+@group_commits
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_savepoint_that_cannot_be_released_fails_its_group(database: Database) -> None:
+    async def unreleasable() -> None:
+        with database.grouping() as wait:
+            with database.transaction() as connection:
+                _insert_job(connection, "b" * 24, "b")
+                raw = connection.connection.dbapi_connection
+                assert isinstance(raw, sqlite3.Connection)
+                raw.set_progress_handler(lambda: 1, 1)  # interrupts the RELEASE
+            await wait.committed()
+
+    outcomes = await asyncio.gather(
+        _grouped_insert(database, "a" * 24, "a"), unreleasable(), return_exceptions=True
+    )
+    assert [type(outcome) for outcome in outcomes] == [RuntimeError, sa.exc.OperationalError]
+    assert _stored_names(_sqlite_file(database)) == []
 
 
 @group_commits
