@@ -6,6 +6,7 @@ import base64
 import contextlib
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
@@ -219,3 +221,27 @@ async def farm(tmp_path: Path, database_url: str) -> AsyncIterator[Farm]:
     async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
         yield Farm(manager, client, clock)
     manager.close()
+
+
+def count_commits(engine: sa.Engine) -> list[object]:
+    """A list that grows by one at each commit on ``engine`` from now on."""
+    commits: list[object] = []
+    sa.event.listen(engine, "commit", lambda *_: commits.append(None))
+    return commits
+
+
+def interrupt_next_commit(engine: sa.Engine) -> None:
+    """Make the next commit on ``engine`` (SQLite) fail for real, with "interrupted".
+
+    SQLite stops the statement running when the progress handler says so: the COMMIT.
+    """
+    interrupted: list[object] = []
+
+    def interrupt_once(connection: sa.Connection) -> None:
+        if not interrupted:
+            interrupted.append(None)
+            raw = connection.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            raw.set_progress_handler(lambda: 1, 1)
+
+    sa.event.listen(engine, "commit", interrupt_once)

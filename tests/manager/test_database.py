@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from flamenco_manager.storage.database import AFTER_COMMIT, KEPT_CONNECTIONS, Database
 from flamenco_manager.storage.schema import jobs
 
+from .harness import count_commits, interrupt_next_commit
+
 JOB = "5f1d7a0e9c3b2a1d0e9f8a7b"
 CREATED = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 
@@ -139,12 +141,6 @@ def test_closing_the_database_closes_the_kept_connections(database: Database) ->
 group_commits = pytest.mark.anyio
 
 
-def _commits(database: Database) -> list[object]:
-    counted: list[object] = []
-    sa.event.listen(database.engine, "commit", lambda *_: counted.append(None))
-    return counted
-
-
 def _stored_names(path: Path) -> list[str]:
     """What another connection sees: only committed rows."""
     with contextlib.closing(sqlite3.connect(path)) as other:
@@ -166,7 +162,7 @@ async def _grouped_insert(database: Database, job_id: str, name: str) -> None:
 @group_commits
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_requests_that_arrive_together_share_one_commit(database: Database) -> None:
-    commits = _commits(database)
+    commits = count_commits(database.engine)
     await asyncio.gather(
         *(_grouped_insert(database, f"{n:024x}", f"job {n:02}") for n in range(20))
     )
@@ -197,7 +193,7 @@ async def test_a_failing_grouped_transaction_takes_back_only_its_own_changes(
                 _insert_standalone(database, "f" * 24, "failed halfway", fail=True)
             await wait.committed()
 
-    commits = _commits(database)
+    commits = count_commits(database.engine)
     await asyncio.gather(
         _grouped_insert(database, "a" * 24, "before"),
         failing(),
@@ -212,17 +208,7 @@ async def test_a_failing_grouped_transaction_takes_back_only_its_own_changes(
 async def test_a_failed_group_commit_fails_every_request_in_it_and_keeps_nothing(
     database: Database,
 ) -> None:
-    interrupted: list[object] = []
-
-    def interrupt_once(connection: sa.Connection) -> None:
-        # SQLite stops the statement running when the progress handler says so: the COMMIT.
-        if not interrupted:
-            interrupted.append(None)
-            raw = connection.connection.dbapi_connection
-            assert isinstance(raw, sqlite3.Connection)
-            raw.set_progress_handler(lambda: 1, 1)
-
-    sa.event.listen(database.engine, "commit", interrupt_once)
+    interrupt_next_commit(database.engine)
     outcomes = await asyncio.gather(
         *(_grouped_insert(database, letter * 24, letter) for letter in "abc"),
         return_exceptions=True,
@@ -294,7 +280,7 @@ def _insert_standalone(database: Database, job_id: str, name: str, *, fail: bool
 async def test_postgresql_and_loopless_callers_commit_each_transaction(
     database: Database,
 ) -> None:
-    commits = _commits(database)
+    commits = count_commits(database.engine)
     if database.engine.dialect.name == "sqlite":
         await asyncio.to_thread(_insert_standalone, database, "a" * 24, "no event loop")
         assert len(commits) == 1

@@ -4,13 +4,11 @@ leaves before its commit (SQLite only: PostgreSQL commits each transaction on it
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from .harness import Farm, spec
+from .harness import Farm, count_commits, interrupt_next_commit, spec
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
@@ -26,15 +24,9 @@ async def _workers_on_tasks(farm: Farm, count: int) -> list[tuple[Any, str]]:
     return held
 
 
-def _count_commits(farm: Farm) -> list[object]:
-    commits: list[object] = []
-    sa.event.listen(farm.manager.database.engine, "commit", lambda *_: commits.append(None))
-    return commits
-
-
 async def test_updates_that_arrive_together_share_a_commit(farm: Farm) -> None:
     held = await _workers_on_tasks(farm, 8)
-    commits = _count_commits(farm)
+    commits = count_commits(farm.manager.database.engine)
     answers = await asyncio.gather(
         *(
             farm.update(worker, task_id, activity=f"frame {n}")
@@ -51,17 +43,7 @@ async def test_a_failed_shared_commit_answers_503_to_each_request_and_keeps_noth
 ) -> None:
     held = await _workers_on_tasks(farm, 4)
     before = [farm.task(task_id).activity for _, task_id in held]
-    interrupted: list[object] = []
-
-    def interrupt_once(connection: sa.Connection) -> None:
-        # SQLite aborts the COMMIT about to run with a real "interrupted" error.
-        if not interrupted:
-            interrupted.append(None)
-            raw = connection.connection.dbapi_connection
-            assert isinstance(raw, sqlite3.Connection)
-            raw.set_progress_handler(lambda: 1, 1)
-
-    sa.event.listen(farm.manager.database.engine, "commit", interrupt_once)
+    interrupt_next_commit(farm.manager.database.engine)
     answers = await asyncio.gather(
         *(farm.update(worker, task_id, activity="never stored") for worker, task_id in held)
     )
