@@ -200,7 +200,7 @@ class Database:
                 _ROLLBACK_TO.rowcount(connection, {})
                 _RELEASE.rowcount(connection, {})
             except BaseException:
-                self._commit_group(group, failed=True)
+                self._fail_group(group)
             raise
         finally:
             if not connection.invalidated:
@@ -208,40 +208,50 @@ class Database:
         try:
             _RELEASE.rowcount(connection, {})
         except BaseException:
-            self._commit_group(group, failed=True)  # its changes must not commit with others
+            self._fail_group(group)  # its changes must not commit with others
             raise
         group.transactions += 1
         group.after_commit.extend(callbacks)
 
-    def _commit_group(self, group: _CommitGroup, *, failed: bool = False) -> None:
-        if group.committed.done():
-            return  # committed already, before a transaction of its own
-        if self._group is group:
-            self._group = None
-        connection = group.connection
-        try:
-            if failed:
-                raise RuntimeError("a grouped transaction could not be rolled back or released")
-            connection.commit()
-        except Exception as error:
-            _log.error(
-                "group commit failed; its %d transactions are rolled back",
-                group.transactions,
-                extra={"error": str(error).splitlines()[0][:200]},
-            )
-            with suppress(Exception):
-                connection.rollback()
-            connection.close()  # not kept: its state is unknown
-            group.committed.set_exception(error)
-            group.committed.exception()  # whoever waits sees it; nobody waiting is no warning
+    def _commit_group(self, group: _CommitGroup) -> None:
+        if not self._close_group(group):
             return
-        self._checkin(connection)
+        try:
+            group.connection.commit()
+        except Exception as error:
+            self._roll_back_group(group, error)
+            return
+        self._checkin(group.connection)
         group.committed.set_result(None)
         for callback in group.after_commit:
             try:
                 callback()
             except Exception:
                 _log.exception("an after-commit callback failed")
+
+    def _fail_group(self, group: _CommitGroup) -> None:
+        """Roll back a group one of whose savepoints could not be rolled back or released."""
+        if self._close_group(group):
+            error = RuntimeError("a grouped transaction could not be rolled back or released")
+            self._roll_back_group(group, error)
+
+    def _close_group(self, group: _CommitGroup) -> bool:
+        """Take ``group`` out of use; ``False`` if it has ended already."""
+        if self._group is group:
+            self._group = None
+        return not group.committed.done()
+
+    def _roll_back_group(self, group: _CommitGroup, error: Exception) -> None:
+        _log.error(
+            "group commit failed; its %d transactions are rolled back",
+            group.transactions,
+            extra={"error": str(error).splitlines()[0][:200]},
+        )
+        with suppress(Exception):
+            group.connection.rollback()
+        group.connection.close()  # not kept: its state is unknown
+        group.committed.set_exception(error)
+        group.committed.exception()  # whoever waits sees it; nobody waiting is no warning
 
     def _checkout(self) -> Connection:
         # list.pop and list.append are atomic: threads never share a connection.
