@@ -100,11 +100,10 @@ def free_port() -> int:
 class Server:
     """A uvicorn subprocess, stopped on exit."""
 
-    def __init__(self, kind: str, port: int, data_dir: Path | None = None) -> None:
+    def __init__(self, kind: str, port: int, *extra: object) -> None:
         self.port = port
         args = [sys.executable, str(HERE / "_manager_bench.py"), kind, str(port)]
-        if data_dir is not None:
-            args.append(str(data_dir))
+        args += [str(value) for value in extra]
         self.process = subprocess.Popen(args)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -170,6 +169,138 @@ def _run_manager(port: int, data_dir: Path) -> None:
         manager.close()
 
 
+def serve_floor(data_dir: Path, secret: str) -> Server:
+    return Server("floor", free_port(), data_dir, secret)
+
+
+def _run_floor(port: int, data_dir: Path, secret: str) -> None:
+    """The least any manager must do per request, on the manager's own database and log layout.
+
+    Bare Starlette and the standard ``sqlite3`` module on the seeded database file (the real
+    schema: its indexes and triggers), with nothing of this project's services or storage layer.
+    ``/task`` probes the scheduling index once (the real query, blocklist and failures included)
+    and claims the task with a conditional update returning its row, points the worker at it and
+    appends the assignment line to the task's log; an update stores status and activity and
+    appends its log. What a manager does besides (validating bodies and transitions, job status,
+    events for the dashboard, last-seen times, variables) is left out. Writes go into one
+    transaction per event-loop turn, committed before any of its answers is sent: the same
+    durability as the manager, at the lowest cost per request.
+    """
+    import sqlite3
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    database = sqlite3.connect(
+        data_dir / "flamenco-manager.sqlite", isolation_level=None, check_same_thread=False
+    )
+    database.execute("PRAGMA journal_mode=WAL")
+    database.execute("PRAGMA synchronous=NORMAL")
+    logs_root = str(data_dir / "task-logs")
+    # Credentials as the benchmark's workers send them (all share one secret), to the worker's
+    # ID and first task type: the manager's remembered-credentials check, at no cost.
+    workers = {
+        Worker(row[0], secret).authorization: (row[0], json.loads(row[1])[0])
+        for row in database.execute("SELECT id, supported_task_types FROM workers")
+    }
+    next_of_type = """
+        SELECT id FROM tasks WHERE runnable = 1 AND task_type = ?
+        AND NOT EXISTS (SELECT 1 FROM worker_blocklist AS b
+            WHERE b.worker_id = ? AND b.job_id = tasks.job_id AND b.task_type = tasks.task_type)
+        AND NOT EXISTS (SELECT 1 FROM task_failures AS f
+            WHERE f.task_id = tasks.id AND f.worker_id = ?)
+        ORDER BY job_priority DESC, priority DESC, id LIMIT 1"""
+    claim = """
+        UPDATE tasks SET status = 'active', worker_id = ?, worker_nickname = ?,
+            last_worker_ping = ?, last_updated = ?
+        WHERE id = ? AND runnable = 1
+        RETURNING id, job_id, name, priority, job_priority, job_type, task_type, commands"""
+    update = """
+        UPDATE tasks SET status = ?, activity = ?, last_worker_ping = ?, last_updated = ?
+        WHERE id = ? AND worker_id = ?"""
+    pending: list[asyncio.Future[None]] = []
+
+    def commit() -> None:
+        database.execute("COMMIT")
+        for waiter in pending:
+            waiter.set_result(None)
+        pending.clear()
+
+    def joined() -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        if not pending:
+            database.execute("BEGIN IMMEDIATE")
+            loop.call_soon(commit)
+        waiter = loop.create_future()
+        pending.append(waiter)
+        return waiter
+
+    def append_log(job: str, task: str, text: str) -> None:
+        path = os.path.join(logs_root, f"job-{job[:4]}", job, f"task-{task}.txt")
+        flags = os.O_WRONLY | os.O_APPEND
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, flags | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def worker_of(request: Request) -> tuple[str, str] | None:
+        return workers.get(request.headers.get("authorization", ""))
+
+    async def task(request: Request) -> Response:
+        known = worker_of(request)
+        if known is None:
+            return Response(status_code=401)
+        worker, task_type = known
+        waiter = joined()
+        now = time.strftime("%Y-%m-%d %H:%M:%S.000000")
+        found = database.execute(next_of_type, (task_type, worker, worker)).fetchone()
+        # fetchall: a RETURNING statement left unfinished would keep the commit from happening.
+        claimed = found and database.execute(claim, (worker, "w", now, now, found[0])).fetchall()
+        row = claimed[0] if claimed else None
+        if row:
+            database.execute("UPDATE workers SET current_task = ? WHERE id = ?", (row[0], worker))
+            append_log(row[1], row[0], f"{now}: Manager assigned task {row[0]} to {worker}\n")
+        await waiter
+        if not row:
+            return Response(status_code=204)
+        names = ("_id", "job", "name", "priority", "job_priority", "job_type", "task_type")
+        body = dict(zip(names, row, strict=False))
+        body["commands"] = json.loads(row[7])
+        return Response(json.dumps(body), media_type="application/json")
+
+    async def task_update(request: Request) -> Response:
+        known = worker_of(request)
+        if known is None:
+            return Response(status_code=401)
+        worker, task_id = known[0], request.path_params["task_id"]
+        update_doc = json.loads(await request.body())
+        waiter = joined()
+        now = time.strftime("%Y-%m-%d %H:%M:%S.000000")
+        values = (update_doc["task_status"], update_doc.get("activity", ""), now, now)
+        changed = database.execute(update, (*values, task_id, worker)).rowcount
+        if changed and update_doc.get("log"):
+            job = database.execute("SELECT job_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            append_log(job[0], task_id, update_doc["log"])
+        await waiter
+        return Response(status_code=204 if changed else 409)
+
+    app = Starlette(
+        routes=[
+            Route("/task", task, methods=["GET", "POST"]),
+            Route("/tasks/{task_id}/update", task_update, methods=["POST"]),
+        ]
+    )
+    uvicorn.run(app, host=HOST, port=port, **UVICORN_FLAGS)
+
+
 def _run_baseline(port: int) -> None:
     import uvicorn
     from starlette.applications import Starlette
@@ -204,12 +335,14 @@ def seed(
     task_types: Sequence[str] = ("sleep",),
     tasks: int = 0,
     tasks_per_job: int = 100_000,
+    secret: str | None = None,
 ) -> list[Worker]:
     """Register ``workers`` workers and queue ``tasks`` tasks of the first type, via the services.
 
-    The workers share one secret, hashed once with cheap scrypt parameters: each worker's first
-    request pays one check before the manager caches it, and warm-up should not take minutes.
-    Measurements only see the cached path, as a long-running farm does.
+    The workers share one secret (``secret``, or a new one), hashed once with cheap scrypt
+    parameters: each worker's first request pays one check before the manager caches it, and
+    warm-up should not take minutes. Measurements only see the cached path, as a long-running
+    farm does.
     """
     import hashlib
     import secrets
@@ -219,7 +352,7 @@ def seed(
     from flamenco_manager.services.jobs import TaskSpec
     from flamenco_protocol.documents import WorkerRegistration
 
-    secret = secrets.token_urlsafe(24)
+    secret = secret or secrets.token_urlsafe(24)
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**10, r=8, p=1)
     encoded = [base64.b64encode(raw).decode() for raw in (salt, digest)]
@@ -423,5 +556,7 @@ if __name__ == "__main__":
     # The server side: ``_manager_bench.py manager PORT DATA_DIR`` or ``... baseline PORT``.
     if sys.argv[1] == "manager":
         _run_manager(int(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1] == "floor":
+        _run_floor(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
     else:
         _run_baseline(int(sys.argv[2]))

@@ -8,18 +8,44 @@ Each worker loops: ``POST /task``, then completes the task it got with an update
 server answers ``/task`` with a small fixed JSON body and the update with 204, so both sides
 serve the same request pattern. Enough tasks are queued that every ``/task`` finds one.
 
-Prints, for the bare endpoint and the manager, the median over the runs of ``/task`` answers
-per second with latency percentiles and CPU use, then the ratio manager / bare (target >= 0.5).
-Then the same for an empty queue (every ``/task`` answers 204) with workers that only poll.
+A third server, the floor, does only the database writes and log appends the protocol makes
+durable, with raw ``sqlite3`` on a copy of the manager's seeded database (see
+``_manager_bench._run_floor``): no manager can do less per request on this stack and keep the
+same promises, so floor / bare bounds the ratio any manager could reach on this machine.
+
+Prints, for the bare endpoint, the floor and the manager, the median over the runs of ``/task``
+answers per second with latency percentiles and CPU use, then the ratios manager / bare (target
+>= 0.5), floor / bare and manager / floor. Then the same for an empty queue (every ``/task``
+answers 204) with workers that only poll.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
-from _manager_bench import describe, measure, median_result, seed, serve_baseline, serve_manager
+from _manager_bench import (
+    Result,
+    describe,
+    measure,
+    median_result,
+    seed,
+    serve_baseline,
+    serve_floor,
+    serve_manager,
+)
+
+
+def ratios(bare: list[Result], floor: list[Result], ours: list[Result]) -> str:
+    """The three ratios of median rates, the target's first."""
+    rate_bare, rate_floor, rate_ours = (median_result(runs).rate for runs in (bare, floor, ours))
+    return (
+        f"ratio manager / bare: {rate_ours / rate_bare:.2f}  (target >= 0.5)   "
+        f"floor / bare: {rate_floor / rate_bare:.2f}   "
+        f"manager / floor: {rate_ours / rate_floor:.2f}"
+    )
 
 
 def main() -> None:
@@ -34,7 +60,11 @@ def main() -> None:
         data_dir = Path(scratch)
         print(f"seeding {args.workers} workers and {args.tasks} tasks ...", flush=True)
         busy = seed(data_dir, workers=args.workers, tasks=args.tasks)
-        idle = seed(data_dir, workers=args.workers, task_types=("nothing-queued",))
+        idle = seed(
+            data_dir, workers=args.workers, task_types=("nothing-queued",), secret=busy[0].secret
+        )
+        floor_dir = Path(scratch) / "floor"
+        shutil.copytree(data_dir, floor_dir)
 
         with serve_baseline() as baseline:
             bare = [
@@ -42,6 +72,13 @@ def main() -> None:
             ]
             bare_empty = [
                 measure(baseline, idle, "fetch", seconds=args.seconds) for _ in range(args.runs)
+            ]
+        with serve_floor(floor_dir, busy[0].secret) as floor:
+            least = [
+                measure(floor, busy, "complete", seconds=args.seconds) for _ in range(args.runs)
+            ]
+            least_empty = [
+                measure(floor, idle, "fetch", seconds=args.seconds) for _ in range(args.runs)
             ]
         with serve_manager(data_dir) as manager:
             ours = [
@@ -53,15 +90,15 @@ def main() -> None:
 
     print(f"\n/task with a task for every request ({args.workers} workers, task then complete):")
     print(describe("bare JSON endpoint", bare))
+    print(describe("floor /task (200)", least))
     print(describe("manager /task (200)", ours))
-    ratio = median_result(ours).rate / median_result(bare).rate
-    print(f"ratio manager / bare: {ratio:.2f}  (target >= 0.5)")
+    print(ratios(bare, least, ours))
 
     print(f"\n/task with an empty queue ({args.workers} workers, /task only):")
     print(describe("bare JSON endpoint", bare_empty))
+    print(describe("floor /task (204)", least_empty))
     print(describe("manager /task (204)", ours_empty))
-    ratio = median_result(ours_empty).rate / median_result(bare_empty).rate
-    print(f"ratio manager / bare: {ratio:.2f}")
+    print(ratios(bare_empty, least_empty, ours_empty))
 
 
 if __name__ == "__main__":
