@@ -6,7 +6,9 @@ use it. Everything listens on 127.0.0.1 and stops by itself.
 * :func:`serve_manager` / :func:`serve_baseline` start uvicorn (uvloop + httptools, no access
   log) in a subprocess, serving the real manager app or a bare Starlette app with the same flags.
   The bare app answers ``/task`` with a small fixed JSON body and ``/tasks/{id}/update`` and
-  ``/tasks/{id}/return`` by reading the body and answering 204.
+  ``/tasks/{id}/return`` by reading the body and answering 204. :func:`serve_floor` starts the
+  floor: only the durable writes of ``/task`` and updates, with raw ``sqlite3`` (see
+  :func:`_run_floor`).
 * :func:`seed` fills a manager's data directory through the services (workers, and jobs through
   :meth:`JobService.create_job`, one transaction per job), before its server starts.
 * :func:`measure` runs a load generator in another process: one keep-alive connection per
