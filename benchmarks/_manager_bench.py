@@ -550,6 +550,16 @@ def describe(label: str, results: list[Result]) -> str:
     )
 
 
+def ratios(bare: list[Result], floor: list[Result], ours: list[Result]) -> str:
+    """Manager / bare (the target), floor / bare and manager / floor, of median rates."""
+    rate_bare, rate_floor, rate_ours = (median_result(runs).rate for runs in (bare, floor, ours))
+    return (
+        f"ratio manager / bare: {rate_ours / rate_bare:.2f}  (target >= 0.5)   "
+        f"floor / bare: {rate_floor / rate_bare:.2f}   "
+        f"manager / floor: {rate_ours / rate_floor:.2f}"
+    )
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

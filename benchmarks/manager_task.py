@@ -27,25 +27,14 @@ import tempfile
 from pathlib import Path
 
 from _manager_bench import (
-    Result,
     describe,
     measure,
-    median_result,
+    ratios,
     seed,
     serve_baseline,
     serve_floor,
     serve_manager,
 )
-
-
-def ratios(bare: list[Result], floor: list[Result], ours: list[Result]) -> str:
-    """The three ratios of median rates, the target's first."""
-    rate_bare, rate_floor, rate_ours = (median_result(runs).rate for runs in (bare, floor, ours))
-    return (
-        f"ratio manager / bare: {rate_ours / rate_bare:.2f}  (target >= 0.5)   "
-        f"floor / bare: {rate_floor / rate_bare:.2f}   "
-        f"manager / floor: {rate_ours / rate_floor:.2f}"
-    )
 
 
 def main() -> None:

@@ -28,12 +28,12 @@ from _manager_bench import (
     Server,
     describe,
     measure,
+    ratios,
     seed,
     serve_baseline,
     serve_floor,
     serve_manager,
 )
-from manager_task import ratios
 
 
 def main() -> None:
