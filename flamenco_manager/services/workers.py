@@ -179,7 +179,9 @@ class WorkerService:
     def _secret_hash(self, worker_id: str) -> str | None:
         if not ObjectId.is_valid(worker_id):
             return None
-        with self.context.database.transaction() as connection:
+        # Runs on a thread: a write transaction there would wait for the event loop's open
+        # commit group, and the loop for it.
+        with self.context.database.reading() as connection:
             return worker_store.secret_hash(connection, worker_id.lower())
 
     def _announce(self, connection: Connection, worker: WorkerRecord) -> None:

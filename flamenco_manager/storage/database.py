@@ -36,6 +36,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 AFTER_COMMIT: Final = "flamenco.after_commit"
 """Key of ``Connection.info`` holding the callables to run once the transaction commits."""
 KEPT_CONNECTIONS: Final = 4
+_READ_ONLY: Final = "flamenco.read_only"
+"""Key of ``Connection.info`` set while :meth:`Database.reading` begins its transaction."""
 """How many SQLite connections stay checked out between transactions, ready for the next."""
 
 _log = logging.getLogger("flamenco_manager.database")
@@ -141,6 +143,26 @@ class Database:
             self._checkin(connection)
         for callback in callbacks:
             callback()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection in a transaction that only reads, for work off the event loop's thread.
+
+        On SQLite it takes no write lock (WAL readers wait for nobody), so it never waits for a
+        commit group the event loop holds open, nor makes the loop wait for it. It sees what was
+        committed when it started. Writing in it is an error.
+        """
+        connection = self._checkout()
+        try:
+            connection.info[_READ_ONLY] = True
+            try:
+                with connection.begin():
+                    yield connection
+            finally:
+                if not connection.invalidated:
+                    connection.info.pop(_READ_ONLY, None)
+        finally:
+            self._checkin(connection)
 
     @contextmanager
     def grouping(self) -> Iterator[CommitWait]:
@@ -299,6 +321,7 @@ def create_engine(url: str) -> Engine:
 
 
 _BEGIN_IMMEDIATE: Final = HotStatement(sa.text("BEGIN IMMEDIATE"))
+_BEGIN_DEFERRED: Final = HotStatement(sa.text("BEGIN"))
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
@@ -324,8 +347,11 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # Take the write lock up front, so two processes never deadlock upgrading read locks.
-        _BEGIN_IMMEDIATE.rowcount(connection, {})
+        if connection.info.get(_READ_ONLY):
+            _BEGIN_DEFERRED.rowcount(connection, {})
+        else:
+            # Take the write lock up front, so two processes never deadlock upgrading read locks.
+            _BEGIN_IMMEDIATE.rowcount(connection, {})
 
     return engine
 

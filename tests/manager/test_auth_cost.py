@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import pytest
 
 from flamenco_manager.manager import Manager
 from flamenco_manager.services import auth
+from flamenco_manager.storage import workers as worker_store
 from flamenco_protocol.documents import WorkerRegistration
 
 from .harness import make_settings
@@ -84,3 +86,45 @@ def test_hashes_made_with_other_costs_still_verify() -> None:
     assert verify_secret("s3cret", stored)
     assert not verify_secret("wrong", stored)
     assert hash_secret("s3cret").startswith("scrypt$4096$8$1$")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_checking_a_new_worker_never_holds_up_the_event_loops_writes(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's first request is checked on a thread, which reads its stored hash. That read
+    must not take SQLite's write lock: the event loop's next write would wait for it, and every
+    request on the loop with it."""
+    manager = Manager(make_settings(tmp_path, database=database_url))
+    try:
+        worker = manager.workers.register(
+            WorkerRegistration(secret="s3cret", platform="linux", nickname="w"), "10.0.0.5:1"
+        )
+        manager.workers.authenticator.forget(str(worker.id))
+        reading, release = threading.Event(), threading.Event()
+        real_lookup = worker_store.secret_hash
+
+        def slow_lookup(connection: Any, worker_id: str) -> str | None:
+            reading.set()
+            release.wait(10)
+            return real_lookup(connection, worker_id)
+
+        monkeypatch.setattr(worker_store, "secret_hash", slow_lookup)
+        check = asyncio.create_task(
+            asyncio.to_thread(manager.workers.authenticator.authenticate, str(worker.id), "s3cret")
+        )
+        assert await asyncio.to_thread(reading.wait, 10)
+        letting_go = threading.Timer(2, release.set)
+        letting_go.start()
+        started = time.monotonic()
+        with manager.database.grouping() as wait:
+            manager.workers.sign_off(str(worker.id))  # a write, on the event loop's thread
+            took = time.monotonic() - started
+            await wait.committed()
+        release.set()
+        letting_go.cancel()
+        assert await check
+        assert took < 1, f"the write waited {took:.1f} s for the credential check"
+    finally:
+        manager.close()
