@@ -17,6 +17,7 @@ from flamenco_manager.storage.tasks import TaskRecord
 from flamenco_manager.storage.workers import WorkerRecord
 from flamenco_protocol.documents import MayKeepRunningResponse, TaskUpdate
 from flamenco_protocol.ids import ObjectId
+from flamenco_protocol.statuses import TaskStatus
 from flamenco_protocol.task_states import (
     TaskEvent,
     TaskUpdateOutcome,
@@ -41,6 +42,39 @@ from .workers import SEEN_RESOLUTION, Peer, mark_seen, return_task
 __all__ = ["TaskUpdates"]
 
 
+def _reported(worker: WorkerRecord, update: TaskUpdate, now: datetime) -> dict[str, object]:
+    """What an update tells about its worker: the status of its task, and since when.
+
+    The time moves in :data:`SEEN_RESOLUTION` steps unless the status changes, as
+    ``last_activity`` does: a busy worker's updates then write the worker's row once a second.
+    """
+    reported: dict[str, object] = {}
+    if update.task_status and update.task_status != worker.current_task_status:
+        reported["current_task_status"] = str(update.task_status)
+        reported["current_task_updated"] = now
+    elif (
+        worker.current_task_updated is None or now - worker.current_task_updated >= SEEN_RESOLUTION
+    ):
+        reported["current_task_updated"] = now
+    return reported
+
+
+def _stored_values(
+    outcome: TaskUpdateOutcome, update: TaskUpdate, now: datetime
+) -> dict[str, object]:
+    """The task's columns an update sets, besides its status."""
+    values: dict[str, object] = {"last_worker_ping": now, "last_updated": now}
+    if outcome.keep_activity:
+        if update.activity:
+            values["activity"] = update.activity
+        values["task_progress_percentage"] = update.task_progress_percentage
+        values["current_command_idx"] = update.current_command_idx
+        values["command_progress_percentage"] = update.command_progress_percentage
+    if update.metrics is not None and update.metrics.timing:
+        values["metrics"] = {"timing": update.metrics.timing}
+    return values
+
+
 class TaskUpdates:
     """Takes task updates, returns and may-I-run questions from workers."""
 
@@ -61,10 +95,9 @@ class TaskUpdates:
                 raise UnknownWorker(f"Unable to find worker address: {worker_id}", worker_id)
             # The worker's row before the task's, as every request does: two requests of one
             # worker (an update and a may-i-run) never wait for each other in opposite orders.
-            reported: dict[str, object] = {"current_task_updated": now}
-            if update.task_status:
-                reported["current_task_status"] = str(update.task_status)
-            worker = mark_seen(connection, worker, peer, now, **reported)
+            worker = mark_seen(connection, worker, peer, now, **_reported(worker, update, now))
+            if self._store_progress(connection, worker, task_id, update, now):
+                return
             task = task_store.get(connection, task_id, for_update=True)
             if task is None:
                 raise NotFound(f"Task {task_id} is unknown.")
@@ -85,23 +118,9 @@ class TaskUpdates:
             if outcome.failed_from is not None:
                 outcome = self._apply_failure_policy(connection, task, worker, outcome, now)
 
-            values: dict[str, object] = {
-                "last_worker_ping": now,
-                "worker_id": worker_id,
-                "last_updated": now,
-            }
-            if outcome.keep_activity:
-                if update.activity:
-                    values["activity"] = update.activity
-                values["task_progress_percentage"] = update.task_progress_percentage
-                values["current_command_idx"] = update.current_command_idx
-                values["command_progress_percentage"] = update.command_progress_percentage
-            if update.metrics is not None and update.metrics.timing:
-                values["metrics"] = {"timing": update.metrics.timing}
-            try:
-                self.context.logs.append(str(task.job_id), task_id, update.log)
-            except TaskLogError as exc:
-                raise StorageFailure(f"Unable to store update: {exc}") from exc
+            values = _stored_values(outcome, update, now)
+            values["worker_id"] = worker_id
+            self._append_log(str(task.job_id), task_id, update.log)
             self.context.announce(
                 connection,
                 "task",
@@ -123,6 +142,56 @@ class TaskUpdates:
                     failed_ratio=self.context.settings.failed_task_ratio,
                     events=self.context.events,
                 )
+
+    def _store_progress(
+        self,
+        connection: Connection,
+        worker: WorkerRecord,
+        task_id: str,
+        update: TaskUpdate,
+        now: datetime,
+    ) -> bool:
+        """Most updates: progress of a task the worker runs, stored with one conditional write.
+
+        What the rules make of the update if the task is ``active`` and the sender's decides
+        whether it is such an update; the write itself checks that the task is. ``False`` when
+        it is not (nothing was written): the caller then loads the task and decides afresh.
+        """
+        assumed = decide_task_update(
+            task_status=TaskStatus.ACTIVE,
+            task_worker=worker.id,
+            sender=worker.id,
+            reported_status=update.task_status,
+        )
+        if (
+            assumed.verdict is not UpdateVerdict.APPLY
+            or assumed.failed_from is not None
+            or assumed.new_status not in (None, TaskStatus.ACTIVE)
+        ):
+            return False
+        stored = task_store.update_running(
+            connection, task_id, str(worker.id), **_stored_values(assumed, update, now)
+        )
+        if stored is None:
+            return False
+        job_id, activity = stored
+        self._append_log(job_id, task_id, update.log)
+        self.context.announce(
+            connection,
+            "task",
+            task_id,
+            job=job_id,
+            status=TaskStatus.ACTIVE.value,
+            activity=activity,
+            worker=str(worker.id),
+        )
+        return True
+
+    def _append_log(self, job_id: str, task_id: str, text: str) -> None:
+        try:
+            self.context.logs.append(job_id, task_id, text)
+        except TaskLogError as exc:
+            raise StorageFailure(f"Unable to store update: {exc}") from exc
 
     def _apply_failure_policy(
         self,

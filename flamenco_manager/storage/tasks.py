@@ -135,6 +135,15 @@ _GET_QUERY = sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key"))
 _GET = HotStatement(_GET_QUERY)
 _GET_FOR_UPDATE = HotStatement(_GET_QUERY.with_for_update())
 _UPDATE = HotStatement(tasks.update().where(tasks.c.id == sa.bindparam("task_key")))
+_UPDATE_RUNNING = HotStatement(
+    tasks.update()
+    .where(
+        tasks.c.id == sa.bindparam("task_key"),
+        tasks.c.worker_id == sa.bindparam("worker_key"),
+        tasks.c.status == TaskStatus.ACTIVE.value,
+    )
+    .returning(tasks.c.job_id, tasks.c.activity)
+)
 _ACTIVE_OF = HotStatement(
     sa.select(tasks.c.id)
     .where(
@@ -295,6 +304,19 @@ def update(connection: Connection, task_id: str, **values: Any) -> None:
     if "status" in values:
         raise ValueError("change a task's status with set_status")
     _UPDATE.rowcount(connection, {"task_key": task_id, **values})
+
+
+def update_running(
+    connection: Connection, task_id: str, worker_id: str, **values: Any
+) -> tuple[str, str] | None:
+    """Set columns of a task that is ``active`` and held by ``worker_id``; its job ID and activity
+    afterwards, or ``None`` (nothing written) when the task is not so."""
+    if "status" in values:
+        raise ValueError("change a task's status with set_status")
+    rows = _UPDATE_RUNNING.rows(
+        connection, {"task_key": task_id, "worker_key": worker_id, **values}
+    )
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 def set_status(

@@ -53,6 +53,40 @@ async def test_the_worker_records_what_it_sent(farm: Farm) -> None:
     assert record.current_task_updated == farm.clock()
 
 
+async def test_progress_moves_the_workers_update_time_in_one_second_steps(farm: Farm) -> None:
+    """A busy worker's progress updates write its row at most once a second; a new status at
+    once."""
+    worker, task_id = await _running(farm)
+    await farm.update(worker, task_id, task_status="active", activity="frame 1")
+    first = farm.clock()
+    farm.clock.advance(seconds=0.5)
+    await farm.update(worker, task_id, task_status="active", activity="frame 2")
+    assert farm.worker(worker).current_task_updated == first
+    assert farm.task(task_id).activity == "frame 2"
+    farm.clock.advance(seconds=0.5)
+    await farm.update(worker, task_id, task_status="active", activity="frame 3")
+    assert farm.worker(worker).current_task_updated == farm.clock()
+    farm.clock.advance(seconds=0.1)
+    await farm.update(worker, task_id, task_status="completed")
+    record = farm.worker(worker)
+    assert (record.current_task_status, record.current_task_updated) == ("completed", farm.clock())
+
+
+async def test_progress_for_a_task_that_stopped_running_keeps_its_status(farm: Farm) -> None:
+    """The quick path for progress of a running task must not take an update for a task that
+    is no longer active: the rules for that status apply (activity dropped, log kept)."""
+    worker, task_id = await _running(farm)
+    await farm.update(worker, task_id, task_status="completed", activity="done")
+    response = await farm.update(
+        worker, task_id, task_status="active", activity="late progress", log="late line"
+    )
+    assert response.status_code == 204
+    task = farm.task(task_id)
+    assert (task.status, task.activity) == ("completed", "done")
+    log = farm.manager.logs.read_whole(str(task.job_id), task_id).decode()
+    assert log.endswith("late line\n")
+
+
 async def test_an_update_for_an_unassigned_active_task_claims_it(farm: Farm) -> None:
     worker, task_id = await _running(farm)
     from flamenco_manager.storage import tasks as task_store
