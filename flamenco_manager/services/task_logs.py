@@ -205,6 +205,7 @@ class TaskLogStore:
             raise ValueError(f"keep_rotated must be 0 or more, not {keep_rotated}")
         self.root = Path(root)
         """The directory holding every job's logs (Go's ``task_logs_path``)."""
+        self._root = str(self.root)
         self.keep_rotated = keep_rotated
         self.compress_rotated = compress_rotated
 
@@ -217,9 +218,12 @@ class TaskLogStore:
 
     def path(self, job_id: str, task_id: str) -> Path:
         """``<root>/job-<job[:4]>/<job>/task-<task>.txt``: the task's current log."""
-        # One Path built from a joined string: joining Paths costs more than the append itself.
+        return Path(self._file(job_id, task_id))
+
+    def _file(self, job_id: str, task_id: str) -> str:
+        # A string: building a Path costs as much as the append itself.
         job, task = _checked_id(job_id, "job"), _checked_id(task_id, "task")
-        return Path(os.path.join(self.root, f"job-{job[:4]}", job, f"task-{task}.txt"))
+        return f"{self._root}/job-{job[:4]}/{job}/task-{task}.txt"
 
     def gzip_path(self, job_id: str, task_id: str) -> Path:
         """The gzip copy of the current log, ``X.gz``."""
@@ -236,7 +240,7 @@ class TaskLogStore:
         """
         if not text or not job_id:
             return
-        path = self.path(job_id, task_id)
+        path = self._file(job_id, task_id)
         data = text.encode("utf-8", errors="surrogateescape")
         if not data.endswith(b"\n"):
             data += b"\n"
@@ -506,13 +510,13 @@ def _numbered_siblings(current: Path) -> Iterator[tuple[int, Path, bool]]:
             yield int(match[1]), current.parent / name, match[2] is not None
 
 
-def _open_append(path: Path) -> int:
+def _open_append(path: str | Path) -> int:
     """Open a log for appending, creating it (and its directories) when it does not exist."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     try:
         return os.open(path, flags)  # most appends go to a log that exists: one system call
     except FileNotFoundError:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:

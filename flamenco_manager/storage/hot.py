@@ -26,6 +26,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 
 __all__ = ["HotStatement"]
 
@@ -33,25 +34,48 @@ Processor = Callable[[Any], Any]
 
 
 @attrs.frozen
+class _Bind:
+    """Where one parameter of a compiled statement gets its value, and how it is converted."""
+
+    key: str
+    """The name callers use (the bind parameter's key, or the column's for an UPDATE)."""
+    name: str
+    placeholder: str
+    """The name in the SQL text (``name``, escaped where the dialect needs it)."""
+    parameter: BindParameter[Any]
+    process: Processor | None
+
+    def value(self, values: Mapping[str, Any]) -> Any:
+        if self.key in values:
+            value = values[self.key]
+        elif self.name in values:
+            value = values[self.name]
+        elif self.parameter.required:
+            raise sa.exc.InvalidRequestError(
+                f"A value is required for bind parameter {self.parameter.key!r}"
+            )
+        else:
+            value = self.parameter.effective_value
+        return value if self.process is None else self.process(value)
+
+
+@attrs.frozen
 class _Plan:
     """One compilation of a statement: SQL text, how to build its parameters and read its rows."""
 
     sql: str
-    compiled: SQLCompiler
-    positions: tuple[str, ...] | None
-    """Parameter names in order for a positional paramstyle; ``None`` for a named one."""
-    bind_processors: tuple[tuple[str, Processor], ...]
+    binds: tuple[_Bind, ...]
+    """Every parameter, in the order a positional paramstyle takes them."""
+    named: bool
+    """Whether the driver takes a mapping (named paramstyle) rather than a sequence."""
     columns: tuple[str, ...]
     result_processors: tuple[tuple[int, Processor], ...]
     """The columns whose values SQLAlchemy converts, by position, and how."""
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-        bound = self.compiled.construct_params(values)
-        for name, process in self.bind_processors:
-            bound[name] = process(bound[name])
-        if self.positions is None:
-            return bound
-        return [bound[name] for name in self.positions]
+        if self.named:
+            return {bind.placeholder: bind.value(values) for bind in self.binds}
+        return [bind.value(values) for bind in self.binds]
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         if not self.result_processors:
@@ -131,14 +155,29 @@ class HotStatement:
         assert isinstance(compiled, SQLCompiler)
         if any(bind.expanding for bind in compiled.binds.values()):
             raise ValueError("HotStatement cannot run statements with expanding parameters")
-        bind_processors = tuple(
-            (name, process)
-            for name, bind in compiled.binds.items()
-            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        escaped = compiled.escaped_bind_names
+        binds = {
+            escaped.get(name, name): _Bind(
+                key=parameter.key,
+                name=name,
+                placeholder=escaped.get(name, name),
+                parameter=parameter,
+                process=parameter.type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for parameter, name in compiled.bind_names.items()
+        }
+        order = (
+            tuple(binds[name] for name in (compiled.positiontup or ()))
+            if compiled.positional
+            else tuple(binds.values())
         )
-        selected = (
-            self.statement.selected_columns if isinstance(self.statement, sa.sql.Select) else ()
-        )
+        if isinstance(self.statement, sa.sql.Select):
+            selected: Iterable[sa.ColumnElement[Any]] = self.statement.selected_columns
+        elif self._is_dml:
+            selected = self.statement.exported_columns  # type: ignore[union-attr]
+        else:
+            selected = ()
+        selected = tuple(selected)
         result_processors = tuple(
             (index, process)
             for index, column in enumerate(selected)
@@ -146,9 +185,8 @@ class HotStatement:
         )
         return _Plan(
             sql=compiled.string,
-            compiled=compiled,
-            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
-            bind_processors=bind_processors,
+            binds=order,
+            named=not compiled.positional,
             columns=tuple(str(column.key) for column in selected),
             result_processors=result_processors,
         )
