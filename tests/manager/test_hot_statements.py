@@ -123,3 +123,33 @@ def test_expanding_parameters_are_refused(database: Database) -> None:
     )
     with database.transaction() as connection, pytest.raises(ValueError, match="expanding"):
         hot.rows(connection, {"keys": [WORKER]})
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
+    )
+)
+def test_sqlite_keeps_times_in_sqlalchemys_own_text_form(
+    database: Database, moment: datetime
+) -> None:
+    # Our quicker SQLite conversion writes exactly what SQLAlchemy's DateTime writes (so that
+    # text comparisons in SQL and older databases still agree), and reads its forms back.
+    stock = sa.DateTime().dialect_impl(database.engine.dialect)
+    written = stock.bind_processor(database.engine.dialect)(moment.replace(tzinfo=None))
+    with database.transaction() as connection:
+        connection.execute(_UPDATE, {"key": WORKER, "last_activity": moment})
+        stored = connection.exec_driver_sql(
+            "SELECT last_activity FROM workers WHERE id = ?", (WORKER,)
+        ).scalar_one()
+        assert stored == written
+        for text in (written, written[:19]):
+            connection.exec_driver_sql(
+                "UPDATE workers SET last_activity = ? WHERE id = ?", (text, WORKER)
+            )
+            (read,) = HotStatement(_BY_STATUS).rows(connection, {"status": "awake"})
+            assert read[1] == datetime.fromisoformat(text).replace(tzinfo=UTC)
