@@ -140,7 +140,9 @@ def test_sqlite_keeps_times_in_sqlalchemys_own_text_form(
     # Our quicker SQLite conversion writes exactly what SQLAlchemy's DateTime writes (so that
     # text comparisons in SQL and older databases still agree), and reads its forms back.
     stock = sa.DateTime().dialect_impl(database.engine.dialect)
-    written = stock.bind_processor(database.engine.dialect)(moment.replace(tzinfo=None))
+    to_text = stock.bind_processor(database.engine.dialect)
+    assert to_text is not None
+    written = to_text(moment.replace(tzinfo=None))
     with database.transaction() as connection:
         connection.execute(_UPDATE, {"key": WORKER, "last_activity": moment})
         stored = connection.exec_driver_sql(
