@@ -5,7 +5,8 @@ date by Alembic when the database is opened.
 
 **Group commits (SQLite).** A commit costs SQLite more than the few statements of a worker
 request. Inside :meth:`Database.grouping` (the web layer enters it for each request), the
-transactions that run on the event loop's thread become savepoints of one shared transaction,
+transactions that run on the event loop's thread become savepoints of one shared transaction
+(made at their first write: one that only reads has nothing to take back),
 committed by a callback that runs once the event loop has run the steps already waiting: the
 requests that arrived together commit together. Whoever entered the grouping waits for
 :meth:`CommitWait.committed` before answering, so no answer ever tells of a change that is not
@@ -30,7 +31,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from .hot import HotStatement
+from .hot import BEFORE_WRITE, HotStatement, is_read
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 AFTER_COMMIT: Final = "flamenco.after_commit"
@@ -55,9 +56,40 @@ class _CommitGroup:
 
 
 _JOINED: ContextVar[list[_CommitGroup] | None] = ContextVar("flamenco_commit_groups", default=None)
-_SAVEPOINT: Final = HotStatement(sa.text("SAVEPOINT grouped"))
-_RELEASE: Final = HotStatement(sa.text("RELEASE grouped"))
-_ROLLBACK_TO: Final = HotStatement(sa.text("ROLLBACK TO grouped"))
+_SAVEPOINT: Final = HotStatement(sa.text("SAVEPOINT grouped"), writes=False)
+_RELEASE: Final = HotStatement(sa.text("RELEASE grouped"), writes=False)
+_ROLLBACK_TO: Final = HotStatement(sa.text("ROLLBACK TO grouped"), writes=False)
+
+
+class _Savepoint:
+    """The savepoint of one grouped transaction, made just before its first write.
+
+    A transaction that only reads (most ``/task`` polls, ``/may-i-run``) has nothing to take back,
+    and so costs no ``SAVEPOINT`` and ``RELEASE``. Transactions nest: the savepoint of an inner
+    one is made after those of the outer ones still waiting for their first write.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        pending = connection.info.get(BEFORE_WRITE)
+        self.outer: _Savepoint | None = pending if isinstance(pending, _Savepoint) else None
+        self.made = False
+        connection.info[BEFORE_WRITE] = self
+
+    def __call__(self) -> None:
+        """Make the savepoint (and the pending outer ones): a write is about to run."""
+        self.connection.info.pop(BEFORE_WRITE, None)
+        if self.outer is not None and not self.outer.made:
+            self.outer()
+        _SAVEPOINT.rowcount(self.connection, {})
+        self.made = True
+
+    def close(self) -> None:
+        """The transaction ends: an outer one still without savepoint waits for its writes."""
+        if self.connection.info.get(BEFORE_WRITE) is self:
+            del self.connection.info[BEFORE_WRITE]
+        if self.outer is not None and not self.outer.made:
+            self.connection.info[BEFORE_WRITE] = self.outer
 
 
 class CommitWait:
@@ -213,25 +245,28 @@ class Database:
             joined.append(group)
         connection = group.connection
         callbacks: list[Callable[[], None]] = []
-        _SAVEPOINT.rowcount(connection, {})
+        savepoint = _Savepoint(connection)
         connection.info[AFTER_COMMIT] = callbacks
         try:
             yield connection
         except BaseException:
-            try:
-                _ROLLBACK_TO.rowcount(connection, {})
-                _RELEASE.rowcount(connection, {})
-            except BaseException:
-                self._fail_group(group)
+            if savepoint.made:
+                try:
+                    _ROLLBACK_TO.rowcount(connection, {})
+                    _RELEASE.rowcount(connection, {})
+                except BaseException:
+                    self._fail_group(group)
             raise
         finally:
             if not connection.invalidated:
                 connection.info.pop(AFTER_COMMIT, None)
-        try:
-            _RELEASE.rowcount(connection, {})
-        except BaseException:
-            self._fail_group(group)  # its changes must not commit with others
-            raise
+                savepoint.close()
+        if savepoint.made:
+            try:
+                _RELEASE.rowcount(connection, {})
+            except BaseException:
+                self._fail_group(group)  # its changes must not commit with others
+                raise
         group.transactions += 1
         group.after_commit.extend(callbacks)
 
@@ -320,8 +355,8 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url_object, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-_BEGIN_IMMEDIATE: Final = HotStatement(sa.text("BEGIN IMMEDIATE"))
-_BEGIN_DEFERRED: Final = HotStatement(sa.text("BEGIN"))
+_BEGIN_IMMEDIATE: Final = HotStatement(sa.text("BEGIN IMMEDIATE"), writes=False)
+_BEGIN_DEFERRED: Final = HotStatement(sa.text("BEGIN"), writes=False)
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
@@ -344,6 +379,14 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(connection: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        # Statements run through Connection.execute: a grouped transaction's first write makes
+        # its savepoint (hot statements do the same themselves).
+        before_write = connection.info.get(BEFORE_WRITE)
+        if before_write is not None and not is_read(statement):
+            before_write()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

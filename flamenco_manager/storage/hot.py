@@ -20,7 +20,7 @@ Statements with expanding parameters (``IN`` of a list) are refused: use
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import sqlalchemy as sa
@@ -28,7 +28,20 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 
-__all__ = ["HotStatement"]
+__all__ = ["BEFORE_WRITE", "HotStatement", "is_read"]
+
+BEFORE_WRITE: Final = "flamenco.before_write"
+"""Key of ``Connection.info`` for a callable to run before the next statement that may write.
+
+The callable removes itself when it runs (see :meth:`Database.transaction
+<flamenco_manager.storage.database.Database.transaction>`, whose grouped transactions make their
+savepoint only once they write)."""
+
+
+def is_read(sql: str) -> bool:
+    """Whether an SQL statement only reads (a ``SELECT``)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
+
 
 Processor = Callable[[Any], Any]
 
@@ -89,10 +102,22 @@ class _Plan:
 class HotStatement:
     """A Core statement run often: compiled once per dialect, executed on the DB-API cursor."""
 
-    def __init__(self, statement: sa.Select[Any] | sa.sql.dml.UpdateBase | sa.TextClause) -> None:
+    def __init__(
+        self,
+        statement: sa.Select[Any] | sa.sql.dml.UpdateBase | sa.TextClause,
+        *,
+        writes: bool | None = None,
+    ) -> None:
+        """``writes``: whether running it calls :data:`BEFORE_WRITE` first; by default, unless
+        it is a ``SELECT``. Transaction control (``SAVEPOINT``, ``RELEASE``) says ``False``."""
         self.statement = statement
         self._plans: dict[tuple[str, frozenset[str]], _Plan] = {}
         self._is_dml = isinstance(statement, sa.sql.dml.UpdateBase)
+        if writes is None:
+            writes = not isinstance(statement, sa.Select) and not (
+                isinstance(statement, sa.TextClause) and is_read(statement.text)
+            )
+        self._writes = writes
 
     def rows(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every result row, values converted as SQLAlchemy converts them."""
@@ -139,6 +164,10 @@ class HotStatement:
         if plan is None:
             plan = self._plans[key] = self._compile(dialect, values)
         parameters = plan.parameters(values)
+        if self._writes:
+            before_write = connection.info.get(BEFORE_WRITE)
+            if before_write is not None:
+                before_write()
         raw = connection.connection.dbapi_connection
         assert raw is not None
         cursor = raw.cursor()

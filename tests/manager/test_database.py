@@ -287,3 +287,52 @@ async def test_postgresql_and_loopless_callers_commit_each_transaction(
         return
     await asyncio.gather(*(_grouped_insert(database, f"{n:024x}", "pg") for n in range(5)))
     assert len(commits) == 5
+
+
+def _traced(connection: sa.Connection) -> list[str]:
+    """The SQL the driver runs on ``connection`` from now on (hot statements included)."""
+    statements: list[str] = []
+    raw = connection.connection.dbapi_connection
+    assert isinstance(raw, sqlite3.Connection)
+    raw.set_trace_callback(statements.append)
+    return statements
+
+
+@group_commits
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_grouped_transaction_that_only_reads_makes_no_savepoint(
+    database: Database,
+) -> None:
+    with database.grouping() as wait:
+        with database.transaction() as connection:
+            statements = _traced(connection)
+            assert connection.execute(sa.select(jobs.c.name)).all() == []
+        with database.transaction() as connection:
+            _insert_job(connection, JOB, "written")
+        await wait.committed()
+    kinds = [sql.split()[0].upper() for sql in statements]
+    assert kinds == ["SELECT", "SAVEPOINT", "INSERT", "RELEASE", "COMMIT"]
+
+
+@group_commits
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_failing_outer_transaction_takes_back_what_its_inner_one_wrote(
+    database: Database,
+) -> None:
+    # The outer transaction had not written when the inner one did: its savepoint must still
+    # come first, so that its failure takes back both.
+
+    def outer_fails() -> None:
+        with database.transaction() as outer:
+            outer.execute(sa.select(jobs.c.name)).all()
+            with database.transaction() as inner:
+                _insert_job(inner, "a" * 24, "inner")
+            _insert_job(outer, "b" * 24, "outer")
+            raise RuntimeError("outer failed")
+
+    with database.grouping() as wait:
+        with pytest.raises(RuntimeError, match="outer"):
+            outer_fails()
+        await _grouped_insert(database, "c" * 24, "other request")
+        await wait.committed()
+    assert _stored_names(_sqlite_file(database)) == ["other request"]
