@@ -166,7 +166,8 @@ def _run_manager(port: int, data_dir: Path) -> None:
 
     manager = Manager(Settings(data_dir=data_dir, log_level="warning"))
     try:
-        uvicorn.run(create_app(manager, run_loops=False), host=HOST, port=port, **UVICORN_FLAGS)
+        app = create_app(manager, run_loops=False, freeze_heap=True)  # as ``serve`` does
+        uvicorn.run(app, host=HOST, port=port, **UVICORN_FLAGS)
     finally:
         manager.close()
 

@@ -220,7 +220,7 @@ def serve(settings: Settings) -> None:
         return
     try:
         uvicorn.run(
-            create_app(manager),
+            create_app(manager, freeze_heap=True),
             host=host,
             port=port,
             log_config=None,

@@ -165,3 +165,32 @@ def test_bad_flags_exit_with_a_message(tmp_path: Path) -> None:
     result = _cli("token", "create", "--name", "x", "--expires", "forever", cwd=tmp_path)
     assert result.returncode == 2
     assert "not a duration" in result.stderr
+
+
+def test_serve_takes_its_start_up_objects_out_of_the_collectors_sight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full garbage collections walked every object of start-up, tens of milliseconds each,
+    several times a second under load; ``serve`` freezes them once the app has started."""
+    import gc
+
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    from flamenco_manager import cli
+
+    frozen: list[int] = []
+
+    def start(app: object, **_: object) -> None:
+        gc.unfreeze()
+        with TestClient(app):  # type: ignore[arg-type]
+            frozen.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(uvicorn, "run", start)
+    monkeypatch.setattr(cli, "login_url", lambda *_: "http://localhost/login")
+    try:
+        cli.serve(Settings(data_dir=tmp_path / "data", listen="127.0.0.1:8999"))
+    finally:
+        gc.unfreeze()
+    (count,) = frozen
+    assert count > 0
