@@ -7,7 +7,8 @@ row objects. :class:`HotStatement` keeps SQLAlchemy for what it is good at (one 
 statement, SQL for SQLite and PostgreSQL) and skips the per-call machinery: the statement is
 compiled once per dialect (and, for an UPDATE, per set of columns written), and each call applies
 the same bind and result processors SQLAlchemy would, then runs the SQL on the connection's
-DB-API cursor, inside the connection's transaction.
+DB-API cursor, inside the connection's transaction. The parameters are built by a plan made at
+compile time, not by the compiler per call; an UPDATE's ``RETURNING`` columns read as a SELECT's.
 
 Driver errors come out as SQLAlchemy's own exceptions (:class:`sqlalchemy.exc.DBAPIError` and its
 subclasses), and a lost connection is invalidated as :meth:`Connection.execute` would do it, so
@@ -200,13 +201,12 @@ class HotStatement:
             if compiled.positional
             else tuple(binds.values())
         )
-        if isinstance(self.statement, sa.sql.Select):
-            selected: Iterable[sa.ColumnElement[Any]] = self.statement.selected_columns
-        elif self._is_dml:
-            selected = self.statement.exported_columns  # type: ignore[union-attr]
-        else:
-            selected = ()
-        selected = tuple(selected)
+        statement = self.statement
+        selected: tuple[sa.ColumnElement[Any], ...] = ()
+        if isinstance(statement, sa.Select):
+            selected = tuple(statement.selected_columns)
+        elif isinstance(statement, sa.sql.dml.UpdateBase):
+            selected = tuple(statement.exported_columns)  # what RETURNING gives
         result_processors = tuple(
             (index, process)
             for index, column in enumerate(selected)
