@@ -269,7 +269,7 @@ class TaskUpdates:
                 )
             status = next_worker_status(worker.status, WorkerEvent.ASKED_FOR_WORK)
             worker = mark_seen(connection, worker, peer, now, status=status.value)
-            task = task_store.get(connection, str(task_id))
+            task = task_store.run_state(connection, str(task_id))
             answer = decide_may_keep_running(
                 task_id=task_id,
                 task_status=None if task is None else task.status,

@@ -58,6 +58,15 @@ class TaskRecord:
     runnable: bool
 
 
+@attrs.frozen
+class RunState:
+    """Whether a task runs, and for whom: what ``/may-i-run`` reads, without the rest."""
+
+    status: TaskStatus | str
+    worker_id: ObjectId | None
+    last_worker_ping: datetime | None
+
+
 @attrs.frozen(kw_only=True)
 class NewTask:
     """A task to insert; ``parents`` name tasks inserted earlier or in the same batch."""
@@ -134,6 +143,11 @@ def insert_many(
 _GET_QUERY = sa.select(tasks).where(tasks.c.id == sa.bindparam("task_key"))
 _GET = HotStatement(_GET_QUERY)
 _GET_FOR_UPDATE = HotStatement(_GET_QUERY.with_for_update())
+_RUN_STATE = HotStatement(
+    sa.select(tasks.c.status, tasks.c.worker_id, tasks.c.last_worker_ping).where(
+        tasks.c.id == sa.bindparam("task_key")
+    )
+)
 _UPDATE = HotStatement(tasks.update().where(tasks.c.id == sa.bindparam("task_key")))
 _UPDATE_RUNNING = HotStatement(
     tasks.update()
@@ -217,6 +231,17 @@ def get(connection: Connection, task_id: str, *, for_update: bool = False) -> Ta
     query = _GET_FOR_UPDATE if for_update else _GET
     row = query.first_mapping(connection, {"task_key": task_id})
     return None if row is None else _record(row)
+
+
+def run_state(connection: Connection, task_id: str) -> RunState | None:
+    """The status, worker and last ping of a task, or ``None`` when there is no such task."""
+    row = _RUN_STATE.first(connection, {"task_key": task_id})
+    if row is None:
+        return None
+    status, worker_id, last_ping = row
+    return RunState(
+        parse_task_status(status), ObjectId(worker_id) if worker_id else None, last_ping
+    )
 
 
 def parents_of(connection: Connection, task_id: str) -> tuple[ObjectId, ...]:
