@@ -245,6 +245,9 @@ class Database:
             joined.append(group)
         connection = group.connection
         callbacks: list[Callable[[], None]] = []
+        # A transaction inside another: its callbacks wait for the outer one, which may still
+        # take back what the inner one did.
+        outer_callbacks: list[Callable[[], None]] | None = connection.info.get(AFTER_COMMIT)
         savepoint = _Savepoint(connection)
         connection.info[AFTER_COMMIT] = callbacks
         try:
@@ -259,7 +262,10 @@ class Database:
             raise
         finally:
             if not connection.invalidated:
-                connection.info.pop(AFTER_COMMIT, None)
+                if outer_callbacks is None:
+                    connection.info.pop(AFTER_COMMIT, None)
+                else:
+                    connection.info[AFTER_COMMIT] = outer_callbacks
                 savepoint.close()
         if savepoint.made:
             try:
@@ -267,6 +273,9 @@ class Database:
             except BaseException:
                 self._fail_group(group)  # its changes must not commit with others
                 raise
+        if outer_callbacks is not None:
+            outer_callbacks.extend(callbacks)
+            return
         group.transactions += 1
         group.after_commit.extend(callbacks)
 

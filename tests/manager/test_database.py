@@ -336,3 +336,27 @@ async def test_a_failing_outer_transaction_takes_back_what_its_inner_one_wrote(
         await _grouped_insert(database, "c" * 24, "other request")
         await wait.committed()
     assert _stored_names(_sqlite_file(database)) == ["other request"]
+
+
+@group_commits
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_callbacks_of_a_nested_transaction_follow_the_outer_one(database: Database) -> None:
+    ran: list[str] = []
+
+    def nested(*, outer_fails: bool) -> None:
+        with database.transaction() as outer:
+            with database.transaction() as inner:
+                inner.info[AFTER_COMMIT].append(lambda: ran.append("inner"))
+            # Still the outer transaction's: announced at its commit, not now.
+            outer.info[AFTER_COMMIT].append(lambda: ran.append("outer"))
+            if outer_fails:
+                raise RuntimeError("outer failed")
+
+    with database.grouping() as wait:
+        with pytest.raises(RuntimeError, match="outer failed"):
+            nested(outer_fails=True)
+        nested(outer_fails=False)
+        assert ran == []
+        await wait.committed()
+    # The failed outer transaction took back its inner one: neither callback of that pair ran.
+    assert ran == ["inner", "outer"]
