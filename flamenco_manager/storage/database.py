@@ -37,9 +37,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 AFTER_COMMIT: Final = "flamenco.after_commit"
 """Key of ``Connection.info`` holding the callables to run once the transaction commits."""
 KEPT_CONNECTIONS: Final = 4
+"""How many SQLite connections stay checked out between transactions, ready for the next."""
 _READ_ONLY: Final = "flamenco.read_only"
 """Key of ``Connection.info`` set while :meth:`Database.reading` begins its transaction."""
-"""How many SQLite connections stay checked out between transactions, ready for the next."""
 
 _log = logging.getLogger("flamenco_manager.database")
 
@@ -182,17 +182,18 @@ class Database:
 
         On SQLite it takes no write lock (WAL readers wait for nobody), so it never waits for a
         commit group the event loop holds open, nor makes the loop wait for it. It sees what was
-        committed when it started. Writing in it is an error.
+        committed when it started. It must not write: on SQLite a write would wait for the lock.
         """
         connection = self._checkout()
         try:
             connection.info[_READ_ONLY] = True
             try:
-                with connection.begin():
-                    yield connection
+                transaction = connection.begin()
             finally:
                 if not connection.invalidated:
                     connection.info.pop(_READ_ONLY, None)
+            with transaction:
+                yield connection
         finally:
             self._checkin(connection)
 
