@@ -188,6 +188,7 @@ def test_serve_takes_its_start_up_objects_out_of_the_collectors_sight(
 
     monkeypatch.setattr(uvicorn, "run", start)
     monkeypatch.setattr(cli, "login_url", lambda *_: "http://localhost/login")
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)  # the process's, not a test's
     try:
         cli.serve(Settings(data_dir=tmp_path / "data", listen="127.0.0.1:8999"))
     finally:
