@@ -262,9 +262,10 @@ class TaskLogStore:
 
         Nothing happens when the task has no log yet.
         """
-        current = self.path(job_id, task_id)
-        if not current.exists():
-            return
+        file = self._file(job_id, task_id)
+        if not os.path.exists(file):
+            return  # a first run, as most are: one system call, no Path
+        current = Path(file)
         try:
             if self.keep_rotated == 0:
                 current.unlink()  # no older run is kept
