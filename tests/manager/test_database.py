@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from flamenco_manager.storage import database as database_module
 from flamenco_manager.storage.database import AFTER_COMMIT, KEPT_CONNECTIONS, Database
 from flamenco_manager.storage.schema import jobs
 
@@ -360,3 +362,49 @@ async def test_callbacks_of_a_nested_transaction_follow_the_outer_one(database: 
         await wait.committed()
     # The failed outer transaction took back its inner one: neither callback of that pair ran.
     assert ran == ["inner", "outer"]
+
+
+def _fill(database: Database, jobs_count: int) -> None:
+    """About two WAL pages per job, in transactions of 50."""
+    for start in range(0, jobs_count, 50):
+        with database.transaction() as connection:
+            for n in range(start, min(start + 50, jobs_count)):
+                connection.execute(
+                    jobs.insert().values(
+                        id=f"{n:024x}",
+                        name=f"job {n}",
+                        description="x" * 6000,
+                        job_type="simple-blender-render",
+                        priority=50,
+                        status="queued",
+                        settings={},
+                        created=CREATED,
+                        updated=CREATED,
+                    )
+                )
+
+
+@pytest.mark.parametrize("period", [3600.0, 0.05])
+def test_commits_leave_checkpoints_to_a_thread_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, period: float
+) -> None:
+    """A checkpoint syncs files to disk; in a commit it would stall the event loop. Commits
+    leave the log to grow (SQLite's default checkpoints at 1,000 pages) and the checkpointer
+    thread copies it into the database file."""
+    monkeypatch.setattr(database_module, "CHECKPOINT_SECONDS", period)
+    path = tmp_path / "manager.sqlite"
+    database = Database.open(f"sqlite:///{path}")
+    try:
+        before = path.stat().st_size
+        _fill(database, 1500)
+        assert (tmp_path / "manager.sqlite-wal").stat().st_size > 1000 * 4096
+        if period > 60:
+            assert path.stat().st_size == before  # no commit checkpointed
+            return
+        deadline = time.monotonic() + 10
+        while path.stat().st_size == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > before + 1000 * 4096
+    finally:
+        database.close()
+    assert not any(t.name == "sqlite-checkpoint" and t.is_alive() for t in threading.enumerate())
