@@ -37,7 +37,7 @@ from .context import ServiceContext
 from .errors import Conflict, Invalid, NotFound, StorageFailure, UnknownWorker
 from .jobs import refresh_job_status
 from .task_logs import TaskLogError
-from .workers import SEEN_RESOLUTION, Peer, mark_seen, return_task
+from .workers import Peer, mark_seen, return_task, seen_is_due
 
 __all__ = ["TaskUpdates"]
 
@@ -45,16 +45,14 @@ __all__ = ["TaskUpdates"]
 def _reported(worker: WorkerRecord, update: TaskUpdate, now: datetime) -> dict[str, object]:
     """What an update tells about its worker: the status of its task, and since when.
 
-    The time moves in :data:`SEEN_RESOLUTION` steps unless the status changes, as
+    The time moves in steps (:func:`.workers.seen_is_due`) unless the status changes, as
     ``last_activity`` does: a busy worker's updates then write the worker's row once a second.
     """
     reported: dict[str, object] = {}
     if update.task_status and update.task_status != worker.current_task_status:
         reported["current_task_status"] = str(update.task_status)
         reported["current_task_updated"] = now
-    elif (
-        worker.current_task_updated is None or now - worker.current_task_updated >= SEEN_RESOLUTION
-    ):
+    elif seen_is_due(worker.current_task_updated, now):
         reported["current_task_updated"] = now
     return reported
 
@@ -278,19 +276,12 @@ class TaskUpdates:
                 request=worker.request,
             )
             if answer.may_keep_running and task is not None:
-                # Pings move in SEEN_RESOLUTION steps, like "last seen": each write locks the
+                # Pings move in steps (seen_is_due), like "last seen": each write locks the
                 # task and worker rows, which the worker's own updates need at the same moment.
-                if (
-                    task.worker_id != worker.id
-                    or task.last_worker_ping is None
-                    or now - task.last_worker_ping >= SEEN_RESOLUTION
-                ):
+                if task.worker_id != worker.id or seen_is_due(task.last_worker_ping, now):
                     task_store.update(
                         connection, str(task_id), last_worker_ping=now, worker_id=worker_id
                     )
-                if (
-                    worker.current_task_updated is None
-                    or now - worker.current_task_updated >= SEEN_RESOLUTION
-                ):
+                if seen_is_due(worker.current_task_updated, now):
                     worker_store.update(connection, worker_id, current_task_updated=now)
             return answer

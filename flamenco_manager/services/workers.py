@@ -41,6 +41,7 @@ __all__ = [
     "WorkerService",
     "mark_seen",
     "return_task",
+    "seen_is_due",
     "seen_values",
     "sleep_schedule_of",
     "worker_document",
@@ -49,6 +50,12 @@ __all__ = [
 
 SEEN_RESOLUTION: Final = timedelta(seconds=1)
 """How far ``last_activity`` may lag behind the worker's last request."""
+
+
+def seen_is_due(previous: datetime | None, now: datetime) -> bool:
+    """Whether a "seen" time last set at ``previous`` moves to ``now``: they move in steps of
+    :data:`SEEN_RESOLUTION`, so that a busy worker does not cost a write on every request."""
+    return previous is None or now - previous >= SEEN_RESOLUTION
 
 
 class Peer:
@@ -68,7 +75,7 @@ def seen_values(worker: WorkerRecord, peer: Peer, now: datetime) -> dict[str, ob
     a busy worker would otherwise cost a write on every request.
     """
     values: dict[str, object] = {}
-    if worker.last_activity is None or now - worker.last_activity >= SEEN_RESOLUTION:
+    if seen_is_due(worker.last_activity, now):
         values["last_activity"] = now
     if peer.host and peer.host != worker.address:
         values["address"] = peer.host
