@@ -16,12 +16,17 @@ callers and the pool see no difference.
 
 Statements with expanding parameters (``IN`` of a list) are refused: use
 :meth:`Connection.execute` for those.
+
+:class:`BuiltRows` goes one step further for a row read on every request (a worker's): the record
+built from it is kept with the row as the driver gave it, and given again while the same read
+gives the same row. Nothing can be stale: the database is read each time, only the conversion is
+skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -29,7 +34,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 
-__all__ = ["BEFORE_WRITE", "HotStatement", "is_read"]
+__all__ = ["BEFORE_WRITE", "BuiltRows", "HotStatement", "is_read"]
 
 BEFORE_WRITE: Final = "flamenco.before_write"
 """Key of ``Connection.info`` for a callable to run before the next statement that may write.
@@ -45,6 +50,7 @@ def is_read(sql: str) -> bool:
 
 
 Processor = Callable[[Any], Any]
+Built = TypeVar("Built")
 
 
 @attrs.frozen
@@ -58,6 +64,19 @@ class _Bind:
     """The name in the SQL text (``name``, escaped where the dialect needs it)."""
     parameter: BindParameter[Any]
     process: Processor | None
+
+    def is_constant(self, given: frozenset[str]) -> bool:
+        """Whether the value is the statement's own, a literal (``status == 'active'``) that the
+        caller's values (``given``, the names an UPDATE was compiled for) do not replace: its
+        converted value can be computed once."""
+        parameter = self.parameter
+        return (
+            parameter.unique
+            and parameter.callable is None
+            and not parameter.required
+            and self.key not in given
+            and self.name not in given
+        )
 
     def value(self, values: Mapping[str, Any]) -> Any:
         if self.key in values:
@@ -73,23 +92,39 @@ class _Bind:
         return value if self.process is None else self.process(value)
 
 
-@attrs.frozen
 class _Plan:
     """One compilation of a statement: SQL text, how to build its parameters and read its rows."""
 
-    sql: str
-    binds: tuple[_Bind, ...]
-    """Every parameter, in the order a positional paramstyle takes them."""
-    named: bool
-    """Whether the driver takes a mapping (named paramstyle) rather than a sequence."""
-    columns: tuple[str, ...]
-    result_processors: tuple[tuple[int, Processor], ...]
-    """The columns whose values SQLAlchemy converts, by position, and how."""
+    def __init__(
+        self,
+        sql: str,
+        binds: tuple[_Bind, ...],
+        given: frozenset[str],
+        named: bool,
+        columns: tuple[str, ...],
+        result_processors: tuple[tuple[int, Processor], ...],
+    ) -> None:
+        self.sql = sql
+        self.named = named
+        """Whether the driver takes a mapping (named paramstyle) rather than a sequence."""
+        self.columns = columns
+        self.result_processors = result_processors
+        """The columns whose values SQLAlchemy converts, by position, and how."""
+        # Every parameter in the order a positional paramstyle takes them: the constants
+        # converted now, the others (by position) at each call.
+        self._template = [bind.value({}) if bind.is_constant(given) else None for bind in binds]
+        self._variable = tuple(
+            (index, bind) for index, bind in enumerate(binds) if not bind.is_constant(given)
+        )
+        self._placeholders = tuple(bind.placeholder for bind in binds)
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        parameters = self._template.copy()
+        for index, bind in self._variable:
+            parameters[index] = bind.value(values)
         if self.named:
-            return {bind.placeholder: bind.value(values) for bind in self.binds}
-        return [bind.value(values) for bind in self.binds]
+            return dict(zip(self._placeholders, parameters, strict=True))
+        return parameters
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         if not self.result_processors:
@@ -112,7 +147,7 @@ class HotStatement:
         """``writes``: whether running it calls :data:`BEFORE_WRITE` first; by default, unless
         it is a ``SELECT``. Transaction control (``SAVEPOINT``, ``RELEASE``) says ``False``."""
         self.statement = statement
-        self._plans: dict[tuple[str, frozenset[str]], _Plan] = {}
+        self._plans: dict[tuple[str, frozenset[str]] | str, _Plan] = {}
         self._is_dml = isinstance(statement, sa.sql.dml.UpdateBase)
         if writes is None:
             writes = not isinstance(statement, sa.Select) and not (
@@ -139,6 +174,17 @@ class HotStatement:
         plan, row = self._first(connection, values)
         return None if row is None else dict(zip(plan.columns, row, strict=True))
 
+    def first_raw(
+        self, connection: Connection, values: Mapping[str, Any]
+    ) -> tuple[_Plan, tuple[Any, ...] | None]:
+        """The first result row as the driver gives it (no conversion), and how to convert it."""
+        plan, cursor = self._run(connection, values)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return plan, None if row is None else tuple(row)
+
     def rowcount(self, connection: Connection, values: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows (INSERT, UPDATE, DELETE, BEGIN); rows matched."""
         _, cursor = self._run(connection, values)
@@ -151,16 +197,13 @@ class HotStatement:
     def _first(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> tuple[_Plan, tuple[Any, ...] | None]:
-        plan, cursor = self._run(connection, values)
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
+        plan, row = self.first_raw(connection, values)
         return plan, None if row is None else plan.convert(row)
 
     def _run(self, connection: Connection, values: Mapping[str, Any]) -> tuple[_Plan, Any]:
         dialect = connection.dialect
-        key = (dialect.name, frozenset(values) if self._is_dml else frozenset())
+        # An UPDATE compiles once per set of columns written; anything else once per dialect.
+        key = (dialect.name, frozenset(values)) if self._is_dml else dialect.name
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._compile(dialect, values)
@@ -215,6 +258,7 @@ class HotStatement:
         return _Plan(
             sql=compiled.string,
             binds=order,
+            given=frozenset(column_keys or ()),
             named=not compiled.positional,
             columns=tuple(str(column.key) for column in selected),
             result_processors=result_processors,
@@ -237,3 +281,41 @@ class HotStatement:
             dialect=dialect,
         )
         return translated
+
+
+class BuiltRows(Generic[Built]):
+    """Records built from the first row of a hot statement, reused while that row stays the same.
+
+    ``build`` turns the row, as a dict keyed by column name and converted as SQLAlchemy converts
+    it, into a record. :meth:`first` runs the statement every time; when the row it reads for a
+    key is equal, value for value as the driver gave it, to the row the kept record was built
+    from, the kept record is the answer. Records must be immutable: every caller shares them.
+    At most ``limit`` keys are kept; past that, all are forgotten and built afresh.
+    """
+
+    def __init__(
+        self,
+        statement: HotStatement,
+        build: Callable[[dict[str, Any]], Built],
+        *,
+        limit: int = 10_000,
+    ) -> None:
+        self.statement = statement
+        self._build = build
+        self._limit = limit
+        self._kept: dict[Any, tuple[tuple[Any, ...], Built]] = {}
+
+    def first(self, connection: Connection, values: Mapping[str, Any], key: Any) -> Built | None:
+        """The record of the first row ``values`` select, or ``None``; ``key`` names the row
+        (its primary key)."""
+        plan, row = self.statement.first_raw(connection, values)
+        if row is None:
+            return None
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] == row:
+            return kept[1]
+        built = self._build(dict(zip(plan.columns, plan.convert(row), strict=True)))
+        if len(self._kept) >= self._limit:
+            self._kept.clear()
+        self._kept[key] = (row, built)
+        return built

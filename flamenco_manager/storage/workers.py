@@ -14,7 +14,7 @@ from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import WorkerStatus, parse_worker_status
 from flamenco_protocol.worker_states import StatusRequest
 
-from .hot import HotStatement
+from .hot import BuiltRows, HotStatement
 from .schema import row_dict, worker_blocklist, workers
 
 
@@ -72,15 +72,18 @@ def insert(connection: Connection, record: WorkerRecord) -> None:
     connection.execute(workers.insert().values(**values))
 
 
-# What every worker request runs: compiled once, run on the driver's cursor (see .hot).
-_GET = HotStatement(sa.select(workers).where(workers.c.id == sa.bindparam("worker_key")))
+# What every worker request runs: compiled once, run on the driver's cursor (see .hot). A worker
+# row changes about once a second however often its worker calls: the record built from it is
+# reused until then.
+_GET = BuiltRows(
+    HotStatement(sa.select(workers).where(workers.c.id == sa.bindparam("worker_key"))), _record
+)
 _UPDATE = HotStatement(workers.update().where(workers.c.id == sa.bindparam("worker_key")))
 
 
 def get(connection: Connection, worker_id: str) -> WorkerRecord | None:
     """The worker with this ID, or ``None``."""
-    row = _GET.first_mapping(connection, {"worker_key": worker_id})
-    return None if row is None else _record(row)
+    return _GET.first(connection, {"worker_key": worker_id}, worker_id)
 
 
 def secret_hash(connection: Connection, worker_id: str) -> str | None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flamenco_manager.storage.database import Database
-from flamenco_manager.storage.hot import HotStatement
+from flamenco_manager.storage.hot import BuiltRows, HotStatement
 from flamenco_manager.storage.schema import workers
 
 _GET = sa.select(workers).where(workers.c.id == sa.bindparam("key"))
@@ -115,6 +115,78 @@ def test_a_driver_error_is_sqlalchemys_and_the_transaction_rolls_back(
         rename_then_break()
     with database.transaction() as connection:
         assert connection.execute(_GET, {"key": WORKER}).one().nickname == "render-01"
+
+
+def test_literals_of_a_statement_are_sent_converted_and_callers_still_set_columns(
+    database: Database,
+) -> None:
+    # The literals (a time, which converts, and a text) are converted once per compilation.
+    seen = REGISTERED + timedelta(minutes=1)
+    recent = HotStatement(
+        sa.select(workers.c.id).where(
+            workers.c.last_activity > REGISTERED,
+            workers.c.status == "awake",
+            workers.c.nickname == sa.bindparam("nickname"),
+        )
+    )
+    # A column the statement sets itself, which a caller may still set (as Connection.execute
+    # lets it).
+    wake = HotStatement(
+        workers.update().where(workers.c.id == sa.bindparam("key")).values(status="awake")
+    )
+    with database.transaction() as connection:
+        assert recent.rows(connection, {"nickname": "render-01"}) == []
+        assert wake.rowcount(connection, {"key": WORKER, "last_activity": seen}) == 1
+        for _ in range(2):  # the second call runs the same plan
+            assert recent.rows(connection, {"nickname": "render-01"}) == [(WORKER,)]
+        assert recent.rows(connection, {"nickname": "render-02"}) == []
+        assert wake.rowcount(connection, {"key": WORKER, "status": "asleep"}) == 1
+        assert recent.rows(connection, {"nickname": "render-01"}) == []
+        status = connection.execute(_GET, {"key": WORKER}).one().status
+    assert status == "asleep"
+
+
+def test_a_built_record_is_reused_until_its_row_changes(database: Database) -> None:
+    builds: list[dict[str, object]] = []
+
+    def build(row: dict[str, object]) -> tuple[object, ...]:
+        builds.append(row)
+        return (row["nickname"], row["last_activity"])
+
+    built = BuiltRows(HotStatement(_GET), build)
+    with database.transaction() as connection:
+        first = built.first(connection, {"key": WORKER}, WORKER)
+        again = built.first(connection, {"key": WORKER}, WORKER)
+        assert built.first(connection, {"key": "0" * 24}, "0" * 24) is None
+    assert first == ("render-01", None)
+    assert again is first
+    assert len(builds) == 1
+    # Converted as SQLAlchemy converts the row.
+    assert builds[0] == dict(_read_with_execute(database))
+
+    # A change made elsewhere (another transaction, plain SQLAlchemy) is read, never the kept one.
+    seen = REGISTERED + timedelta(seconds=1)
+    with database.transaction() as connection:
+        connection.execute(_UPDATE, {"key": WORKER, "last_activity": seen})
+    with database.transaction() as connection:
+        changed = built.first(connection, {"key": WORKER}, WORKER)
+    assert changed == ("render-01", seen)
+    assert len(builds) == 2
+
+
+def test_built_records_past_the_limit_are_forgotten(database: Database) -> None:
+    builds: list[object] = []
+    built = BuiltRows(HotStatement(_GET), lambda row: builds.append(row) or row["id"], limit=1)
+    with database.transaction() as connection:
+        for key in (WORKER, "other key", WORKER, WORKER):
+            # Two keys naming one row: the limit of one keeps a single key at a time.
+            assert built.first(connection, {"key": WORKER}, key) == WORKER
+    assert len(builds) == 3
+
+
+def _read_with_execute(database: Database) -> dict[str, object]:
+    with database.transaction() as connection:
+        return dict(connection.execute(_GET, {"key": WORKER}).one()._mapping)
 
 
 def test_expanding_parameters_are_refused(database: Database) -> None:
