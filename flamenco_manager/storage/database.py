@@ -26,9 +26,10 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -79,16 +80,18 @@ class _Savepoint:
     one is made after those of the outer ones still waiting for their first write.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, info: dict[Any, Any]) -> None:
+        """``info``: ``connection.info``, which the caller has at hand."""
         self.connection = connection
-        pending = connection.info.get(BEFORE_WRITE)
+        self.info = info
+        pending = info.get(BEFORE_WRITE)
         self.outer: _Savepoint | None = pending if isinstance(pending, _Savepoint) else None
         self.made = False
-        connection.info[BEFORE_WRITE] = self
+        info[BEFORE_WRITE] = self
 
     def __call__(self) -> None:
         """Make the savepoint (and the pending outer ones): a write is about to run."""
-        self.connection.info.pop(BEFORE_WRITE, None)
+        self.info.pop(BEFORE_WRITE, None)
         if self.outer is not None and not self.outer.made:
             self.outer()
         _SAVEPOINT.rowcount(self.connection, {})
@@ -96,10 +99,10 @@ class _Savepoint:
 
     def close(self) -> None:
         """The transaction ends: an outer one still without savepoint waits for its writes."""
-        if self.connection.info.get(BEFORE_WRITE) is self:
-            del self.connection.info[BEFORE_WRITE]
+        if self.info.get(BEFORE_WRITE) is self:
+            del self.info[BEFORE_WRITE]
         if self.outer is not None and not self.outer.made:
-            self.connection.info[BEFORE_WRITE] = self.outer
+            self.info[BEFORE_WRITE] = self.outer
 
 
 class CommitWait:
@@ -113,6 +116,80 @@ class CommitWait:
         for group in self._joined:
             # Shielded: a client going away must not cancel the commit of the others.
             await asyncio.shield(group.committed)
+
+
+class _GroupedTransaction:
+    """One grouped transaction: a savepoint (once it writes) of its group's shared transaction.
+
+    A class rather than a generator: every worker request runs one or two of these.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_database",
+        "_group",
+        "_info",
+        "_joined",
+        "_loop",
+        "_outer",
+        "_save",
+    )
+
+    def __init__(
+        self, database: Database, joined: list[_CommitGroup], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._database = database
+        self._joined = joined
+        self._loop = loop
+
+    def __enter__(self) -> Connection:
+        group = self._group = self._database._open_group(self._loop)
+        joined = self._joined
+        if not joined or joined[-1] is not group:
+            joined.append(group)
+        connection = group.connection
+        info = self._info = connection.info
+        # A transaction inside another: its callbacks wait for the outer one, which may still
+        # take back what the inner one did.
+        self._outer: list[Callable[[], None]] | None = info.get(AFTER_COMMIT)
+        self._save = _Savepoint(connection, info)
+        self._callbacks: list[Callable[[], None]] = []
+        info[AFTER_COMMIT] = self._callbacks
+        return connection
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        group, savepoint = self._group, self._save
+        connection = group.connection
+        if kind is not None and savepoint.made:
+            try:
+                _ROLLBACK_TO.rowcount(connection, {})
+                _RELEASE.rowcount(connection, {})
+            except BaseException:
+                self._database._fail_group(group)
+        if not connection.invalidated:
+            if self._outer is None:
+                self._info.pop(AFTER_COMMIT, None)
+            else:
+                self._info[AFTER_COMMIT] = self._outer
+            savepoint.close()
+        if kind is not None:
+            return  # the error goes on
+        if savepoint.made:
+            try:
+                _RELEASE.rowcount(connection, {})
+            except BaseException:
+                self._database._fail_group(group)  # its changes must not commit with others
+                raise
+        if self._outer is not None:
+            self._outer.extend(self._callbacks)
+            return
+        group.transactions += 1
+        group.after_commit.extend(self._callbacks)
 
 
 class Database:
@@ -155,8 +232,7 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self) -> AbstractContextManager[Connection]:
         """A connection in a transaction, committed when the block ends without an exception.
 
         Callables appended to ``connection.info[AFTER_COMMIT]`` inside the block run after the
@@ -166,9 +242,11 @@ class Database:
         loop = self._running_loop()
         joined = _JOINED.get()
         if joined is not None and loop is not None and self._groups_on(loop):
-            with self._grouped(joined, loop) as connection:
-                yield connection
-            return
+            return _GroupedTransaction(self, joined, loop)
+        return self._own_transaction(loop)
+
+    @contextmanager
+    def _own_transaction(self, loop: asyncio.AbstractEventLoop | None) -> Iterator[Connection]:
         group = self._group
         if group is not None and (loop is group.loop or group.loop.is_closed()):
             self._commit_group(group)  # SQLite's one writer: the group's lock goes first
@@ -241,10 +319,8 @@ class Database:
         except RuntimeError:
             return None
 
-    @contextmanager
-    def _grouped(
-        self, joined: list[_CommitGroup], loop: asyncio.AbstractEventLoop
-    ) -> Iterator[Connection]:
+    def _open_group(self, loop: asyncio.AbstractEventLoop) -> _CommitGroup:
+        """The group that transactions on ``loop`` join now, begun if there is none."""
         group = self._group
         if group is None:
             connection = self._checkout()
@@ -256,43 +332,7 @@ class Database:
             group = self._group = _CommitGroup(connection, loop)
             # Runs after the steps already waiting in the loop: those join this group.
             loop.call_soon(self._commit_group, group)
-        if not joined or joined[-1] is not group:
-            joined.append(group)
-        connection = group.connection
-        callbacks: list[Callable[[], None]] = []
-        # A transaction inside another: its callbacks wait for the outer one, which may still
-        # take back what the inner one did.
-        outer_callbacks: list[Callable[[], None]] | None = connection.info.get(AFTER_COMMIT)
-        savepoint = _Savepoint(connection)
-        connection.info[AFTER_COMMIT] = callbacks
-        try:
-            yield connection
-        except BaseException:
-            if savepoint.made:
-                try:
-                    _ROLLBACK_TO.rowcount(connection, {})
-                    _RELEASE.rowcount(connection, {})
-                except BaseException:
-                    self._fail_group(group)
-            raise
-        finally:
-            if not connection.invalidated:
-                if outer_callbacks is None:
-                    connection.info.pop(AFTER_COMMIT, None)
-                else:
-                    connection.info[AFTER_COMMIT] = outer_callbacks
-                savepoint.close()
-        if savepoint.made:
-            try:
-                _RELEASE.rowcount(connection, {})
-            except BaseException:
-                self._fail_group(group)  # its changes must not commit with others
-                raise
-        if outer_callbacks is not None:
-            outer_callbacks.extend(callbacks)
-            return
-        group.transactions += 1
-        group.after_commit.extend(callbacks)
+        return group
 
     def _commit_group(self, group: _CommitGroup) -> None:
         if not self._close_group(group):
