@@ -44,7 +44,7 @@ from flamenco_protocol.endpoints import ENDPOINTS, Auth, Endpoint
 from flamenco_protocol.errors import DecodeError
 from flamenco_protocol.ids import ObjectId
 
-from .responses import JSON, BodyTooLarge, document, no_content, read_body, text
+from .responses import JSON, BodyTooLarge, document, header, no_content, read_body, text
 
 Handler = Callable[[Request], Awaitable[Response]]
 WorkerHandler = Callable[[Request, str], Awaitable[Response]]
@@ -63,12 +63,12 @@ _SERVICE_STATUS: Final[dict[type[ServiceError], int]] = {
 
 def peer(request: Request) -> Peer:
     """Who sent the request: the TCP peer's host (no proxy headers) and its ``User-Agent``."""
-    host = request.client.host if request.client else ""
-    return Peer(host, request.headers.get("user-agent", ""))
+    client = request.scope.get("client")
+    return Peer(client[0] if client else "", header(request, b"user-agent") or "")
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    scheme, _, encoded = (header(request, b"authorization") or "").partition(" ")
     if scheme != "Basic":
         return None
     try:

@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from flamenco_manager.web.responses import BodyTooLarge, read_body
+from flamenco_manager.web.responses import BodyTooLarge, header, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +26,10 @@ def _request(messages: Sequence[Message], headers: dict[str, str] | None = None)
         "headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     return Request(scope, receive)
+
+
+def _with_raw_headers(raw: list[tuple[bytes, bytes]]) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/task", "headers": raw})
 
 
 def _piece(body: bytes, more: bool) -> Message:
@@ -54,3 +58,20 @@ async def test_a_client_that_goes_away_mid_body_is_a_disconnect() -> None:
     request = _request([_piece(b"half", True), {"type": "http.disconnect"}])
     with pytest.raises(ClientDisconnect):
         await read_body(request, 100)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ([(b"user-agent", b"Flamenco-Worker/2.5")], "Flamenco-Worker/2.5"),
+        ([(b"accept", b"*/*"), (b"user-agent", b"a"), (b"user-agent", b"b")], "a"),  # the first
+        ([(b"user-agent", "Blender \xe9".encode("latin-1"))], "Blender \xe9"),  # latin-1
+        ([(b"user-agent-x", b"no"), (b"accept", b"*/*")], None),
+        ([], None),
+    ],
+)
+def test_a_header_reads_as_starlette_reads_it(
+    raw: list[tuple[bytes, bytes]], expected: str | None
+) -> None:
+    request = _with_raw_headers(raw)
+    assert header(request, b"user-agent") == expected == request.headers.get("user-agent")
