@@ -52,6 +52,9 @@ WorkerHandler = Callable[[Request, str], Awaitable[Response]]
 SMALL_BODY: Final = 64 * 1024
 UPDATE_BODY: Final = 32 * 1024 * 1024
 _REALM: Final = {"WWW-Authenticate": 'Basic realm="Flamenco Manager"'}
+# The answer to almost every /may-i-run, the most frequent request of a busy farm: encoded once.
+_KEEP_RUNNING: Final = MayKeepRunningResponse(may_keep_running=True)
+_KEEP_RUNNING_BODY: Final = document(_KEEP_RUNNING).body
 _SERVICE_STATUS: Final[dict[type[ServiceError], int]] = {
     NotFound: 404,
     Conflict: 409,
@@ -248,7 +251,10 @@ class WorkerAPI:
         if task_id is None:
             reason = f"Invalid ObjectID used for task-id: {request.path_params['task_id']}"
             return document(MayKeepRunningResponse(may_keep_running=False, reason=reason), 404)
-        return document(self.manager.task_updates.may_i_run(worker_id, task_id, peer(request)))
+        answer = self.manager.task_updates.may_i_run(worker_id, task_id, peer(request))
+        if answer == _KEEP_RUNNING:
+            return Response(_KEEP_RUNNING_BODY, media_type=JSON)
+        return document(answer)
 
     async def status_change(self, request: Request, worker_id: str) -> Response:
         """``GET /status-change``."""

@@ -210,6 +210,10 @@ async def test_may_i_run(farm: Farm) -> None:
     farm.clock.advance(seconds=30)
     assert await farm.may_i_run(worker, task_id) == {"may_keep_running": True}
     assert farm.task(task_id).last_worker_ping == farm.clock()
+    # Byte for byte as Go's encoder writes it, and as every other answer is encoded.
+    again = await farm.call(worker, "GET", f"/may-i-run/{task_id}")
+    assert again.content == b'{"may_keep_running":true}\n'
+    assert again.headers["content-length"] == str(len(again.content))
     other = await farm.register("other")
     answer = await farm.may_i_run(other, task_id)
     assert answer == {
