@@ -304,8 +304,8 @@ def _run_floor(port: int, data_dir: Path, secret: str) -> None:
     uvicorn.run(app, host=HOST, port=port, **UVICORN_FLAGS)
 
 
-def _run_baseline(port: int) -> None:
-    import uvicorn
+def bare_app() -> Any:
+    """The bare Starlette app: fixed JSON for ``/task`` and ``/may-i-run``, 204 for the rest."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -318,14 +318,29 @@ def _run_baseline(port: int) -> None:
         await request.body()
         return Response(status_code=204)
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route("/task", task, methods=["GET", "POST"]),
             Route("/tasks/{task_id}/update", swallow, methods=["POST"]),
             Route("/tasks/{task_id}/return", swallow, methods=["POST"]),
+            Route("/may-i-run/{task_id}", task, methods=["GET"]),
         ]
     )
-    uvicorn.run(app, host=HOST, port=port, **UVICORN_FLAGS)
+
+
+def _run_baseline(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(bare_app(), host=HOST, port=port, **UVICORN_FLAGS)
+
+
+def log_text(size: int) -> bytes:
+    """``size`` bytes of render log, in lines as Blender prints them."""
+    log = b"".join(
+        b"%04d frame rendered, sample 128/128, memory 1.2G peak\n" % i
+        for i in range(size // 52 + 1)
+    )
+    return log[:size]
 
 
 # --- seeding -------------------------------------------------------------------------------------
@@ -482,10 +497,7 @@ def _load_process(
     import uvloop
 
     out: dict[str, Any] = {"latencies": [], "statuses": {}}
-    log = b"".join(
-        b"%04d frame rendered, sample 128/128, memory 1.2G peak\n" % i for i in range(64)
-    )
-    log = log[:log_bytes]
+    log = log_text(log_bytes)
 
     async def main() -> None:
         now = time.perf_counter()
