@@ -141,7 +141,9 @@ class EventBus:
         ``relayed`` events come from another process, and are not relayed back.
         """
         with self._lock:
-            numbered = [attrs.evolve(event, number=next(self._numbers)) for event in events]
+            numbered = [
+                Event(event.kind, event.id, event.data, next(self._numbers)) for event in events
+            ]
             self.published += len(numbered)
             subscribers = list(self._subscribers)
         if self.relay is not None and not relayed and numbered:
