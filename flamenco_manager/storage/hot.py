@@ -15,7 +15,9 @@ subclasses), and a lost connection is invalidated as :meth:`Connection.execute` 
 callers and the pool see no difference.
 
 Statements with expanding parameters (``IN`` of a list) are refused: use
-:meth:`Connection.execute` for those.
+:meth:`Connection.execute` for those. The literals of a statement (``status == 'active'``) are
+converted once per compilation; callers give values for its bind parameters and, for an UPDATE,
+its columns (which may replace the statement's own ``values()``), not for literals.
 
 :class:`BuiltRows` goes one step further for a row read on every request (a worker's): the record
 built from it is kept with the row as the driver gave it, and given again while the same read
@@ -174,7 +176,7 @@ class HotStatement:
         plan, row = self._first(connection, values)
         return None if row is None else dict(zip(plan.columns, row, strict=True))
 
-    def first_raw(
+    def _first_raw(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> tuple[_Plan, tuple[Any, ...] | None]:
         """The first result row as the driver gives it (no conversion), and how to convert it."""
@@ -197,7 +199,7 @@ class HotStatement:
     def _first(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> tuple[_Plan, tuple[Any, ...] | None]:
-        plan, row = self.first_raw(connection, values)
+        plan, row = self._first_raw(connection, values)
         return plan, None if row is None else plan.convert(row)
 
     def _run(self, connection: Connection, values: Mapping[str, Any]) -> tuple[_Plan, Any]:
@@ -308,7 +310,7 @@ class BuiltRows(Generic[Built]):
     def first(self, connection: Connection, values: Mapping[str, Any], key: Any) -> Built | None:
         """The record of the first row ``values`` select, or ``None``; ``key`` names the row
         (its primary key)."""
-        plan, row = self.statement.first_raw(connection, values)
+        plan, row = self.statement._first_raw(connection, values)
         if row is None:
             return None
         kept = self._kept.get(key)
