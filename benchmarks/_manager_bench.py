@@ -336,10 +336,8 @@ def _run_baseline(port: int) -> None:
 
 def log_text(size: int) -> bytes:
     """``size`` bytes of render log, in lines as Blender prints them."""
-    log = b"".join(
-        b"%04d frame rendered, sample 128/128, memory 1.2G peak\n" % i
-        for i in range(size // 52 + 1)
-    )
+    line = b"%04d frame rendered, sample 128/128, memory 1.2G peak\n"
+    log = b"".join(line % number for number in range(size // len(line) + 2))
     return log[:size]
 
 

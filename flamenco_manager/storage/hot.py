@@ -114,10 +114,14 @@ class _Plan:
         """The columns whose values SQLAlchemy converts, by position, and how."""
         # Every parameter in the order a positional paramstyle takes them: the constants
         # converted now, the others (by position) at each call.
-        self._template = [bind.value({}) if bind.is_constant(given) else None for bind in binds]
-        self._variable = tuple(
-            (index, bind) for index, bind in enumerate(binds) if not bind.is_constant(given)
-        )
+        self._template: list[Any] = []
+        variable: list[tuple[int, _Bind]] = []
+        for index, bind in enumerate(binds):
+            constant = bind.is_constant(given)
+            self._template.append(bind.value({}) if constant else None)
+            if not constant:
+                variable.append((index, bind))
+        self._variable = tuple(variable)
         self._placeholders = tuple(bind.placeholder for bind in binds)
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
@@ -127,6 +131,10 @@ class _Plan:
         if self.named:
             return dict(zip(self._placeholders, parameters, strict=True))
         return parameters
+
+    def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A row as the driver gave it, converted, as a dict keyed by column name."""
+        return dict(zip(self.columns, self.convert(row), strict=True))
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         if not self.result_processors:
@@ -173,8 +181,8 @@ class HotStatement:
         self, connection: Connection, values: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """The first result row as a dict keyed by column name, or ``None``."""
-        plan, row = self._first(connection, values)
-        return None if row is None else dict(zip(plan.columns, row, strict=True))
+        plan, row = self._first_raw(connection, values)
+        return None if row is None else plan.mapping(row)
 
     def _first_raw(
         self, connection: Connection, values: Mapping[str, Any]
@@ -316,7 +324,7 @@ class BuiltRows(Generic[Built]):
         kept = self._kept.get(key)
         if kept is not None and kept[0] == row:
             return kept[1]
-        built = self._build(dict(zip(plan.columns, plan.convert(row), strict=True)))
+        built = self._build(plan.mapping(row))
         if len(self._kept) >= self._limit:
             self._kept.clear()
         self._kept[key] = (row, built)

@@ -15,7 +15,17 @@ TEXT: Final = "text/plain; charset=utf-8"
 
 def document(doc: Any, status: int = 200) -> Response:
     """A protocol document as JSON; Go's encoder ends every body with a newline."""
-    return Response(codec.dumps(doc) + b"\n", status_code=status, media_type=JSON)
+    return encoded_document(encode_document(doc), status)
+
+
+def encode_document(doc: Any) -> bytes:
+    """The body :func:`document` sends, for an answer sent often enough to encode once."""
+    return codec.dumps(doc) + b"\n"
+
+
+def encoded_document(body: bytes, status: int = 200) -> Response:
+    """A document encoded by :func:`encode_document`."""
+    return Response(body, status_code=status, media_type=JSON)
 
 
 def text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -44,7 +44,17 @@ from flamenco_protocol.endpoints import ENDPOINTS, Auth, Endpoint
 from flamenco_protocol.errors import DecodeError
 from flamenco_protocol.ids import ObjectId
 
-from .responses import JSON, BodyTooLarge, document, header, no_content, read_body, text
+from .responses import (
+    JSON,
+    BodyTooLarge,
+    document,
+    encode_document,
+    encoded_document,
+    header,
+    no_content,
+    read_body,
+    text,
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 WorkerHandler = Callable[[Request, str], Awaitable[Response]]
@@ -55,7 +65,7 @@ _REALM: Final = {"WWW-Authenticate": 'Basic realm="Flamenco Manager"'}
 _MOST_FREQUENT: Final = ("update_task", "may_i_run", "fetch_task")
 # The answer to almost every /may-i-run, the most frequent request of a busy farm: encoded once.
 _KEEP_RUNNING: Final = MayKeepRunningResponse(may_keep_running=True)
-_KEEP_RUNNING_BODY: Final = document(_KEEP_RUNNING).body
+_KEEP_RUNNING_BODY: Final = encode_document(_KEEP_RUNNING)
 _SERVICE_STATUS: Final[dict[type[ServiceError], int]] = {
     NotFound: 404,
     Conflict: 409,
@@ -260,7 +270,7 @@ class WorkerAPI:
             return document(MayKeepRunningResponse(may_keep_running=False, reason=reason), 404)
         answer = self.manager.task_updates.may_i_run(worker_id, task_id, peer(request))
         if answer == _KEEP_RUNNING:
-            return Response(_KEEP_RUNNING_BODY, media_type=JSON)
+            return encoded_document(_KEEP_RUNNING_BODY)
         return document(answer)
 
     async def status_change(self, request: Request, worker_id: str) -> Response:
