@@ -58,10 +58,17 @@ def _reported(worker: WorkerRecord, update: TaskUpdate, now: datetime) -> dict[s
 
 
 def _stored_values(
-    outcome: TaskUpdateOutcome, update: TaskUpdate, now: datetime
+    outcome: TaskUpdateOutcome, update: TaskUpdate, now: datetime, *, ping: bool = True
 ) -> dict[str, object]:
-    """The task's columns an update sets, besides its status."""
-    values: dict[str, object] = {"last_worker_ping": now, "last_updated": now}
+    """The task's columns an update sets, besides its status.
+
+    ``ping``: whether ``last_worker_ping`` moves to ``now``. It is indexed (the task timeout
+    looks for old pings), so progress updates move it in the steps of the worker's
+    ``current_task_updated``, as :func:`_reported` does.
+    """
+    values: dict[str, object] = {"last_updated": now}
+    if ping:
+        values["last_worker_ping"] = now
     if outcome.keep_activity:
         if update.activity:
             values["activity"] = update.activity
@@ -93,8 +100,10 @@ class TaskUpdates:
                 raise UnknownWorker(f"Unable to find worker address: {worker_id}", worker_id)
             # The worker's row before the task's, as every request does: two requests of one
             # worker (an update and a may-i-run) never wait for each other in opposite orders.
-            worker = mark_seen(connection, worker, peer, now, **_reported(worker, update, now))
-            if self._store_progress(connection, worker, task_id, update, now):
+            reported = _reported(worker, update, now)
+            worker = mark_seen(connection, worker, peer, now, **reported)
+            ping = "current_task_updated" in reported
+            if self._store_progress(connection, worker, task_id, update, now, ping=ping):
                 return
             task = task_store.get(connection, task_id, for_update=True)
             if task is None:
@@ -148,6 +157,8 @@ class TaskUpdates:
         task_id: str,
         update: TaskUpdate,
         now: datetime,
+        *,
+        ping: bool,
     ) -> bool:
         """Most updates: progress of a task the worker runs, stored with one conditional write.
 
@@ -168,7 +179,7 @@ class TaskUpdates:
         ):
             return False
         stored = task_store.update_running(
-            connection, task_id, str(worker.id), **_stored_values(assumed, update, now)
+            connection, task_id, str(worker.id), **_stored_values(assumed, update, now, ping=ping)
         )
         if stored is None:
             return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from .harness import Farm, WorkerHandle, spec
@@ -70,6 +72,48 @@ async def test_progress_moves_the_workers_update_time_in_one_second_steps(farm: 
     await farm.update(worker, task_id, task_status="completed")
     record = farm.worker(worker)
     assert (record.current_task_status, record.current_task_updated) == ("completed", farm.clock())
+
+
+async def test_progress_moves_the_task_ping_in_one_second_steps(farm: Farm) -> None:
+    """``last_worker_ping`` (indexed, for the task timeout) moves with the worker's update time:
+    at most once a second for progress, at once for a new status; other columns every time."""
+    worker, task_id = await _running(farm)
+    await farm.update(worker, task_id, task_status="active", activity="frame 1")
+    first = farm.clock()
+    assert farm.task(task_id).last_worker_ping == first
+    farm.clock.advance(seconds=0.5)
+    await farm.update(worker, task_id, task_status="active", activity="frame 2")
+    task = farm.task(task_id)
+    assert (task.last_worker_ping, task.last_updated) == (first, farm.clock())
+    farm.clock.advance(seconds=0.5)
+    await farm.update(worker, task_id, activity="frame 3")
+    assert farm.task(task_id).last_worker_ping == farm.clock()
+    farm.clock.advance(seconds=0.1)
+    await farm.update(worker, task_id, task_status="completed")
+    assert farm.task(task_id).last_worker_ping == farm.clock()
+
+
+async def test_progress_of_a_task_id_found_in_another_job_goes_to_that_job(farm: Farm) -> None:
+    """The job of a running task is remembered between its updates; a task ID that turns up in
+    another job (its row rewritten here, as a deleted and re-created task would) is not
+    mistaken for the old one: the log and the event go to the job the database names."""
+    worker, task_id = await _running(farm)
+    first_job = str(farm.task(task_id).job_id)
+    await farm.update(worker, task_id, activity="frame 1", log="first job")
+    other_job = str(farm.job(spec(), name="other").id)
+    from flamenco_manager.storage.schema import tasks
+
+    with farm.manager.database.transaction() as connection:
+        connection.execute(tasks.update().where(tasks.c.id == task_id).values(job_id=other_job))
+    events = farm.manager.context.events.subscribe(["task"])
+    assert (
+        await farm.update(worker, task_id, activity="frame 2", log="other job")
+    ).status_code == 204
+    event = await asyncio.wait_for(events.get(), 10)
+    assert event is not None
+    assert (event.data["job"], event.data["activity"]) == (other_job, "frame 2")
+    assert farm.manager.logs.read_whole(other_job, task_id) == b"other job\n"
+    assert farm.manager.logs.read_whole(first_job, task_id).endswith(b"first job\n")
 
 
 async def test_progress_for_a_task_that_stopped_running_keeps_its_status(farm: Farm) -> None:
