@@ -61,9 +61,29 @@ class _CommitGroup:
     def __init__(self, connection: Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.connection = connection
         self.loop = loop
-        self.committed: asyncio.Future[None] = loop.create_future()
+        self.error: Exception | None = None
+        """Why the shared commit failed, once it did."""
+        self._error_traceback: TracebackType | None = None
+        self.done = False
+        self.waiters: list[asyncio.Future[None]] = []
+        """One future per request waiting for the end: cancelling one cancels no other."""
         self.after_commit: list[Callable[[], None]] = []
         self.transactions = 0
+
+    def end(self, error: Exception | None = None) -> None:
+        """The shared transaction committed (or failed with ``error``): wake whoever waits."""
+        self.done, self.error = True, error
+        if error is not None:
+            self._error_traceback = error.__traceback__
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+    def raise_error(self) -> None:
+        """Raise the error of a failed commit (with its own traceback, for every waiter)."""
+        if self.error is not None:
+            raise self.error.with_traceback(self._error_traceback)
 
 
 _JOINED: ContextVar[list[_CommitGroup] | None] = ContextVar("flamenco_commit_groups", default=None)
@@ -106,16 +126,33 @@ class _Savepoint:
 
 
 class CommitWait:
-    """What a grouping's transactions joined: await :meth:`committed` before answering."""
+    """What a grouping's transactions joined: await :meth:`committed` before answering.
 
-    def __init__(self, joined: list[_CommitGroup]) -> None:
-        self._joined = joined
+    A context manager (:meth:`Database.grouping`): the transactions run inside the block, in this
+    context, join commit groups.
+    """
+
+    __slots__ = ("_joined", "_token")
+
+    def __init__(self) -> None:
+        self._joined: list[_CommitGroup] = []
+
+    def __enter__(self) -> CommitWait:
+        self._token = _JOINED.set(self._joined)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _JOINED.reset(self._token)
 
     async def committed(self) -> None:
         """Return once every transaction run in the grouping is committed; raise if one failed."""
         for group in self._joined:
-            # Shielded: a client going away must not cancel the commit of the others.
-            await asyncio.shield(group.committed)
+            if not group.done:
+                # A future of this request's own: a client going away cancels only its wait.
+                waiter = group.loop.create_future()
+                group.waiters.append(waiter)
+                await waiter
+            group.raise_error()
 
 
 class _GroupedTransaction:
@@ -289,19 +326,13 @@ class Database:
         finally:
             self._checkin(connection)
 
-    @contextmanager
-    def grouping(self) -> Iterator[CommitWait]:
-        """Let the transactions run inside the block (in this context) share commits.
+    def grouping(self) -> CommitWait:
+        """Let the transactions run inside the ``with`` block (in this context) share commits.
 
         Only SQLite groups; elsewhere the :class:`CommitWait` has nothing to wait for. The caller
         must await :meth:`CommitWait.committed` before it tells anyone what the transactions did.
         """
-        joined: list[_CommitGroup] = []
-        token = _JOINED.set(joined)
-        try:
-            yield CommitWait(joined)
-        finally:
-            _JOINED.reset(token)
+        return CommitWait()
 
     def _groups_on(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether transactions on ``loop`` may group: SQLite, and one event loop at a time."""
@@ -343,7 +374,7 @@ class Database:
             self._roll_back_group(group, error)
             return
         self._checkin(group.connection)
-        group.committed.set_result(None)
+        group.end()
         for callback in group.after_commit:
             try:
                 callback()
@@ -360,7 +391,7 @@ class Database:
         """Take ``group`` out of use; ``False`` if it has ended already."""
         if self._group is group:
             self._group = None
-        return not group.committed.done()
+        return not group.done
 
     def _roll_back_group(self, group: _CommitGroup, error: Exception) -> None:
         _log.error(
@@ -371,8 +402,7 @@ class Database:
         with suppress(Exception):
             group.connection.rollback()
         group.connection.close()  # not kept: its state is unknown
-        group.committed.set_exception(error)
-        group.committed.exception()  # whoever waits sees it; nobody waiting is no warning
+        group.end(error)
 
     def _checkout(self) -> Connection:
         # list.pop and list.append are atomic: threads never share a connection.

@@ -186,6 +186,27 @@ async def test_a_grouped_change_is_invisible_until_the_wait_returns(database: Da
 
 @group_commits
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_cancelled_wait_cancels_neither_the_commit_nor_the_other_waits(
+    database: Database,
+) -> None:
+    """A client that goes away cancels its request's wait; the shared commit still happens, and
+    the other requests of the group hear of it."""
+    waits: list[asyncio.Task[None]] = [
+        asyncio.create_task(_grouped_insert(database, letter * 24, letter)) for letter in "abc"
+    ]
+    await asyncio.sleep(0)  # each has written and waits
+    waits[1].cancel()
+    outcomes = await asyncio.gather(*waits, return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [
+        type(None),
+        asyncio.CancelledError,
+        type(None),
+    ]
+    assert _stored_names(_sqlite_file(database)) == ["a", "b", "c"]
+
+
+@group_commits
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_failing_grouped_transaction_takes_back_only_its_own_changes(
     database: Database,
 ) -> None:
