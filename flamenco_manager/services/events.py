@@ -17,9 +17,8 @@ changed and a small JSON-ready payload, numbered in publication order.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -114,7 +113,6 @@ class EventBus:
         self.backlog = backlog
         self._subscribers: set[Subscription] = set()
         self._lock = threading.Lock()
-        self._numbers = itertools.count(1)
         self.published = 0
         """How many events were published since start."""
         self.relay: Callable[[list[Event]], None] | None = None
@@ -135,19 +133,24 @@ class EventBus:
         with self._lock:
             return len(self._subscribers)
 
-    def publish(self, events: Iterable[Event], *, relayed: bool = False) -> None:
+    def publish(self, events: Sequence[Event], *, relayed: bool = False) -> None:
         """Number the events and hand them to every interested subscriber.
 
         ``relayed`` events come from another process, and are not relayed back.
         """
         with self._lock:
-            numbered = [
-                Event(event.kind, event.id, event.data, next(self._numbers)) for event in events
-            ]
-            self.published += len(numbered)
+            first = self.published + 1
+            self.published += len(events)
             subscribers = list(self._subscribers)
-        if self.relay is not None and not relayed and numbered:
-            self.relay(numbered)
+        relay = None if relayed else self.relay
+        if not events or (not subscribers and relay is None):
+            return  # nobody to hand them to: their numbers are spent all the same
+        numbered = [
+            Event(event.kind, event.id, event.data, number)
+            for number, event in enumerate(events, first)
+        ]
+        if relay is not None:
+            relay(numbered)
         for event in numbered:
             for subscription in subscribers:
                 if event.kind in subscription.kinds:

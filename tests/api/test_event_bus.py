@@ -27,6 +27,25 @@ async def test_a_subscriber_gets_the_kinds_it_asked_for_in_order() -> None:
     assert [(await everything.get()).kind for _ in range(3)] == ["job", "worker", "job"]  # type: ignore[union-attr]
 
 
+async def test_events_nobody_hears_still_take_their_numbers() -> None:
+    """Numbers count every event published, heard or not; a relay hears them all."""
+    bus = EventBus()
+    bus.publish([Event("job", "unheard"), Event("job", "unheard too")])
+    relayed: list[Event] = []
+    bus.relay = relayed.extend
+    bus.publish([Event("task", "relayed")])
+    listener = bus.subscribe()
+    bus.publish([Event("job", "heard")])
+    bus.publish([Event("job", "from elsewhere")], relayed=True)
+    heard = [await listener.get() for _ in range(2)]
+    assert [(event.id, event.number) for event in heard if event] == [
+        ("heard", 4),
+        ("from elsewhere", 5),
+    ]
+    assert [(event.id, event.number) for event in relayed] == [("relayed", 3), ("heard", 4)]
+    assert bus.published == 5
+
+
 async def test_events_published_from_another_thread_arrive() -> None:
     bus = EventBus()
     subscription = bus.subscribe()
