@@ -19,6 +19,7 @@ from shaman_core.asgi import shaman_routes
 
 from .committed import CommittedAnswers
 from .dashboard import dashboard_routes
+from .hot_routes import HotRoutes
 from .login import login_routes
 from .logs import log_routes
 from .openapi import openapi_document
@@ -71,7 +72,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await loops
 
-    routes: list[BaseRoute] = [*WorkerAPI(manager).routes(), *log_routes(manager)]
+    worker_api = WorkerAPI(manager)
+    routes: list[BaseRoute] = [*worker_api.routes(), *log_routes(manager)]
     if manager.shaman is not None:
         # BAT calls /files/… and /checkout/… relative to the Shaman URL: the manager's root.
         routes.extend(shaman_routes(manager.shaman))
@@ -87,7 +89,10 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(CommittedAnswers, database=manager.database)],
+        middleware=[
+            Middleware(HotRoutes, database=manager.database, routes=worker_api.hot_routes()),
+            Middleware(CommittedAnswers, database=manager.database),
+        ],
         exception_handlers={
             404: _not_found,
             405: _method_not_allowed,
