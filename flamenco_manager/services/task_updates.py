@@ -7,7 +7,9 @@ this module loads, asks, and stores.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import Final
 
 from sqlalchemy.engine import Connection
 
@@ -37,7 +39,7 @@ from .context import ServiceContext
 from .errors import Conflict, Invalid, NotFound, StorageFailure, UnknownWorker
 from .jobs import refresh_job_status
 from .task_logs import TaskLogError
-from .workers import Peer, mark_seen, return_task, seen_is_due
+from .workers import SEEN_RESOLUTION, Peer, mark_seen, return_task, seen_is_due
 
 __all__ = ["TaskUpdates"]
 
@@ -80,11 +82,62 @@ def _stored_values(
     return values
 
 
+_ANY_WORKER: Final = ObjectId("000000000000000000000000")
+
+
+@functools.lru_cache(maxsize=64)
+def _progress_outcome(reported_status: TaskStatus | str) -> TaskUpdateOutcome | None:
+    """What the rules make of an update reporting ``reported_status`` for an ``active`` task of
+    the sender's, when the task stays ``active`` (progress); ``None`` for anything else."""
+    outcome = decide_task_update(
+        task_status=TaskStatus.ACTIVE,
+        task_worker=_ANY_WORKER,
+        sender=_ANY_WORKER,
+        reported_status=reported_status,
+    )
+    if (
+        outcome.verdict is not UpdateVerdict.APPLY
+        or outcome.failed_from is not None
+        or outcome.new_status not in (None, TaskStatus.ACTIVE)
+    ):
+        return None
+    return outcome
+
+
+class _Seen:
+    """What a worker's row said once an update had marked it seen (see :meth:`TaskUpdates.update`).
+
+    Until ``until``, no "seen" time of the row is due again; an update from the same address and
+    program, reporting no other status, would write nothing to the row.
+    """
+
+    __slots__ = ("host", "task_status", "until", "user_agent")
+
+    def __init__(self, until: datetime, host: str, user_agent: str, task_status: str) -> None:
+        self.until = until
+        self.host = host
+        self.user_agent = user_agent
+        self.task_status = task_status
+
+    def covers(self, update: TaskUpdate, peer: Peer, now: datetime) -> bool:
+        """Whether marking the worker seen for ``update`` would write nothing."""
+        return (
+            now < self.until
+            and peer.host == self.host
+            and peer.user_agent == self.user_agent
+            and (not update.task_status or update.task_status == self.task_status)
+        )
+
+
+_SEEN_LIMIT: Final = 100_000
+
+
 class TaskUpdates:
     """Takes task updates, returns and may-I-run questions from workers."""
 
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
+        self._seen: dict[str, _Seen] = {}
 
     def update(self, worker_id: str, task_id: str, update: TaskUpdate, peer: Peer) -> None:
         """``/tasks/{task_id}/update``: store what the worker reports.
@@ -95,6 +148,16 @@ class TaskUpdates:
         """
         now = self.context.clock()
         with self.context.database.transaction() as connection:
+            # Most updates come from a worker marked seen less than a second ago, for which
+            # reading its row would find nothing to write: progress alone is stored. A deleted
+            # worker's tasks were returned first, so that its update takes the long way.
+            seen = self._seen.get(worker_id)
+            if (
+                seen is not None
+                and seen.covers(update, peer, now)
+                and self._store_progress(connection, worker_id, task_id, update, now, ping=False)
+            ):
+                return
             worker = worker_store.get(connection, worker_id)
             if worker is None:
                 raise UnknownWorker(f"Unable to find worker address: {worker_id}", worker_id)
@@ -102,8 +165,9 @@ class TaskUpdates:
             # worker (an update and a may-i-run) never wait for each other in opposite orders.
             reported = _reported(worker, update, now)
             worker = mark_seen(connection, worker, peer, now, **reported)
+            self._remember_seen(worker)
             ping = "current_task_updated" in reported
-            if self._store_progress(connection, worker, task_id, update, now, ping=ping):
+            if self._store_progress(connection, worker_id, task_id, update, now, ping=ping):
                 return
             task = task_store.get(connection, task_id, for_update=True)
             if task is None:
@@ -150,10 +214,23 @@ class TaskUpdates:
                     events=self.context.events,
                 )
 
+    def _remember_seen(self, worker: WorkerRecord) -> None:
+        """Keep what the row of a worker just marked seen says (see :class:`_Seen`)."""
+        if worker.last_activity is None or worker.current_task_updated is None:
+            return
+        if len(self._seen) >= _SEEN_LIMIT:
+            self._seen.clear()
+        self._seen[str(worker.id)] = _Seen(
+            min(worker.last_activity, worker.current_task_updated) + SEEN_RESOLUTION,
+            worker.address,
+            worker.software,
+            worker.current_task_status,
+        )
+
     def _store_progress(
         self,
         connection: Connection,
-        worker: WorkerRecord,
+        worker_id: str,
         task_id: str,
         update: TaskUpdate,
         now: datetime,
@@ -166,20 +243,11 @@ class TaskUpdates:
         whether it is such an update; the write itself checks that the task is. ``False`` when
         it is not (nothing was written): the caller then loads the task and decides afresh.
         """
-        assumed = decide_task_update(
-            task_status=TaskStatus.ACTIVE,
-            task_worker=worker.id,
-            sender=worker.id,
-            reported_status=update.task_status,
-        )
-        if (
-            assumed.verdict is not UpdateVerdict.APPLY
-            or assumed.failed_from is not None
-            or assumed.new_status not in (None, TaskStatus.ACTIVE)
-        ):
+        assumed = _progress_outcome(update.task_status)
+        if assumed is None:
             return False
         stored = task_store.update_running(
-            connection, task_id, str(worker.id), **_stored_values(assumed, update, now, ping=ping)
+            connection, task_id, worker_id, **_stored_values(assumed, update, now, ping=ping)
         )
         if stored is None:
             return False
@@ -192,7 +260,7 @@ class TaskUpdates:
             job=job_id,
             status=TaskStatus.ACTIVE.value,
             activity=activity,
-            worker=str(worker.id),
+            worker=worker_id,
         )
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from .harness import Farm, WorkerHandle, spec
@@ -72,6 +73,36 @@ async def test_progress_moves_the_workers_update_time_in_one_second_steps(farm: 
     await farm.update(worker, task_id, task_status="completed")
     record = farm.worker(worker)
     assert (record.current_task_status, record.current_task_updated) == ("completed", farm.clock())
+
+
+async def test_a_new_address_or_program_is_recorded_at_once_between_steps(farm: Farm) -> None:
+    """Between the one-second steps, progress updates leave the worker's row alone, unless
+    it would change: another address, another program, another status."""
+    worker, task_id = await _running(farm)
+    await farm.update(worker, task_id, task_status="active", activity="frame 1")
+    assert (farm.worker(worker).address, farm.worker(worker).software) == (
+        "10.0.0.5",
+        "Flamenco-Worker/2.5",
+    )
+    farm.clock.advance(seconds=0.2)
+    app = farm.client._transport.app  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://manager") as moved:
+        path = f"/tasks/{task_id}/update"
+        response = await moved.post(path, headers=worker.auth, json={"activity": "frame 2"})
+        assert response.status_code == 204
+        assert farm.worker(worker).address == "10.0.0.9"
+        farm.clock.advance(seconds=0.2)
+        upgraded = {**worker.auth, "User-Agent": "Flamenco-Worker/2.6"}
+        response = await moved.post(path, headers=upgraded, json={"activity": "frame 3"})
+        assert response.status_code == 204
+        assert farm.worker(worker).software == "Flamenco-Worker/2.6"
+        farm.clock.advance(seconds=0.2)
+        response = await moved.post(path, headers=upgraded, json={"task_status": "completed"})
+        assert response.status_code == 204
+    record = farm.worker(worker)
+    assert (record.current_task_status, record.current_task_updated) == ("completed", farm.clock())
+    assert farm.task(task_id).status == "completed"
 
 
 async def test_progress_moves_the_task_ping_in_one_second_steps(farm: Farm) -> None:
