@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -50,6 +52,33 @@ def header(request: Request, name: bytes) -> str | None:
             decoded: str = value.decode("latin-1")
             return decoded
     return None
+
+
+def parse_json(text: str | bytes | bytearray) -> Any:
+    """JSON text as Python values, exactly as :func:`json.loads` gives them (and raising what it
+    raises), parsed by ``orjson`` where it can: a task update's log costs the standard parser
+    ten times as much. What ``orjson`` refuses goes to :func:`json.loads`, which accepts more
+    (``NaN``, lone surrogates, integers beyond 64 bits, UTF-16 text) or says what is wrong."""
+    try:
+        value = orjson.loads(text)
+    except ValueError:
+        return json.loads(text)
+    # orjson reads integers beyond 64 bits as floats, json as integers: floats are rare in
+    # requests (metrics), so any float sends the text to json.loads.
+    return json.loads(text) if _holds_float(value) else value
+
+
+def _holds_float(value: Any) -> bool:
+    pending = [value]  # a stack, not recursion: documents may nest deeper than Python recurses
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class BodyTooLarge(Exception):

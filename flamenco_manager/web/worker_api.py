@@ -53,6 +53,7 @@ from .responses import (
     encoded_document,
     header,
     no_content,
+    parse_json,
     read_body,
     text,
 )
@@ -96,7 +97,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 async def _decode(request: Request, doc: type, limit: int = SMALL_BODY) -> object:
     body = await read_body(request, limit)
-    return codec.loads(doc, body)
+    return codec.loads(doc, body, parse=parse_json)
 
 
 def _task_id(request: Request, name: str = "task_id") -> ObjectId | None:
@@ -309,7 +310,7 @@ class WorkerAPI:
         body = await read_body(request, SMALL_BODY)
         if not body:
             return text(400, "No HTTP body received")
-        produced = codec.loads(FileProduced, body)
+        produced = codec.loads(FileProduced, body, parse=parse_json)
         if not produced.paths:
             return text(422, "List of paths may not be empty.")
         self.manager.latest_image.offer(list(produced.paths))

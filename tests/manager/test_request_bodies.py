@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from flamenco_manager.web.responses import BodyTooLarge, header, read_body
+from flamenco_manager.web.responses import BodyTooLarge, header, parse_json, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +79,69 @@ def test_a_header_reads_as_starlette_reads_it(
 ) -> None:
     request = _with_raw_headers(raw)
     assert header(request, b"user-agent") == expected == request.headers.get("user-agent")
+
+
+# --- JSON parsing: orjson where it can, json.loads' answers always ----------------------------
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(codec=None))  # lone surrogates included
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _outcome(parse: Callable[[Any], Any], text: str | bytes) -> tuple[str, str]:
+    """What parsing gives, comparable (NaN included), or the exception type it raises."""
+    try:
+        return ("value", json.dumps(parse(text)))
+    except Exception as exc:  # both parsers must raise the same kind of error
+        return ("error", type(exc).__name__)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=_VALUES,
+    ensure_ascii=st.booleans(),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32", None]),
+)
+def test_parse_json_gives_what_json_loads_gives(
+    value: object, ensure_ascii: bool, encoding: str | None
+) -> None:
+    text = json.dumps(value, ensure_ascii=ensure_ascii)
+    raw: str | bytes = text if encoding is None else text.encode(encoding, "surrogatepass")
+    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64) | st.text(max_size=64))
+def test_parse_json_refuses_what_json_loads_refuses(raw: bytes | str) -> None:
+    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1, "a": 2}',
+        b"NaN",
+        b"[Infinity, -Infinity]",
+        b'"\\ud800"',
+        b"123456789012345678901234567890",
+        b"1e400",
+        b"\xef\xbb\xbf{}",
+        "\ufeff{}",
+        b"[" * 5000 + b"]" * 5000,
+        b"[" * 1000 + b"1.5" + b"]" * 1000,
+        b"[" * 900 + b"]" * 900,
+        b"{} x",
+        b"\xff",
+    ],
+)
+def test_parse_json_on_the_edges_of_json(raw: bytes | str) -> None:
+    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
