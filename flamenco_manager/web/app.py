@@ -7,12 +7,14 @@ import contextlib
 import gc
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from flamenco_manager.manager import Manager
 from shaman_core.asgi import shaman_routes
@@ -86,13 +88,11 @@ def create_app(
         return JSONResponse(openapi)
 
     routes.append(Route("/api/openapi.json", serve_openapi, methods=["GET"], name="openapi"))
-    app = Starlette(
+    app = ManagerApp(
+        HotRoutes(manager.database, worker_api.hot_routes()),
         routes=routes,
         lifespan=lifespan,
-        middleware=[
-            Middleware(HotRoutes, database=manager.database, routes=worker_api.hot_routes()),
-            Middleware(CommittedAnswers, database=manager.database),
-        ],
+        middleware=[Middleware(CommittedAnswers, database=manager.database)],
         exception_handlers={
             404: _not_found,
             405: _method_not_allowed,
@@ -101,6 +101,24 @@ def create_app(
     )
     app.state.manager = manager
     return app
+
+
+class ManagerApp(Starlette):
+    """The manager's app: Starlette, with the hot worker routes (:mod:`.hot_routes`) served
+    before its middleware."""
+
+    def __init__(self, hot: HotRoutes, **options: Any) -> None:
+        super().__init__(**options)
+        self.hot = hot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a hot route directly, anything else through Starlette."""
+        handler = self.hot.match(scope)
+        if handler is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self.hot.serve(handler, scope, receive, send)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -1,17 +1,17 @@
 """The requests a busy farm sends most, served without Starlette's routing and middleware.
 
 Every running worker sends a task update every few seconds and asks ``/may-i-run`` as often; idle
-ones poll ``/task``. Through Starlette, each of these passes the exception middleware, the router
-(a regular expression per route tried), the route's request wrapper (exception handling again),
-and :class:`~.committed.CommittedAnswers`, and each message of the answer goes back out through a
-closure of every one of those layers: about a fifth of the manager's time per update. For these
-routes, :class:`HotRoutes` does what those layers do, once: it matches the path with string
-operations, runs the same handler the Starlette route runs, maps database outages to the same
-``503``, waits for the request's group commit, and sends the answer.
+ones poll ``/task``. Through Starlette, each of these passes the error and exception middleware,
+the router (a regular expression per route tried), the route's request wrapper (exception handling
+again), and :class:`~.committed.CommittedAnswers`, and each message of the answer goes back out
+through a closure of every one of those layers: about a fifth of the manager's time per update.
+For these routes, :class:`HotRoutes` does what those layers do, once: it matches the path with
+string operations, runs the same handler the Starlette route runs, maps database outages to the
+same ``503`` and unexpected errors to the same ``500``, waits for the request's group commit, and
+sends the answer.
 
 Anything else, and these paths under another method (``HEAD``, ``PUT``: Starlette's ``405``) or
-below a ``root_path``, goes through Starlette as before. Errors nobody expected propagate to
-Starlette's outermost middleware, which answers ``500`` and logs them, as for every other route.
+below a ``root_path``, goes through Starlette as before.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from flamenco_manager.storage.database import Database
 
@@ -61,26 +61,27 @@ class HotRoute:
 
 
 class HotRoutes:
-    """ASGI middleware: serve ``routes`` directly, everything else through ``app``."""
+    """Serves ``routes`` in front of an app's middleware (see :class:`~.app.ManagerApp`)."""
 
-    def __init__(self, app: ASGIApp, database: Database, routes: Iterable[HotRoute]) -> None:
-        self.app = app
+    def __init__(self, database: Database, routes: Iterable[HotRoute]) -> None:
         self.database = database
         self.routes = tuple(routes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request if it is one of the hot routes, else hand it on."""
-        if scope["type"] == "http" and not scope.get("root_path"):
-            path, method = scope["path"], scope["method"]
-            for route in self.routes:
-                parameters = route.match(path)
-                if parameters is not None and method in route.methods:
-                    scope["path_params"] = parameters
-                    await self._serve(route.handler, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+    def match(self, scope: Scope) -> Handler | None:
+        """The handler of a request for one of the routes (its path parameters set in the
+        scope, as Starlette's router sets them), or ``None``."""
+        if scope["type"] != "http" or scope.get("root_path"):
+            return None
+        path, method = scope["path"], scope["method"]
+        for route in self.routes:
+            parameters = route.match(path)
+            if parameters is not None and method in route.methods:
+                scope["path_params"] = parameters
+                return route.handler
+        return None
 
-    async def _serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a request :meth:`match` found, once what it wrote is committed."""
         request = Request(scope, receive)
         with self.database.grouping() as wait:
             try:
@@ -89,6 +90,10 @@ class HotRoutes:
                 return  # gone before its body arrived: nothing was done, nobody to answer
             except DATABASE_ERRORS as error:
                 response = await database_unavailable(request, error)
+            except Exception:
+                # Starlette's answer to an error nobody expected; the server logs the error.
+                await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
+                raise
         try:
             await wait.committed()
         except DATABASE_ERRORS as error:

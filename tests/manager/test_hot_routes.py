@@ -193,3 +193,27 @@ async def test_a_client_gone_before_its_body_gets_no_answer_and_changes_nothing(
     await app(scope, receive, send)
     assert sent == []
     assert farm.task(task_id) == before
+
+
+async def test_an_unexpected_error_is_starlettes_500_and_goes_on_to_the_server(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = await farm.register()
+    farm.job(spec())
+    task_id = (await farm.fetch(worker)).json()["_id"]
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("nobody expected this")
+
+    monkeypatch.setattr(farm.manager.task_updates, "update", broken)
+    app = farm.client._transport.app  # type: ignore[attr-defined]
+    answers = []
+    for root in ("", ROOT):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, root_path=root)
+        async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
+            response = await _as(worker, "POST", f"/tasks/{task_id}/update", json={})(client, root)
+        answers.append(_answer(response))
+    assert answers[0] == answers[1]
+    assert answers[0][:2] == (500, b"Internal Server Error")
+    with pytest.raises(RuntimeError, match="nobody expected this"):
+        await farm.update(worker, task_id, activity="again")
