@@ -108,7 +108,9 @@ class _Seen:
     """What a worker's row said once an update had marked it seen (see :meth:`TaskUpdates.update`).
 
     Until ``until``, no "seen" time of the row is due again; an update from the same address and
-    program, reporting no other status, would write nothing to the row.
+    program, reporting no other status, would write nothing to the row. Each process keeps its
+    own: with several processes (PostgreSQL), what another one wrote to the row within that
+    second waits for the next step, as the steps already allow.
     """
 
     __slots__ = ("host", "task_status", "until", "user_agent")
