@@ -1,10 +1,12 @@
-"""Helpers that tests running real servers share: free ports and waiting for a server."""
+"""Helpers that tests share: free ports, waiting for a server, and ASGI scopes for apps called
+directly."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import time
+from typing import Any
 
 import httpx
 
@@ -36,3 +38,23 @@ def wait_until_serving(
             if time.monotonic() > deadline:
                 raise AssertionError(f"{url} did not answer within {timeout} s") from None
             time.sleep(0.2)
+
+
+def http_scope(
+    method: str, path: str, headers: list[tuple[bytes, bytes]], client: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """The ASGI scope of an HTTP/1.1 request, for calling an app with messages of one's own."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": (client, 1),
+        "server": ("127.0.0.1", 80),
+    }

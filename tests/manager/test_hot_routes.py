@@ -10,12 +10,20 @@ import httpx
 import pytest
 
 from flamenco_manager.web.hot_routes import HotRoute
+from tests.support import http_scope
 
 from .harness import Farm, WorkerHandle, interrupt_next_commit, spec
 
 pytestmark = pytest.mark.anyio
 
 ROOT = "/below"
+
+
+async def _running(farm: Farm) -> tuple[WorkerHandle, str]:
+    """A worker and the task it was given."""
+    worker = await farm.register()
+    farm.job(spec())
+    return worker, (await farm.fetch(worker)).json()["_id"]
 
 
 async def _never(request: Any) -> Any:
@@ -130,9 +138,7 @@ async def test_a_failed_commit_answers_503_through_starlette_too(
     farm: Farm, through_starlette: httpx.AsyncClient
 ) -> None:
     """Routes that are not hot (here ``/tasks/{id}/return``) still wait for their commit."""
-    worker = await farm.register()
-    farm.job(spec())
-    task_id = (await farm.fetch(worker)).json()["_id"]
+    worker, task_id = await _running(farm)
     interrupt_next_commit(farm.manager.database.engine)
     response = await farm.call(worker, "POST", f"/tasks/{task_id}/return")
     assert (response.status_code, response.headers["Retry-After"]) == (503, "5")
@@ -149,9 +155,7 @@ async def test_a_failed_commit_answers_503_through_starlette_too(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_may_i_run_says_keep_running_when_its_commit_fails(farm: Farm) -> None:
-    worker = await farm.register()
-    farm.job(spec())
-    task_id = (await farm.fetch(worker)).json()["_id"]
+    worker, task_id = await _running(farm)
     farm.clock.advance(seconds=30)  # the ping is due: may-i-run writes
     interrupt_next_commit(farm.manager.database.engine)
     response = await farm.call(worker, "GET", f"/may-i-run/{task_id}")
@@ -162,26 +166,12 @@ async def test_may_i_run_says_keep_running_when_its_commit_fails(farm: Farm) -> 
 async def test_a_client_gone_before_its_body_gets_no_answer_and_changes_nothing(
     farm: Farm,
 ) -> None:
-    worker = await farm.register()
-    farm.job(spec())
-    task_id = (await farm.fetch(worker)).json()["_id"]
+    worker, task_id = await _running(farm)
     before = farm.task(task_id)
     app = farm.client._transport.app  # type: ignore[attr-defined]
     headers = [(name.lower().encode(), value.encode()) for name, value in worker.auth.items()]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": f"/tasks/{task_id}/update",
-        "raw_path": f"/tasks/{task_id}/update".encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [*headers, (b"content-length", b"100")],
-        "client": ("10.0.0.5", 1),
-        "server": ("manager", 80),
-    }
+    headers.append((b"content-length", b"100"))
+    scope = http_scope("POST", f"/tasks/{task_id}/update", headers, client="10.0.0.5")
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -198,9 +188,7 @@ async def test_a_client_gone_before_its_body_gets_no_answer_and_changes_nothing(
 async def test_an_unexpected_error_is_starlettes_500_and_goes_on_to_the_server(
     farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    worker = await farm.register()
-    farm.job(spec())
-    task_id = (await farm.fetch(worker)).json()["_id"]
+    worker, task_id = await _running(farm)
 
     def broken(*args: object) -> None:
         raise RuntimeError("nobody expected this")

@@ -12,6 +12,7 @@ import pytest
 
 from shaman_core.config import Shaman
 from shaman_core.store import BlobStatus
+from tests.support import http_scope
 
 from .conftest import files_under, put_blob, sha256
 
@@ -267,24 +268,8 @@ async def test_client_going_away_mid_definition(shaman: Shaman, token: str) -> N
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/checkout/requirements",
-        "raw_path": b"/checkout/requirements",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"text/plain"),
-            (b"authorization", f"Bearer {token}".encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)
+    headers = [(b"content-type", b"text/plain"), (b"authorization", f"Bearer {token}".encode())]
+    await app(http_scope("POST", "/checkout/requirements", headers), receive, send)
     assert sent[0]["status"] == 400
     assert sent[1]["body"] == b"ERROR context canceled\n\n"
 
