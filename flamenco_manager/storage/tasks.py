@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import sqlalchemy as sa
@@ -171,7 +171,7 @@ _UPDATE_RUNNING_OF_JOB = HotStatement(
 _JOB_OF_TASK: dict[str, str] = {}
 """The job of tasks recently updated while running (a task never changes job): a guess that
 :func:`update_running` checks in its write."""
-_JOB_OF_TASK_LIMIT = 100_000
+_JOB_OF_TASK_LIMIT: Final = 100_000
 _ACTIVE_OF = HotStatement(
     sa.select(tasks.c.id)
     .where(

@@ -56,8 +56,8 @@ def header(request: Request, name: bytes) -> str | None:
 
 def parse_json(text: str | bytes | bytearray) -> Any:
     """JSON text as Python values, exactly as :func:`json.loads` gives them (and raising what it
-    raises), parsed by ``orjson`` where it can: a task update's log costs the standard parser
-    ten times as much. What ``orjson`` refuses goes to :func:`json.loads`, which accepts more
+    raises), parsed by ``orjson`` where it can: a task update's log takes the standard parser
+    three times as long. What ``orjson`` refuses goes to :func:`json.loads`, which accepts more
     (``NaN``, lone surrogates, integers beyond 64 bits, UTF-16 text) or says what is wrong."""
     try:
         value = orjson.loads(text)

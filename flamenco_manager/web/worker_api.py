@@ -139,15 +139,9 @@ class WorkerAPI:
     def routes(self) -> list[Route]:
         """One route per worker endpoint of the catalogue, with its methods."""
         handlers = self._handlers()
-        # The router tries routes in order: the requests a busy farm sends most come first.
-        # (No two worker paths overlap, so the order changes nothing else.)
-        frequency = {name: rank for rank, name in enumerate(_MOST_FREQUENT)}
-        catalogue = sorted(
-            worker_catalogue(), key=lambda item: frequency.get(item.name, len(frequency))
-        )
         return [
             Route(item.path, handlers[item.name], methods=list(item.methods), name=item.name)
-            for item in catalogue
+            for item in worker_catalogue()
         ]
 
     def hot_routes(self) -> list[HotRoute]:
