@@ -80,10 +80,6 @@ class _Bind:
             and self.name not in given
         )
 
-    def value(self, values: Mapping[str, Any]) -> Any:
-        value = values[self.key] if self.key in values else self.given(values)
-        return value if self.process is None else self.process(value)
-
     def given(self, values: Mapping[str, Any]) -> Any:
         """The value, not yet converted, when ``values`` has none under :attr:`key`."""
         if self.name in values:
@@ -115,22 +111,27 @@ class _Plan:
         """The columns whose values SQLAlchemy converts, by position, and how."""
         # Every parameter in the order a positional paramstyle takes them: the constants
         # converted now, the others (by position) at each call.
-        self._template: list[Any] = []
-        variable: list[tuple[int, str, Processor | None, _Bind]] = []
-        for index, bind in enumerate(binds):
-            constant = bind.is_constant(given)
-            self._template.append(bind.value({}) if constant else None)
-            if not constant:
-                variable.append((index, bind.key, bind.process, bind))
-        self._variable = tuple(variable)
+        slots = [(index, bind.key, bind.process, bind) for index, bind in enumerate(binds)]
+        constant = [bind.is_constant(given) for bind in binds]
+        self._template: list[Any] = [None] * len(binds)
+        self._fill(self._template, {}, (slot for slot in slots if constant[slot[0]]))
+        self._variable = tuple(slot for slot in slots if not constant[slot[0]])
         self._placeholders = tuple(bind.placeholder for bind in binds)
+
+    @staticmethod
+    def _fill(
+        parameters: list[Any],
+        values: Mapping[str, Any],
+        binds: Iterable[tuple[int, str, Processor | None, _Bind]],
+    ) -> None:
+        # Inline rather than a method per parameter: an UPDATE has a dozen, every request runs one.
+        for index, key, process, bind in binds:
+            value = values[key] if key in values else bind.given(values)
+            parameters[index] = value if process is None else process(value)
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         parameters = self._template.copy()
-        # _Bind.value, inlined: an UPDATE has a dozen parameters, and every request runs one.
-        for index, key, process, bind in self._variable:
-            value = values[key] if key in values else bind.given(values)
-            parameters[index] = value if process is None else process(value)
+        self._fill(parameters, values, self._variable)
         if self.named:
             return dict(zip(self._placeholders, parameters, strict=True))
         return parameters

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -13,6 +13,7 @@ from flamenco_protocol import codec
 
 JSON: Final = "application/json"
 TEXT: Final = "text/plain; charset=utf-8"
+D = TypeVar("D")
 
 
 def document(doc: Any, status: int = 200) -> Response:
@@ -66,6 +67,12 @@ def parse_json(text: str | bytes | bytearray) -> Any:
     # orjson reads integers beyond 64 bits as floats, json as integers: floats are rare in
     # requests (metrics), so any float sends the text to json.loads.
     return json.loads(text) if _holds_float(value) else value
+
+
+def load_document(document: type[D], body: bytes) -> D:
+    """A request body as a protocol document (:func:`flamenco_protocol.codec.loads`, parsed by
+    :func:`parse_json`); raises :class:`~flamenco_protocol.errors.DecodeError`."""
+    return codec.loads(document, body, parse=parse_json)
 
 
 def _holds_float(value: Any) -> bool:

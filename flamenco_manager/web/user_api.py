@@ -66,7 +66,7 @@ from .api_documents import (
     WorkerList,
     WorkerStatusChange,
 )
-from .responses import JSON, BodyTooLarge, parse_json, read_body
+from .responses import JSON, BodyTooLarge, load_document, read_body
 
 __all__ = [
     "ApiReply",
@@ -213,7 +213,7 @@ async def _body(request: Request, doc: type, limit: int = SMALL_BODY, *, require
         if required:
             raise _BadRequest(400, f"A JSON {doc.__name__} body is required.")
         return doc()
-    return codec.loads(doc, raw, parse=parse_json)
+    return load_document(doc, raw)
 
 
 def _query_list(request: Request, name: str) -> list[str]:

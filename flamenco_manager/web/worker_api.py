@@ -31,7 +31,6 @@ from flamenco_manager.services.errors import (
 )
 from flamenco_manager.services.scheduler import Assigned, NoTask, NoTaskTypes, StatusChange
 from flamenco_manager.services.workers import Peer
-from flamenco_protocol import codec
 from flamenco_protocol.documents import (
     FileProduced,
     MayKeepRunningResponse,
@@ -52,8 +51,8 @@ from .responses import (
     encode_document,
     encoded_document,
     header,
+    load_document,
     no_content,
-    parse_json,
     read_body,
     text,
 )
@@ -97,7 +96,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 async def _decode(request: Request, doc: type, limit: int = SMALL_BODY) -> object:
     body = await read_body(request, limit)
-    return codec.loads(doc, body, parse=parse_json)
+    return load_document(doc, body)
 
 
 def _task_id(request: Request, name: str = "task_id") -> ObjectId | None:
@@ -304,7 +303,7 @@ class WorkerAPI:
         body = await read_body(request, SMALL_BODY)
         if not body:
             return text(400, "No HTTP body received")
-        produced = codec.loads(FileProduced, body, parse=parse_json)
+        produced = load_document(FileProduced, body)
         if not produced.paths:
             return text(422, "List of paths may not be empty.")
         self.manager.latest_image.offer(list(produced.paths))
