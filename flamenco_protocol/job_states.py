@@ -212,11 +212,11 @@ def derive_job_status(
         current = JobStatus(status)
     except ValueError:
         return None
-    counts = {key: task_counts.get(key, 0) for key in TaskStatus}
+    count = task_counts.get
     total = sum(task_counts.values())
-    running = counts[T.ACTIVE] + counts[T.CANCEL_REQUESTED]
-    waiting = counts[T.QUEUED] + counts[T.CLAIMED_BY_MANAGER] + counts[T.SOFT_FAILED]
-    failed = counts[T.FAILED]
+    running = count(T.ACTIVE, 0) + count(T.CANCEL_REQUESTED, 0)
+    waiting = count(T.QUEUED, 0) + count(T.CLAIMED_BY_MANAGER, 0) + count(T.SOFT_FAILED, 0)
+    failed = count(T.FAILED, 0)
 
     event: JobEvent | None
     reason = ""
@@ -227,7 +227,7 @@ def derive_job_status(
     elif current in _DONE:
         # Only a user requeueing some of its tasks brings a finished job back.
         event = _progress_event(running, waiting, total - waiting - running) if waiting else None
-    elif counts[T.COMPLETED] == total:
+    elif count(T.COMPLETED, 0) == total:
         # A job without tasks is complete at once, as it was on the Flamenco 2 server.
         event = E.ALL_COMPLETED
     elif failed and (failed >= failed_ratio * total or (running == 0 and waiting == 0)):

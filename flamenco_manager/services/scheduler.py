@@ -10,6 +10,7 @@ process or across processes on PostgreSQL.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 import attrs
@@ -20,6 +21,7 @@ from flamenco_manager.storage import workers as worker_store
 from flamenco_manager.storage.tasks import TaskRecord
 from flamenco_manager.storage.workers import WorkerRecord
 from flamenco_protocol.documents import Task
+from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import TaskStatus, WorkerStatus
 from flamenco_protocol.worker_states import (
     FetchVerdict,
@@ -68,9 +70,15 @@ FetchResult = Assigned | NoTask | NoTaskTypes | StatusChange
 
 
 def task_document(
-    connection: Connection, task: TaskRecord, variables: Variables, platform: str
+    connection: Connection,
+    task: TaskRecord,
+    variables: Variables,
+    platform: str,
+    *,
+    activity: str,
 ) -> Task:
-    """The protocol document of a stored task, variables replaced for ``platform``."""
+    """The protocol document of a task handed to a worker: ``active``, with this activity, and
+    variables replaced for ``platform``."""
     details = TaskDetails(
         task,
         task_store.parents_of(connection, str(task.id)),
@@ -80,13 +88,13 @@ def task_document(
         id=task.id,
         job=task.job_id,
         name=task.name,
-        status=task.status,
+        status=TaskStatus.ACTIVE,
         priority=task.priority,
         job_priority=task.job_priority,
         job_type=task.job_type,
         task_type=task.task_type,
         commands=details.commands,
-        activity=task.activity,
+        activity=activity,
         parents=details.parents,
         worker=task.worker_nickname,
         failed_by_workers=details.failed_by_workers,
@@ -121,12 +129,15 @@ class Scheduler:
             if verdict is FetchVerdict.NO_TASK_TYPES:
                 return NoTaskTypes()
 
-            task = self._running_or_claimed(connection, worker)
+            task = self._running(connection, worker)
+            claimed = task is None
             if task is None:
-                return NoTask()
+                task = self._claim(connection, worker, now)
+                if task is None:
+                    return NoTask()
             if worker.current_task != task.id:
                 worker_store.update(connection, worker_id, current_task=str(task.id))
-            message = f"Manager assigned task {task.id} to worker {worker.identifier}"
+            message = _assignment(task.id, worker)
             self.context.announce(
                 connection,
                 "task",
@@ -136,11 +147,10 @@ class Scheduler:
                 activity=message,
                 worker=worker_id,
             )
-            task_store.update(connection, str(task.id), activity=message)
-            self.context.logs.append(
-                str(task.job_id), str(task.id), f"{log_timestamp(now)}: {message}"
-            )
-            if task.status != TaskStatus.ACTIVE:
+            line = f"{log_timestamp(now)}: {message}"
+            if claimed:
+                # A new run of the task starts a new log file; the previous run's is kept.
+                self.context.logs.start_run(str(task.job_id), str(task.id), line)
                 # A newly claimed task may start its job; a task sent again changes nothing.
                 refresh_job_status(
                     connection,
@@ -149,19 +159,24 @@ class Scheduler:
                     failed_ratio=self.context.settings.failed_task_ratio,
                     events=self.context.events,
                 )
+            else:
+                task_store.update(connection, str(task.id), activity=message)
+                self.context.logs.append(str(task.job_id), str(task.id), line)
             # The answer names the worker that held the task before, as the Go manager's does.
-            sent = attrs.evolve(
-                task, status=TaskStatus.ACTIVE, activity=message, worker_id=worker.id
+            document = task_document(
+                connection, task, self.variables, worker.platform, activity=message
             )
-            return Assigned(task_document(connection, sent, self.variables, worker.platform))
+            return Assigned(document)
 
-    def _running_or_claimed(
-        self, connection: Connection, worker: WorkerRecord
-    ) -> TaskRecord | None:
-        """The task the worker already runs, or a newly claimed one (its log rotated)."""
+    def _running(self, connection: Connection, worker: WorkerRecord) -> TaskRecord | None:
+        """The task the worker already runs, if any."""
         running = task_store.active_task_of(connection, str(worker.id))
-        if running is not None:
-            return task_store.get(connection, str(running))
+        return None if running is None else task_store.get(connection, str(running))
+
+    def _claim(
+        self, connection: Connection, worker: WorkerRecord, now: datetime
+    ) -> TaskRecord | None:
+        """The best runnable task for the worker, made ``active`` for it (as it was before)."""
         skip_locked = not self.context.database.is_sqlite
         for _ in range(_CLAIM_ATTEMPTS):
             candidate = task_store.select_next(
@@ -169,13 +184,19 @@ class Scheduler:
             )
             if candidate is None:
                 return None
-            before = task_store.get(connection, str(candidate))
-            if before is None or before.status == TaskStatus.ACTIVE:
-                continue
-            if task_store.claim(
-                connection, str(candidate), str(worker.id), worker.nickname, self.context.clock()
-            ):
-                # A new run of the task starts a new log file; the previous run's is kept.
-                self.context.logs.rotate(str(before.job_id), str(before.id))
-                return before
+            claimed = task_store.claim(
+                connection,
+                str(candidate.id),
+                str(worker.id),
+                worker.nickname,
+                now,
+                activity=_assignment(candidate.id, worker),
+            )
+            if claimed:
+                return candidate
         return None
+
+
+def _assignment(task_id: ObjectId, worker: WorkerRecord) -> str:
+    """The activity and log line of a task handed to a worker."""
+    return f"Manager assigned task {task_id} to worker {worker.identifier}"

@@ -241,19 +241,28 @@ class TaskLogStore:
         if not text or not job_id:
             return
         path = self._file(job_id, task_id)
-        data = text.encode("utf-8", errors="surrogateescape")
-        if not data.endswith(b"\n"):
-            data += b"\n"
         try:
             fd = _open_append(path)
         except OSError as exc:
             raise TaskLogError(f"cannot open task log {path}", _reason(exc)) from exc
+        _write_line(fd, path, text)
+
+    def start_run(self, job_id: str, task_id: str, text: str) -> None:
+        """Begin the log of a new run of the task with ``text`` (as :meth:`append` writes it).
+
+        The previous run's log, when there is one, is rotated first (:meth:`rotate`). A first
+        run, as most are, costs one system call to create its log: nothing is looked up before.
+        """
+        path = self._file(job_id, task_id)
         try:
-            _write_all_or_nothing(fd, data)
+            try:
+                fd = _create(path)
+            except FileExistsError:
+                self.rotate(job_id, task_id)
+                fd = _open_append(path)
         except OSError as exc:
-            raise TaskLogError(f"cannot write task log {path}", _reason(exc)) from exc
-        finally:
-            os.close(fd)
+            raise TaskLogError(f"cannot create task log {path}", _reason(exc)) from exc
+        _write_line(fd, path, text)
 
     # Rotation
 
@@ -511,21 +520,46 @@ def _numbered_siblings(current: Path) -> Iterator[tuple[int, Path, bool]]:
             yield int(match[1]), current.parent / name, match[2] is not None
 
 
+_APPEND: Final = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+
+
 def _open_append(path: str | Path) -> int:
     """Open a log for appending, creating it (and its directories) when it does not exist."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     try:
-        return os.open(path, flags)  # most appends go to a log that exists: one system call
+        return os.open(path, _APPEND)  # most appends go to a log that exists: one system call
+    except FileNotFoundError:
+        pass
+    try:
+        return _create(path)
+    except FileExistsError:
+        return os.open(path, _APPEND)  # created in between by another process
+
+
+def _create(path: str | Path) -> int:
+    """Create a log, and its directories; :class:`FileExistsError` when it exists."""
+    flags = _APPEND | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o644)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return os.open(path, flags)  # created in between by another process
+        fd = os.open(path, flags, 0o644)
     # The umask may have taken bits away from a new file; logs are world-readable in Go.
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o644)
     return fd
+
+
+def _write_line(fd: int, path: str, text: str) -> None:
+    """Write ``text`` to an open log, with a final newline, all or nothing; close the log."""
+    data = text.encode("utf-8", errors="surrogateescape")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    try:
+        _write_all_or_nothing(fd, data)
+    except OSError as exc:
+        raise TaskLogError(f"cannot write task log {path}", _reason(exc)) from exc
+    finally:
+        os.close(fd)
 
 
 def _write_all_or_nothing(fd: int, data: bytes) -> None:

@@ -265,13 +265,19 @@ class Variables:
     def replace_in_command(
         self, command: Command, platform: str, audience: str = Audience.WORKERS
     ) -> Command:
-        """A copy of the command with its settings replaced."""
+        """The command with its settings replaced (the same command when nothing changes)."""
         settings = self.replace_in_settings(command.settings, platform, audience)
+        if all(settings[key] is value for key, value in command.settings.items()):
+            return command
         return attrs.evolve(command, settings=settings)
 
     def replace_in_task(self, task: Task, platform: str, audience: str = Audience.WORKERS) -> Task:
-        """The task as sent to a worker on ``platform``; the task passed in keeps placeholders."""
+        """The task as sent to a worker on ``platform``; the task passed in keeps placeholders.
+
+        The same task when no placeholder was replaced."""
         commands = tuple(self.replace_in_command(cmd, platform, audience) for cmd in task.commands)
+        if all(new is old for new, old in zip(commands, task.commands, strict=True)):
+            return task
         return attrs.evolve(task, commands=commands)
 
     def to_variables(self, path: str, platform: str, audience: str = Audience.USERS) -> str:

@@ -182,7 +182,7 @@ _ACTIVE_OF = HotStatement(
     .limit(1)
 )
 _NEXT_OF_TYPE_QUERY = (
-    sa.select(tasks.c.id, tasks.c.job_priority, tasks.c.priority)
+    sa.select(tasks)
     .where(
         tasks.c.runnable == sa.true(),
         tasks.c.task_type == sa.bindparam("task_type"),
@@ -236,6 +236,7 @@ _CLAIM = HotStatement(
         worker_nickname=sa.bindparam("nickname"),
         last_worker_ping=sa.bindparam("now"),
         last_updated=sa.bindparam("now"),
+        activity=sa.bindparam("activity"),
     )
 )
 
@@ -310,7 +311,7 @@ def held_by(connection: Connection, worker_id: str, statuses: Iterable[str]) -> 
 
 def select_next(
     connection: Connection, worker_id: str, task_types: Sequence[str], *, skip_locked: bool
-) -> ObjectId | None:
+) -> TaskRecord | None:
     """The best task for this worker to run next, or ``None``.
 
     One indexed probe per task type (runnable, type, job priority, priority, ID), skipping tasks
@@ -318,23 +319,35 @@ def select_next(
     best of those. Its cost does not grow with the number of queued tasks.
     """
     query = _NEXT_OF_TYPE_SKIP_LOCKED if skip_locked else _NEXT_OF_TYPE
-    best: tuple[int, int, str] | None = None
+    best: dict[str, Any] | None = None
     for task_type in dict.fromkeys(task_types):
-        row = query.first(connection, {"task_type": task_type, "worker_key": worker_id})
-        if row is None:
-            continue
-        task_key, job_priority, priority = row
-        key = (-job_priority, -priority, task_key)
-        if best is None or key < best:
-            best = key
-    return None if best is None else ObjectId(best[2])
+        row = query.first_mapping(connection, {"task_type": task_type, "worker_key": worker_id})
+        if row is not None and (best is None or _order(row) < _order(best)):
+            best = row
+    return None if best is None else _record(best)
+
+
+def _order(row: Mapping[str, Any]) -> tuple[int, int, str]:
+    return -row["job_priority"], -row["priority"], row["id"]
 
 
 def claim(
-    connection: Connection, task_id: str, worker_id: str, nickname: str, now: datetime
+    connection: Connection,
+    task_id: str,
+    worker_id: str,
+    nickname: str,
+    now: datetime,
+    activity: str,
 ) -> bool:
-    """Make a runnable task ``active`` for a worker; ``False`` if someone else was quicker."""
-    values = {"task_key": task_id, "worker_key": worker_id, "nickname": nickname, "now": now}
+    """Make a runnable task ``active`` for a worker, with this activity; ``False`` if someone
+    else was quicker."""
+    values = {
+        "task_key": task_id,
+        "worker_key": worker_id,
+        "nickname": nickname,
+        "now": now,
+        "activity": activity,
+    }
     return _CLAIM.rowcount(connection, values) == 1
 
 

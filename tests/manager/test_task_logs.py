@@ -182,6 +182,55 @@ def test_rotating_one_file(store: TaskLogStore) -> None:
     assert store.read_whole(JOB, TASK, 1) == b"first run\n"
 
 
+def test_a_first_run_creates_its_log_world_readable_with_its_directories(
+    store: TaskLogStore,
+) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        store.start_run(JOB, TASK, "assigned")
+    finally:
+        os.umask(old_umask)
+    assert _names(store.job_dir(JOB)) == {f"task-{TASK}.txt"}
+    assert store.read_whole(JOB, TASK) == b"assigned\n"
+    assert stat.S_IMODE(store.path(JOB, TASK).stat().st_mode) == 0o644
+
+
+def test_a_new_run_rotates_the_previous_runs_log_first(store: TaskLogStore) -> None:
+    # TU-16: the new file holds only the new run.
+    store.start_run(JOB, TASK, "assigned once")
+    store.append(JOB, TASK, "rendering")
+    store.start_run(JOB, TASK, "assigned again\n")
+    assert store.read_whole(JOB, TASK) == b"assigned again\n"
+    assert store.read_whole(JOB, TASK, 1) == b"assigned once\nrendering\n"
+    assert [number for number, _ in store.rotated(JOB, TASK)] == [1]
+
+
+def test_a_new_run_looks_nothing_up_before_creating_a_first_log(
+    store: TaskLogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.start_run(JOB, "5c0165dc494ba92dc0552a02", "another task of the job")
+    calls: list[str] = []
+    for name in ("open", "stat", "lstat", "listdir", "scandir", "makedirs"):
+        real = getattr(task_logs.os, name)
+
+        def counted(*args: object, _real: object = real, _name: str = name, **kw: object) -> object:
+            calls.append(_name)
+            return _real(*args, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(task_logs.os, name, counted)
+    store.start_run(JOB, TASK, "assigned")
+    monkeypatch.undo()
+    assert calls == ["open"]
+    assert store.read_whole(JOB, TASK) == b"assigned\n"
+
+
+def test_a_run_that_cannot_start_its_log_is_a_task_log_error(tmp_path: Path) -> None:
+    root = tmp_path / "not-a-directory"
+    root.write_text("")
+    with pytest.raises(TaskLogError):
+        TaskLogStore(root).start_run(JOB, TASK, "assigned")
+
+
 def test_rotation_keeps_gaps_like_go(tmp_path: Path) -> None:
     # LR-04, with compression off to see Go's exact names.
     store = TaskLogStore(tmp_path, compress_rotated=False)

@@ -126,6 +126,20 @@ def test_task_replacement_returns_a_new_task() -> None:
     assert task.commands[0].settings["blender_cmd"] == "{blender}"
 
 
+def test_a_task_without_placeholders_is_sent_as_it_is_and_a_mixed_one_in_part() -> None:
+    plain = Command(name="echo", settings={"message": "no placeholder", "n": 1})
+    task = Task(name="plain", commands=(plain,))
+    assert GO_TEST_VARIABLES.replace_in_task(task, "windows") is task
+
+    placeholder = Command(name="echo", settings={"message": "{job_storage}"})
+    mixed = GO_TEST_VARIABLES.replace_in_task(
+        Task(name="mixed", commands=(plain, placeholder)), "windows"
+    )
+    assert mixed.commands[0] is plain
+    assert mixed.commands[1].settings == {"message": "s:/flamenco/jobs"}
+    assert placeholder.settings == {"message": "{job_storage}"}
+
+
 def test_defaults() -> None:
     # CFG-01
     variables = Variables.defaults()
