@@ -15,7 +15,9 @@ Scenarios (manager and bare app each):
 * ``update``: ``POST /tasks/{id}/update`` with status ``active`` and 2 KiB of log, after one
   ``/task`` each (the manager stores it and appends the log);
 * ``poll``: ``POST /task`` with an empty queue (the manager answers 204);
-* ``may-i-run``: ``GET /may-i-run/{id}`` of the task the worker runs.
+* ``may-i-run``: ``GET /may-i-run/{id}`` of the task the worker runs;
+* ``claim``: ``POST /task``, then the update that completes the task it got, counted as one
+  request (the manager claims the task, starts its log, and completes it).
 
 The bare app is ``_manager_bench.bare_app``. The manager runs ``create_app(manager,
 run_loops=False)`` on a seeded SQLite database. Its clock advances 150 µs per reading, as at
@@ -50,7 +52,7 @@ from _manager_bench import Worker, bare_app, log_text, seed
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = (2, 7)
-SCENARIOS = ("update", "poll", "may-i-run")
+SCENARIOS = ("update", "poll", "may-i-run", "claim")
 CLOCK_STEP = timedelta(microseconds=150)
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 
@@ -114,6 +116,9 @@ def _child(scenario: str, kind: str, rounds: int, data_dir: Path) -> None:
     body = json.dumps(
         {"task_status": "active", "activity": "rendering frame", "log": log_text(2048).decode()}
     ).encode()
+    completed = json.dumps(
+        {"task_status": "completed", "activity": "done", "log": "frame rendered\n"}
+    ).encode()
 
     async def main() -> None:
         manager = None
@@ -133,23 +138,30 @@ def _child(scenario: str, kind: str, rounds: int, data_dir: Path) -> None:
         else:
             app = bare_app()
 
+        async def fetch(driver: _Driver) -> str:
+            status, payload = await driver.request("POST", "/task")
+            if status != 200:
+                raise SystemExit(f"/task answered {status}: no task to work on")
+            task: str = json.loads(payload)["_id"]
+            return task
+
         async def worker(credentials: Worker) -> None:
             driver = _Driver(app, credentials)
             task = "0123456789abcdef01234567"
-            if scenario != "poll":
-                status, payload = await driver.request("POST", "/task")
-                if status != 200:
-                    raise SystemExit(f"/task answered {status}: no task to work on")
-                task = json.loads(payload)["_id"]
+            if scenario in ("update", "may-i-run"):
+                task = await fetch(driver)
             expected = {"update": 204, "poll": 204 if manager else 200, "may-i-run": 200}
             for _ in range(rounds):
                 if scenario == "update":
                     status, _ = await driver.request("POST", f"/tasks/{task}/update", body)
                 elif scenario == "poll":
                     status, _ = await driver.request("POST", "/task")
-                else:
+                elif scenario == "may-i-run":
                     status, _ = await driver.request("GET", f"/may-i-run/{task}")
-                if status != expected[scenario]:
+                else:
+                    task = await fetch(driver)
+                    status, _ = await driver.request("POST", f"/tasks/{task}/update", completed)
+                if status != expected.get(scenario, 204):
                     raise SystemExit(f"{scenario} answered {status}")
 
         try:
