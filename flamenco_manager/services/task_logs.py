@@ -248,7 +248,8 @@ class TaskLogStore:
         _write_line(fd, path, text)
 
     def start_run(self, job_id: str, task_id: str, text: str) -> None:
-        """Begin the log of a new run of the task with ``text`` (as :meth:`append` writes it).
+        """Begin the log of a new run of the task with ``text`` (a final newline added, as
+        :meth:`append` adds it).
 
         The previous run's log, when there is one, is rotated first (:meth:`rotate`). A first
         run, as most are, costs one system call to create its log: nothing is looked up before.
