@@ -185,13 +185,15 @@ class HotStatement:
         self, connection: Connection, values: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """The first result row as a dict keyed by column name, or ``None``."""
-        plan, row = self._first_raw(connection, values)
+        plan, row = self.first_raw(connection, values)
         return None if row is None else plan.mapping(row)
 
-    def _first_raw(
+    def first_raw(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> tuple[_Plan, tuple[Any, ...] | None]:
-        """The first result row as the driver gives it (no conversion), and how to convert it."""
+        """The first result row as the driver gives it (no conversion), and the plan whose
+        :meth:`~_Plan.mapping` converts it: for callers that look at a few raw values of
+        several rows before converting the one they keep."""
         plan, cursor = self._run(connection, values)
         try:
             row = cursor.fetchone()
@@ -211,7 +213,7 @@ class HotStatement:
     def _first(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> tuple[_Plan, tuple[Any, ...] | None]:
-        plan, row = self._first_raw(connection, values)
+        plan, row = self.first_raw(connection, values)
         return plan, None if row is None else plan.convert(row)
 
     def _run(self, connection: Connection, values: Mapping[str, Any]) -> tuple[_Plan, Any]:
@@ -322,7 +324,7 @@ class BuiltRows(Generic[Built]):
     def first(self, connection: Connection, values: Mapping[str, Any], key: Any) -> Built | None:
         """The record of the first row ``values`` select, or ``None``; ``key`` names the row
         (its primary key)."""
-        plan, row = self.statement._first_raw(connection, values)
+        plan, row = self.statement.first_raw(connection, values)
         if row is None:
             return None
         kept = self._kept.get(key)

@@ -316,19 +316,27 @@ def select_next(
 
     One indexed probe per task type (runnable, type, job priority, priority, ID), skipping tasks
     of jobs whose type the worker is blocked from and tasks the worker failed before; then the
-    best of those. Its cost does not grow with the number of queued tasks.
+    best of those. Its cost does not grow with the number of queued tasks. The probes read whole
+    rows; only the best one is converted into a record.
     """
     query = _NEXT_OF_TYPE_SKIP_LOCKED if skip_locked else _NEXT_OF_TYPE
-    best: dict[str, Any] | None = None
+    best: tuple[Any, tuple[Any, ...]] | None = None
     for task_type in dict.fromkeys(task_types):
-        row = query.first_mapping(connection, {"task_type": task_type, "worker_key": worker_id})
-        if row is not None and (best is None or _order(row) < _order(best)):
-            best = row
-    return None if best is None else _record(best)
+        plan, row = query.first_raw(connection, {"task_type": task_type, "worker_key": worker_id})
+        if row is not None and (best is None or _order(row) < _order(best[1])):
+            best = plan, row
+    return None if best is None else _record(best[0].mapping(best[1]))
 
 
-def _order(row: Mapping[str, Any]) -> tuple[int, int, str]:
-    return -row["job_priority"], -row["priority"], row["id"]
+_PROBED: Final = [column.key for column in _NEXT_OF_TYPE_QUERY.selected_columns]
+_JOB_PRIORITY_AT, _PRIORITY_AT, _ID_AT = (
+    _PROBED.index(name) for name in ("job_priority", "priority", "id")
+)
+
+
+def _order(row: Sequence[Any]) -> tuple[int, int, str]:
+    """Where a probed row stands: higher job priority, then higher priority, then older first."""
+    return -row[_JOB_PRIORITY_AT], -row[_PRIORITY_AT], row[_ID_AT]
 
 
 def claim(

@@ -60,6 +60,30 @@ async def test_higher_priority_first_then_job_priority_dominates(farm: Farm) -> 
     assert names == ["job-top", "high", "low"]
 
 
+async def test_a_worker_of_several_task_types_gets_the_best_task_of_any(farm: Farm) -> None:
+    # One probe per task type; the best of their candidates wins: job priority, then task
+    # priority, then the oldest.
+    first = farm.job(spec("sleep-low", task_type="sleep", priority=90), priority=10)
+    second = farm.job(
+        spec("render-top", task_type="blender-render", priority=10),
+        spec("render-high", task_type="blender-render", priority=80),
+        priority=50,
+    )
+    third = farm.job(
+        spec("debug-high", task_type="debug", priority=80),
+        spec("sleep-high", task_type="sleep", priority=80),
+        priority=50,
+    )
+    worker = await farm.register("many", ["sleep", "debug", "blender-render"])
+    names = []
+    for _ in range(5):
+        task = (await farm.fetch(worker)).json()
+        names.append(task["name"])
+        await farm.update(worker, task["_id"], task_status="completed")
+    assert names == ["render-high", "debug-high", "sleep-high", "render-top", "sleep-low"]
+    assert {farm.job_status(job) for job in (first, second, third)} == {"completed"}
+
+
 async def test_equal_priorities_go_oldest_first(farm: Farm) -> None:
     job = farm.job(*(spec(f"t{i}") for i in range(5)))
     seen = []
