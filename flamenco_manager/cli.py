@@ -176,10 +176,16 @@ def serve(settings: Settings) -> None:
 
     from flamenco_manager.manager import Manager
     from flamenco_manager.web.app import SETTINGS_VARIABLE, create_app
-    from shaman_core.serving import uvicorn_options
+    from shaman_core.serving import (
+        announce_open_files_limit,
+        raise_open_files_limit,
+        uvicorn_options,
+    )
 
     configure_logging(settings.log_level)
     log = logging.getLogger("flamenco_manager")
+    # A socket per connected worker: the usual soft limit of 1,024 drops a big farm's workers.
+    announce_open_files_limit(raise_open_files_limit(), log)
     host, port = settings.listen_host_port
     if settings.processes > 1 and settings.database_url.startswith("sqlite"):
         raise ConfigError(

@@ -11,12 +11,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Final
 
 from shaman_core.config import AllowEveryone, Authenticator, Shaman, ShamanConfig
 from shaman_core.jwt import (
     JWTAuthenticator,
     KeyStore,
 )
+from shaman_core.serving import OpenFilesWatch
 
 from .config import Settings
 from .job_types import JobTypeRegistry
@@ -35,6 +37,10 @@ from .services.users import ensure_key_pair, issue_token
 from .services.variables import Direction, Variables, local_platform
 from .services.workers import WorkerService
 from .storage.database import Database, Leadership
+
+OPEN_FILES_CHECK_SECONDS: Final = 30.0
+"""How often each manager process looks at how many files it has open (see
+:class:`~shaman_core.serving.OpenFilesWatch`)."""
 
 __all__ = ["Manager"]
 
@@ -151,6 +157,8 @@ class Manager:
                 timedelta(hours=1),
             ),
             self.latest_image.run(),
+            # Every process: each has its own sockets and limit.
+            OpenFilesWatch(logging.getLogger("flamenco_manager")).run(OPEN_FILES_CHECK_SECONDS),
         ]
         if self.notifier is not None:  # Every process listens; no leadership needed.
             loops.append(relay_events(self.context.events, self.notifier))

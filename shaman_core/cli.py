@@ -75,8 +75,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from shaman_core.asgi import create_app
     from shaman_core.config import ShamanConfig
-    from shaman_core.serving import uvicorn_options
+    from shaman_core.serving import (
+        announce_open_files_limit,
+        raise_open_files_limit,
+        uvicorn_options,
+    )
 
+    announce_open_files_limit(raise_open_files_limit(), logging.getLogger("shaman_core"))
     config = ShamanConfig(
         store_dir=args.store,
         checkout_dir=args.checkouts,

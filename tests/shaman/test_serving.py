@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from shaman_core.serving import BodyPassingProtocol, uvicorn_options
+from shaman_core.serving import (
+    OPEN_FILES_ADVISED,
+    BodyPassingProtocol,
+    OpenFilesWatch,
+    announce_open_files_limit,
+    open_files_in_use,
+    uvicorn_options,
+)
 
 from .conftest import LiveShaman, sha256
 
@@ -104,3 +115,91 @@ def test_longer_body_than_declared_is_417(live: LiveShaman, token: str) -> None:
         status, headers, _ = _read_response(conn)
     assert status == 417
     assert headers["connection"] == "close"
+
+
+# --- open files ----------------------------------------------------------------------------------
+
+
+def test_open_files_in_use_counts_what_the_process_opens(tmp_path: Path) -> None:
+    before = open_files_in_use()
+    assert before is not None
+    opened = [os.open(tmp_path / f"f{index}", os.O_CREAT | os.O_WRONLY) for index in range(40)]
+    try:
+        assert open_files_in_use() == before + 40
+    finally:
+        for descriptor in opened:
+            os.close(descriptor)
+    assert open_files_in_use() == before
+
+
+def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
+    resource = pytest.importorskip("resource")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
+    script = (
+        "from shaman_core.serving import open_files_limit, raise_open_files_limit\n"
+        "print(raise_open_files_limit(), open_files_limit())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    raised = 2**20 if hard == resource.RLIM_INFINITY else hard
+    assert done.stdout.split() == ["(256,", f"{raised})", str(raised)]
+
+
+@pytest.mark.parametrize(
+    ("limit", "logged"),
+    [
+        (300, "may open only 300 files"),
+        (OPEN_FILES_ADVISED - 1, f"may open only {OPEN_FILES_ADVISED - 1} files"),
+        (OPEN_FILES_ADVISED, "open files limit"),
+    ],
+)
+def test_the_limit_is_announced_and_a_low_one_warned_of(
+    caplog: pytest.LogCaptureFixture, limit: int, logged: str
+) -> None:
+    logger = logging.getLogger("test.open_files")
+    with caplog.at_level(logging.INFO, logger="test.open_files"):
+        announce_open_files_limit((256, limit), logger)
+    [record] = caplog.records
+    assert logged in record.getMessage()
+    assert record.levelno == (logging.INFO if limit >= OPEN_FILES_ADVISED else logging.WARNING)
+    assert record.limit == limit  # type: ignore[attr-defined]
+
+
+def test_the_watch_warns_near_the_limit_repeats_and_says_when_it_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    in_use = [100]
+    watch = OpenFilesWatch(
+        logging.getLogger("test.open_files"), limit=lambda: 1000, in_use=lambda: in_use[0], repeat=3
+    )
+
+    def levels_after(*counts: int) -> list[tuple[int, int]]:
+        caplog.clear()
+        for count in counts:
+            in_use[0] = count
+            watch.check()
+        return [(record.levelno, record.open_files) for record in caplog.records]  # type: ignore[attr-defined]
+
+    with caplog.at_level(logging.INFO, logger="test.open_files"):
+        assert levels_after(100, 799) == []
+        assert levels_after(800) == [(logging.WARNING, 800)]
+        # Again after `repeat` more checks while high; not while between low and high.
+        assert levels_after(850, 750, 900, 950) == []
+        assert levels_after(960) == [(logging.WARNING, 960)]
+        assert levels_after(700) == []
+        assert levels_after(699) == [(logging.INFO, 699)]
+        assert levels_after(500, 800) == [(logging.WARNING, 800)]
+
+
+def test_the_watch_is_quiet_where_it_cannot_tell(caplog: pytest.LogCaptureFixture) -> None:
+    unknown = OpenFilesWatch(logging.getLogger("test.open_files"), limit=lambda: None)
+    with caplog.at_level(logging.INFO, logger="test.open_files"):
+        unknown.check()
+    assert caplog.records == []
