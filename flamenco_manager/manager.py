@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from shaman_core.config import AllowEveryone, Authenticator, Shaman, ShamanConfig
+from shaman_core.gc import GCReport
 from shaman_core.jwt import (
     JWTAuthenticator,
     KeyStore,
@@ -163,17 +164,28 @@ class Manager:
         if self.notifier is not None:  # Every process listens; no leadership needed.
             loops.append(relay_events(self.context.events, self.notifier))
         if self.shaman is not None and settings.shaman_garbage_collect_period.total_seconds() > 0:
-            shaman = self.shaman
             loops.append(
                 _every(
                     leadership,
                     "shaman garbage collection",
-                    shaman.collect_garbage,
+                    self.collect_shaman_garbage,
                     timedelta(minutes=10),
                     settings.shaman_garbage_collect_period,
                 )
             )
         await asyncio.gather(*loops)
+
+    async def collect_shaman_garbage(self) -> GCReport | None:
+        """One Shaman garbage-collection sweep (``None`` without a Shaman), on a worker thread.
+
+        A sweep walks the whole store and every checkout: about 6 s for 100,000 stored files,
+        minutes for a studio's millions, during which the event loop would answer no worker.
+        The Shaman's own requests go on meanwhile, as they do beside a standalone ``shaman
+        serve``'s sweeps: a blob touched during the sweep is kept.
+        """
+        if self.shaman is None:
+            return None
+        return await asyncio.to_thread(self.shaman.collect_garbage)
 
     def close(self) -> None:
         """Release the database."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import os
+import time
 from pathlib import Path
 
 import anyio
@@ -162,3 +166,51 @@ async def test_the_timeout_checker_runs_every_timeout_check_interval(
         await manager.run_loops()
     manager.close()
     assert len(checks) >= 4  # the default period (1 min) would give one
+
+
+async def test_shaman_garbage_collection_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    # A sweep walks the whole store: on the event loop, no worker would be answered meanwhile.
+    blobs = 6000
+    manager = Manager(make_settings(tmp_path))
+    assert manager.shaman is not None
+    stored = manager.settings.shaman_store_dir / "stored"
+    old = time.time() - manager.settings.shaman_garbage_collect_max_age.total_seconds() - 3600
+    original = tmp_path / "blob"
+    original.write_bytes(b"abc")
+    os.utime(original, (old, old))
+    for number in range(blobs):
+        # Hard links of one old file (quicker to make than files), under a hundred names per
+        # directory (fewer directories to create): as many stored files to sweep.
+        checksum = hashlib.sha256(str(number // 100).encode()).hexdigest()
+        blob = stored / checksum[:2] / checksum[2:] / f"{number % 100 + 1}.blob"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        os.link(original, blob)
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await anyio.sleep(0.005)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        await anyio.sleep(0.05)
+        started = time.monotonic()
+        report = await manager.collect_shaman_garbage()
+        ended = time.monotonic()
+        group.cancel_scope.cancel()
+    manager.close()
+
+    assert report is not None
+    assert len(report.deleted) == blobs
+    assert not any(stored.rglob("*.blob"))
+    # The loop's turns while the sweep ran: the ticker's, between the sweep's start and end.
+    turns = [started, *(moment for moment in ticks if started < moment < ended), ended]
+    longest_pause = max(later - earlier for earlier, later in itertools.pairwise(turns))
+    assert longest_pause < (ended - started) / 4, (longest_pause, ended - started)
+
+
+async def test_without_a_shaman_there_is_no_garbage_to_collect(tmp_path: Path) -> None:
+    manager = Manager(make_settings(tmp_path, shaman_enabled=False))
+    assert await manager.collect_shaman_garbage() is None
+    manager.close()
