@@ -7,7 +7,7 @@ into or out of ``completed``; the ``runnable`` column follows by itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -501,9 +501,14 @@ def unpinged_since(connection: Connection, since: datetime) -> list[TaskRecord]:
     return [_record(row_dict(row)) for row in rows]
 
 
-def list_of_job(connection: Connection, job_id: str) -> list[TaskRecord]:
-    """Every task of a job, in creation order."""
-    rows = connection.execute(sa.select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id))
+def list_of_job(
+    connection: Connection, job_id: str, task_ids: Collection[str] | None = None
+) -> list[TaskRecord]:
+    """Every task of a job (only those of ``task_ids``, when given), in creation order."""
+    query = sa.select(tasks).where(tasks.c.job_id == job_id)
+    if task_ids is not None:
+        query = query.where(tasks.c.id.in_(list(task_ids)))
+    rows = connection.execute(query.order_by(tasks.c.id))
     return [_record(row_dict(row)) for row in rows]
 
 
@@ -541,28 +546,38 @@ def status_counts_of_jobs(
     return counts
 
 
-def parents_in_job(connection: Connection, job_id: str) -> dict[str, tuple[ObjectId, ...]]:
-    """The parents of every task of a job that has any, in the order they were given."""
-    rows = connection.execute(
+def parents_in_job(
+    connection: Connection, job_id: str, task_ids: Collection[str] | None = None
+) -> dict[str, tuple[ObjectId, ...]]:
+    """The parents of every task of a job that has any (of ``task_ids``, when given), in the
+    order they were given."""
+    query = (
         sa.select(task_parents.c.task_id, task_parents.c.parent_id)
         .join(tasks, tasks.c.id == task_parents.c.task_id)
         .where(tasks.c.job_id == job_id)
-        .order_by(task_parents.c.task_id, task_parents.c.position)
     )
+    if task_ids is not None:
+        query = query.where(task_parents.c.task_id.in_(list(task_ids)))
+    rows = connection.execute(query.order_by(task_parents.c.task_id, task_parents.c.position))
     parents: dict[str, list[ObjectId]] = {}
     for task_id, parent_id in rows.all():
         parents.setdefault(str(task_id), []).append(ObjectId(parent_id))
     return {task_id: tuple(ids) for task_id, ids in parents.items()}
 
 
-def failures_in_job(connection: Connection, job_id: str) -> dict[str, list[tuple[ObjectId, str]]]:
-    """Who failed each task of a job, as (worker ID, identifier), oldest first."""
-    rows = connection.execute(
+def failures_in_job(
+    connection: Connection, job_id: str, task_ids: Collection[str] | None = None
+) -> dict[str, list[tuple[ObjectId, str]]]:
+    """Who failed each task of a job (of ``task_ids``, when given), as (worker ID,
+    identifier), oldest first."""
+    query = (
         sa.select(task_failures.c.task_id, task_failures.c.worker_id, task_failures.c.identifier)
         .join(tasks, tasks.c.id == task_failures.c.task_id)
         .where(tasks.c.job_id == job_id)
-        .order_by(task_failures.c.failed)
     )
+    if task_ids is not None:
+        query = query.where(task_failures.c.task_id.in_(list(task_ids)))
+    rows = connection.execute(query.order_by(task_failures.c.failed))
     failures: dict[str, list[tuple[ObjectId, str]]] = {}
     for task_id, worker_id, identifier in rows.all():
         failures.setdefault(str(task_id), []).append((ObjectId(worker_id), identifier))

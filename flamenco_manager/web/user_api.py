@@ -83,6 +83,8 @@ JOB_BODY: Final = 16 * 1024 * 1024
 HEARTBEAT_SECONDS: Final = 15.0
 """How often the event stream sends a comment, so proxies and clients see it is alive."""
 MAX_PAGE: Final = 500
+MAX_TASK_IDS: Final = 200
+"""Task IDs one ``GET /api/jobs/{id}/tasks?id=…`` may name (about 5 KiB of query string)."""
 EVENT_STREAM: Final = "text/event-stream"
 JPEG: Final = "image/jpeg"
 
@@ -381,7 +383,17 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
         return Response(status_code=204)
 
     async def job_tasks(request: Request, user: str) -> Response:
-        tasks = manager.jobs.tasks(_path_id(request, "job_id"))
+        job_id = _path_id(request, "job_id")
+        task_ids = None
+        if "id" in request.query_params:
+            task_ids = _query_list(request, "id")
+            malformed = [value for value in task_ids if not ObjectId.is_valid(value)]
+            if malformed:
+                raise _BadRequest(400, f"id: not 24-character hexadecimal IDs: {malformed[:5]}")
+            if len(task_ids) > MAX_TASK_IDS:
+                raise _BadRequest(400, f"id: at most {MAX_TASK_IDS} task IDs, not {len(task_ids)}")
+            task_ids = [value.lower() for value in task_ids]
+        tasks = manager.jobs.tasks(job_id, task_ids)
         return json_document(TaskList(tasks=tuple(_task(task) for task in tasks)))
 
     async def set_job_status(request: Request, user: str) -> Response:
@@ -584,9 +596,17 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             "job_tasks",
             "GET",
             "/api/jobs/{job_id}/tasks",
-            "The tasks of a job, in creation order.",
+            "The tasks of a job, in creation order; with `id`, only those of them.",
             job_tasks,
-            (ApiReply(200, "the tasks", TaskList), *job_id_404),
+            (ApiReply(200, "the tasks", TaskList), _E400, *job_id_404),
+            query=(
+                QueryParameter(
+                    "id",
+                    f"only these tasks (repeated or comma-separated, at most {MAX_TASK_IDS}); "
+                    "IDs of no task of the job are left out",
+                    {"type": "string"},
+                ),
+            ),
         ),
         ApiRoute(
             "set_job_status",

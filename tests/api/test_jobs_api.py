@@ -257,3 +257,33 @@ async def test_delete_removes_the_job_its_tasks_and_logs(farm: Farm, user: User)
     assert (await user.get(f"/api/jobs/{job['_id']}")).status_code == 404
     assert (await user.get(f"/api/tasks/{task_id}")).status_code == 404
     assert not farm.manager.logs.path(job["_id"], task_id).exists()
+
+
+async def test_a_jobs_tasks_can_be_asked_for_by_id(user: User) -> None:
+    job = await user.submit(frames="1-5")
+    other = await user.submit(frames="1-2", name="other")
+    path = f"/api/jobs/{job['_id']}/tasks"
+    every = (await user.get(path)).json()["tasks"]
+    assert len(every) == 5
+    foreign = (await user.get(f"/api/jobs/{other['_id']}/tasks")).json()["tasks"][0]["_id"]
+    wanted = [every[3]["_id"], every[1]["_id"].upper(), foreign, "0" * 24]
+
+    # Repeated or comma-separated; in creation order; what is no task of the job left out.
+    repeated = await user.get(path, params=[("id", wanted[0]), ("id", ",".join(wanted[1:]))])
+    assert repeated.status_code == 200
+    assert repeated.json()["tasks"] == [every[1], every[3]]
+    assert (await user.get(path + "?id=")).json()["tasks"] == []
+
+
+async def test_asking_for_tasks_by_malformed_or_too_many_ids_is_400(user: User) -> None:
+    job = await user.submit(frames="1-2")
+    path = f"/api/jobs/{job['_id']}/tasks"
+
+    malformed = await user.get(path, params={"id": "0123,not-an-id"})
+    assert malformed.status_code == 400
+    assert "id: not 24-character hexadecimal IDs: ['0123', 'not-an-id']" in malformed.text
+
+    too_many = ",".join(f"{number:024x}" for number in range(201))
+    refused = await user.get(path, params={"id": too_many})
+    assert refused.status_code == 400
+    assert "id: at most 200 task IDs, not 201" in refused.text

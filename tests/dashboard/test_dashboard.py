@@ -324,3 +324,43 @@ def test_latest_image_tablet_layout_and_labels(browser: Browser, served: ServedM
         )
         assert unnamed == [], f"controls without a name in {fragment}: {unnamed}"
     no_reload(page)
+
+
+def test_a_busy_jobs_page_fetches_only_the_tasks_that_changed(
+    browser: Browser, served: ServedManager
+) -> None:
+    worker = SimulatedWorker(served.url, "render-02")
+    job = served.submit_sleep_job("Busy shot 020", frames="1-6")
+    page = browser.page
+    listed: list[str] = []
+    page.on("request", lambda request: listed.append(request.url))
+    page = log_in(browser, served, f"#/jobs/{job['_id']}")
+    expect()(page.locator("#tasks-table tbody tr")).to_have_count(6)
+
+    task = worker.fetch_task()
+    running = task_row(page, task["name"])
+    for percent in (10, 40, 70):
+        worker.update(
+            task["_id"],
+            task_status="active",
+            activity=f"Sample {percent}/100",
+            task_progress_percentage=percent,
+        )
+        # Each change reaches the page before the next is sent: none is merged with another.
+        expect()(running).to_contain_text(f"Sample {percent}/100")
+        expect()(running.locator("progress")).to_have_attribute("value", str(percent))
+    worker.update(task["_id"], task_status="completed", metrics={"timing": {"total": 75.0}})
+    expect()(running.locator(".badge")).to_have_text("completed")
+    expect()(running.locator("td").last).to_have_text("1 min 15 s")
+    expect()(page.locator("#job-progress-text")).to_have_text("1 of 6 tasks completed (17%)")
+    expect()(page.locator("#job-detail .badge").first).to_have_text("active")
+
+    tasks_path = f"/api/jobs/{job['_id']}/tasks"
+    whole = [url for url in listed if url.endswith(tasks_path)]
+    by_id = [url for url in listed if tasks_path + "?" in url]
+    # The whole list: when the page opened the job, and once more when the job became active
+    # (a change of the job's); each change of the task fetched that task alone.
+    assert len(whole) <= 2, whole
+    assert len(by_id) >= 4, listed
+    assert all(url.endswith(f"{tasks_path}?id={task['_id']}") for url in by_id), by_id
+    no_reload(page)
