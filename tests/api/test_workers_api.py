@@ -118,6 +118,19 @@ async def test_farm_status(farm: Farm, user: User) -> None:
     assert status["jobs"] == {"active": 1}
     assert status["tasks"] == {"active": 1, "queued": 1}
 
+    # The task counts are summed from the counts per job: they follow completions, other
+    # jobs, and deleted jobs as the tasks themselves do.
+    second = await user.submit(frames="1-3", name="second")
+    task = (await farm.fetch(worker)).json()
+    done = await farm.call(
+        worker, "POST", f"/tasks/{task['_id']}/update", json={"task_status": "completed"}
+    )
+    assert done.status_code == 204
+    assert (await user.get("/api/farm")).json()["tasks"] == {"queued": 4}
+    await user.post(f"/api/jobs/{second['_id']}/status", json={"status": "cancel-requested"})
+    assert (await user.request("DELETE", f"/api/jobs/{second['_id']}")).status_code == 204
+    assert (await user.get("/api/farm")).json()["tasks"] == {"queued": 1}
+
 
 async def test_latest_image(farm: Farm, user: User) -> None:
     assert (await user.get("/api/latest-image")).status_code == 404
