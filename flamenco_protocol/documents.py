@@ -363,7 +363,9 @@ class Worker:
     current_task_updated: datetime | None = wire_field(None, omitempty=True)
     """When it last reported on a task."""
     current_job: ObjectId | None = wire_field(None, omitempty=True)
-    """Job of its current task (dashboard only)."""
+    """Job of its current task (user API only)."""
+    current_task_name: str = wire_field("", omitempty=True)
+    """Name of its current task (user API only)."""
     status_requested: WorkerStatus | str = wire_field("")
     """Status it was asked to take; empty when none."""
     lazy_status_request: bool = wire_field(False)

@@ -371,6 +371,14 @@ class JobService:
         tail = self.context.logs.tail(str(task.job_id), task_id, log_lines)
         return TaskDetails(task, parents, failed_by, tail)
 
+    def names_and_jobs(self, task_ids: Collection[str]) -> dict[str, tuple[str, str]]:
+        """The name and job ID of each of ``task_ids`` that is a task (for a list of workers,
+        each showing its current task by name): one query for them all."""
+        if not task_ids:
+            return {}
+        with self.context.database.transaction() as connection:
+            return task_store.names_and_jobs(connection, task_ids)
+
     def set_priority(self, job_id: str, priority: int) -> JobRecord:
         """Change a job's priority (1..100); its tasks' ``job_priority`` follows."""
         if not 1 <= priority <= 100:

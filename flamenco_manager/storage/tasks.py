@@ -512,6 +512,14 @@ def list_of_job(
     return [_record(row_dict(row)) for row in rows]
 
 
+def names_and_jobs(connection: Connection, task_ids: Collection[str]) -> dict[str, tuple[str, str]]:
+    """The name and job ID of each of ``task_ids`` that is a task, by task ID."""
+    rows = connection.execute(
+        sa.select(tasks.c.id, tasks.c.name, tasks.c.job_id).where(tasks.c.id.in_(list(task_ids)))
+    )
+    return {str(task_id): (str(name), str(job_id)) for task_id, name, job_id in rows.all()}
+
+
 def ids_of_job_in(connection: Connection, job_id: str, statuses: Iterable[str]) -> list[str]:
     """IDs of a job's tasks in one of ``statuses``."""
     rows = connection.execute(

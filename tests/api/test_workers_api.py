@@ -53,6 +53,34 @@ async def test_workers_are_listed_and_shown_with_their_blocklist(farm: Farm, use
     assert everything.json() == {"removed": 0}
 
 
+async def test_workers_name_their_current_task_and_its_job(farm: Farm, user: User) -> None:
+    busy = await farm.register("render-01")
+    idle = await farm.register("render-02")
+    job = await user.submit(frames="1-2", name="shot 030")
+    task = (await farm.fetch(busy)).json()
+
+    listed = {item["nickname"]: item for item in (await user.get("/api/workers")).json()["workers"]}
+    assert listed["render-01"]["current_task"] == task["_id"]
+    assert listed["render-01"]["current_task_name"] == task["name"]
+    assert listed["render-01"]["current_job"] == job["_id"]
+    assert "current_task_name" not in listed["render-02"]
+    shown = (await user.get(f"/api/workers/{busy.id}")).json()
+    assert (shown["current_task_name"], shown["current_job"]) == (task["name"], job["_id"])
+
+    # The task gone with its job: the worker still names the ID it last had, nothing more.
+    done = await farm.call(
+        busy, "POST", f"/tasks/{task['_id']}/update", json={"task_status": "completed"}
+    )
+    assert done.status_code == 204
+    await user.post(f"/api/jobs/{job['_id']}/status", json={"status": "cancel-requested"})
+    assert (await user.request("DELETE", f"/api/jobs/{job['_id']}")).status_code == 204
+    shown = (await user.get(f"/api/workers/{busy.id}")).json()
+    assert shown["current_task"] == task["_id"]
+    assert "current_task_name" not in shown
+    assert "current_job" not in shown
+    assert idle.id in {item["_id"] for item in (await user.get("/api/workers")).json()["workers"]}
+
+
 async def test_worker_status_requests(farm: Farm, user: User) -> None:
     worker = await farm.register()
     response = await user.post(f"/api/workers/{worker.id}/status", json={"status": "asleep"})

@@ -188,13 +188,18 @@ def test_cancel_a_job_from_the_page(browser: Browser, served: ServedManager) -> 
 def test_send_a_worker_to_sleep_and_wake_it(browser: Browser, served: ServedManager) -> None:
     worker = SimulatedWorker(served.url, "render-02")
     SimulatedWorker(served.url, "render-03")
+    requested: list[str] = []
+    browser.page.on("request", lambda request: requested.append(request.url))
     page = log_in(browser, served, "#/workers")
     # A worker that asked for work is awake.
-    served.submit_sleep_job("Keeps it busy", frames="1")
-    worker.fetch_task()
+    job = served.submit_sleep_job("Keeps it busy", frames="1")
+    task = worker.fetch_task()
     row = page.locator("#workers-table tbody tr", has_text="render-02")
     expect()(row.locator(".badge")).to_have_text("awake")
-    expect()(row).to_contain_text("sleep-1")
+    # Its task by name, from the list of workers itself: no request per task.
+    link = row.get_by_role("link", name="sleep-1")
+    expect()(link).to_have_attribute("href", f"#/jobs/{job['_id']}/tasks/{task['_id']}")
+    assert not [url for url in requested if "/api/tasks/" in url], requested
     row.get_by_role("link", name="render-02").click()
     detail = page.locator("#worker-detail")
     expect()(detail.locator("#worker-title")).to_have_text("render-02")

@@ -861,36 +861,19 @@ function buildWorkersView() {
   return { tbody, count, empty, detail };
 }
 
-// Task ID -> {name, job} (or null when it is gone), to show a worker's task by name.
-const taskNames = new Map();
-
-async function resolveTaskNames(workers) {
-  const missing = [...new Set(workers.map((worker) => worker.current_task))].filter((id) => id && !taskNames.has(id));
-  await Promise.all(
-    missing.map(async (id) => {
-      try {
-        const task = await api("GET", `/api/tasks/${id}?log_lines=0`);
-        taskNames.set(id, { name: task.name, job: task.job });
-      } catch (error) {
-        if (error.status !== 404) throw error;
-        taskNames.set(id, null);
-      }
-    }),
-  );
-}
-
-function taskLink(taskId, jobId = null) {
+// A worker's current task by name, as the manager names it in the worker's document (an ID
+// alone when the task is gone).
+function taskLink(worker) {
+  const taskId = worker.current_task;
   if (!taskId) return h("span", { class: "muted", text: "none" });
-  const known = taskNames.get(taskId);
-  const job = (known && known.job) || jobId;
-  const text = known ? known.name : taskId;
-  if (!job) return h("span", { class: "mono", text });
-  return h("a", { href: `#/jobs/${job}/tasks/${taskId}`, text, title: `Task ${taskId}` });
+  const text = worker.current_task_name || taskId;
+  if (!worker.current_job) return h("span", { class: "mono", text });
+  const href = `#/jobs/${worker.current_job}/tasks/${taskId}`;
+  return h("a", { href, text, title: `Task ${taskId}` });
 }
 
 const loadWorkers = throttled(async () => {
   const list = await api("GET", "/api/workers");
-  await resolveTaskNames(list.workers);
   state.workers = list.workers;
   renderWorkers();
 }, 700);
@@ -930,7 +913,7 @@ function renderWorkers() {
       setText(status.lastChild, requestedText(worker));
       if (task.dataset.task !== (worker.current_task || "")) {
         task.dataset.task = worker.current_task || "";
-        task.replaceChildren(taskLink(worker.current_task));
+        task.replaceChildren(taskLink(worker));
       }
       setTime(seen.firstChild, worker.last_activity);
       setText(address, worker.address || "");
@@ -1115,12 +1098,13 @@ function renderWorkerDetail() {
 function showWorker(worker) {
   if (worker._id !== state.workerId) return;
   const first = !state.worker || state.worker._id !== worker._id;
-  state.worker = { ...(state.worker || {}), ...worker };
+  // Documents leave out what is empty: a task gone since the last one leaves no name behind.
+  state.worker = { ...(state.worker || {}), current_task_name: "", current_job: null, ...worker };
   worker = state.worker;
   workerDetail.panel.hidden = false;
   setText(workerDetail.title, worker.nickname || worker._id);
   updateBadge(workerDetail.status, worker.status);
-  const task = taskLink(worker.current_task, worker.current_job);
+  const task = taskLink(worker);
   workerDetail.facts.replaceChildren(
     ...fact("Requested", requestedText(worker) || "nothing"),
     ...fact("Current task", task),
