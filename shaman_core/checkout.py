@@ -151,11 +151,16 @@ class CheckoutBuilder:
         store = self.store
         missing = [e for e in entries if not store.touch(e.checksum, e.size)]
         deadline = time.monotonic() + self.wait_for_uploads
-        while missing and time.monotonic() < deadline:
-            if not any(store.status(e.checksum, e.size) is BlobStatus.UPLOADING for e in missing):
+        while missing:
+            uploading = any(
+                store.status(e.checksum, e.size) is BlobStatus.UPLOADING for e in missing
+            )
+            # Looked for again after the uploads: one that ended since the last look stored its
+            # blob, which is then not missing (BAT asks for a checkout while others upload).
+            missing = [e for e in missing if not store.touch(e.checksum, e.size)]
+            if not (missing and uploading) or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
-            missing = [e for e in missing if not store.touch(e.checksum, e.size)]
         if missing:
             raise MissingFilesError([e.path for e in missing])
 

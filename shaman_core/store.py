@@ -93,11 +93,16 @@ class FileStore:
 
     def status(self, checksum: str, size: int, *, stored_only: bool = False) -> BlobStatus:
         """Whether the blob is stored, being uploaded (unless `stored_only`) or unknown."""
-        if os.path.exists(self.blob_location(checksum, size)):
+        location = self.blob_location(checksum, size)
+        if os.path.exists(location):
             return BlobStatus.STORED
-        if not stored_only and any(map(_held, self._temp_files(checksum, size))):
+        if stored_only:
+            return BlobStatus.UNKNOWN
+        if any(map(_held, self._temp_files(checksum, size))):
             return BlobStatus.UPLOADING
-        return BlobStatus.UNKNOWN
+        # An upload may have renamed its temp file into place since the first look: its temp
+        # file is gone, and the blob is stored.
+        return BlobStatus.STORED if os.path.exists(location) else BlobStatus.UNKNOWN
 
     def touch(self, checksum: str, size: int) -> bool:
         """Set the blob's mtime to now so GC keeps it; False when it is not stored."""

@@ -12,6 +12,7 @@ import pytest
 
 from shaman_core.cdf import CheckoutEntry, format_definition
 from shaman_core.config import Shaman
+from shaman_core.store import BlobStatus
 
 from .conftest import files_under, put_blob, sha256
 
@@ -235,3 +236,31 @@ async def test_create_waits_briefly_for_an_upload_in_progress(
     await finisher
     assert response.status_code == 200
     assert (shaman.config.checkout_dir / "ne/late_one/late.txt").read_bytes() == payload
+
+
+async def test_create_counts_an_upload_that_ends_as_it_looks(
+    client: httpx.AsyncClient, shaman: Shaman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # BAT defers a file someone else uploads and asks for the checkout at once. When that upload
+    # stores the blob between create's first look and its look at the uploads, the blob is not
+    # missing (seen in CI: three BAT transferrers, `400 file-unknown file0.bin`).
+    payload = b"stored meanwhile"
+    checksum = sha256(payload)
+    upload = shaman.store.begin_upload(checksum, len(payload))
+    upload.write(payload)
+    read_status = shaman.store.status
+
+    def finishing_first(checksum: str, size: int, *, stored_only: bool = False) -> BlobStatus:
+        if not upload.temp_path.exists() or stored_only:
+            return read_status(checksum, size, stored_only=stored_only)
+        upload.finish()
+        return read_status(checksum, size, stored_only=stored_only)
+
+    monkeypatch.setattr(shaman.store, "status", finishing_first)
+    response = await client.post(
+        "/checkout/create/just_in_time",
+        content=format_definition([CheckoutEntry(checksum, len(payload), "late.txt")]),
+        headers=TEXT,
+    )
+    assert response.status_code == 200, response.text
+    assert (shaman.config.checkout_dir / response.text / "late.txt").read_bytes() == payload

@@ -74,6 +74,26 @@ def test_open_upload_is_visible_as_uploading(tmp_path: Path) -> None:
     assert store.status(checksum, len(payload)) is BlobStatus.STORED
 
 
+def test_an_upload_ending_while_its_status_is_read_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The status looks for the blob, then for uploads: an upload that stores the blob between
+    # the two looks leaves no temp file behind, and the blob is stored, not unknown.
+    store = FileStore(tmp_path)
+    payload = b"finished just now"
+    checksum = sha256(payload)
+    upload = store.begin_upload(checksum, len(payload))
+    upload.write(payload)
+    list_temp_files = store._temp_files
+
+    def finishing_first(checksum: str, size: int) -> list[str]:
+        upload.finish()
+        return list_temp_files(checksum, size)
+
+    monkeypatch.setattr(store, "_temp_files", finishing_first)
+    assert store.status(checksum, len(payload)) is BlobStatus.STORED
+
+
 @pytest.mark.parametrize(
     ("payload", "declared", "message"),
     [
