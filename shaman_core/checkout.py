@@ -65,10 +65,13 @@ def requirements(store: FileStore, entries: Iterable[CheckoutEntry]) -> list[tup
         if key in listed or store.touch(entry.checksum, entry.size):
             continue
         listed.add(key)
-        if store.status(entry.checksum, entry.size) is BlobStatus.UPLOADING:
+        status = store.status(entry.checksum, entry.size)
+        if status is BlobStatus.UPLOADING:
             answer.append(("already-uploading", entry.path))
-        else:
+        elif status is BlobStatus.UNKNOWN:
             answer.append(("file-unknown", entry.path))
+        else:  # stored by an upload that ended since the first look
+            store.touch(entry.checksum, entry.size)
     return answer
 
 

@@ -238,6 +238,30 @@ async def test_create_waits_briefly_for_an_upload_in_progress(
     assert (shaman.config.checkout_dir / "ne/late_one/late.txt").read_bytes() == payload
 
 
+async def test_requirements_leave_out_a_blob_stored_as_they_look(
+    client: httpx.AsyncClient, shaman: Shaman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listed as unknown, the client would upload it again for nothing.
+    payload = b"stored meanwhile"
+    checksum = sha256(payload)
+    upload = shaman.store.begin_upload(checksum, len(payload))
+    upload.write(payload)
+    read_status = shaman.store.status
+
+    def finishing_first(checksum: str, size: int, *, stored_only: bool = False) -> BlobStatus:
+        upload.finish()
+        return read_status(checksum, size, stored_only=stored_only)
+
+    monkeypatch.setattr(shaman.store, "status", finishing_first)
+    response = await client.post(
+        "/checkout/requirements",
+        content=format_definition([CheckoutEntry(checksum, len(payload), "late.txt")]),
+        headers=TEXT,
+    )
+    assert response.status_code == 200
+    assert response.text == ""
+
+
 async def test_create_counts_an_upload_that_ends_as_it_looks(
     client: httpx.AsyncClient, shaman: Shaman, monkeypatch: pytest.MonkeyPatch
 ) -> None:
