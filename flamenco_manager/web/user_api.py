@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -33,6 +33,7 @@ from flamenco_manager.services.errors import (
     StorageFailure,
 )
 from flamenco_manager.services.events import KINDS
+from flamenco_manager.services.farm import BlocklistEntry
 from flamenco_manager.services.jobs import JobSummary, TaskDetails
 from flamenco_manager.services.workers import worker_document
 from flamenco_manager.storage.workers import WorkerRecord
@@ -303,18 +304,21 @@ def _workers(
         name, job = current.get(str(record.current_task), ("", ""))
         doc = attrs.evolve(doc, current_task_name=name, current_job=ObjectId(job) if job else None)
         if details:
-            entries = tuple(
-                WorkerBlacklistEntry(
-                    created=entry.created,
-                    worker_id=entry.worker_id,
-                    job_id=entry.job_id,
-                    task_type=entry.task_type,
-                )
-                for entry in manager.farm.blocklist(str(record.id))
-            )
-            doc = attrs.evolve(doc, blacklist=entries)
+            doc = attrs.evolve(doc, blacklist=_blocklist(manager.farm.blocklist(str(record.id))))
         documents.append(doc)
     return documents
+
+
+def _blocklist(entries: Iterable[BlocklistEntry]) -> tuple[WorkerBlacklistEntry, ...]:
+    return tuple(
+        WorkerBlacklistEntry(
+            created=entry.created,
+            worker_id=entry.worker_id,
+            job_id=entry.job_id,
+            task_type=entry.task_type,
+        )
+        for entry in entries
+    )
 
 
 def _worker(record: WorkerRecord, manager: Manager) -> Worker:
@@ -483,19 +487,7 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
 
     async def get_blocklist(request: Request, user: str) -> Response:
         entries = manager.farm.blocklist(_path_id(request, "worker_id"))
-        return json_document(
-            Blocklist(
-                entries=tuple(
-                    WorkerBlacklistEntry(
-                        created=entry.created,
-                        worker_id=entry.worker_id,
-                        job_id=entry.job_id,
-                        task_type=entry.task_type,
-                    )
-                    for entry in entries
-                )
-            )
-        )
+        return json_document(Blocklist(entries=_blocklist(entries)))
 
     async def clear_blocklist(request: Request, user: str) -> Response:
         worker_id = _path_id(request, "worker_id")

@@ -238,25 +238,33 @@ async def test_create_waits_briefly_for_an_upload_in_progress(
     assert (shaman.config.checkout_dir / "ne/late_one/late.txt").read_bytes() == payload
 
 
-async def test_requirements_leave_out_a_blob_stored_as_they_look(
-    client: httpx.AsyncClient, shaman: Shaman, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Listed as unknown, the client would upload it again for nothing.
-    payload = b"stored meanwhile"
-    checksum = sha256(payload)
-    upload = shaman.store.begin_upload(checksum, len(payload))
+def _upload_ending_at_first_look(
+    shaman: Shaman, monkeypatch: pytest.MonkeyPatch, path: str
+) -> CheckoutEntry:
+    """An upload in progress that stores its blob at the first look at the blob's status (after
+    the look for the stored blob and before the look for uploads): the race of a real upload
+    that ends while a request looks."""
+    payload = path.encode() * 3
+    upload = shaman.store.begin_upload(sha256(payload), len(payload))
     upload.write(payload)
     read_status = shaman.store.status
 
     def finishing_first(checksum: str, size: int, *, stored_only: bool = False) -> BlobStatus:
-        upload.finish()
+        if upload.temp_path.exists() and not stored_only:
+            upload.finish()
         return read_status(checksum, size, stored_only=stored_only)
 
     monkeypatch.setattr(shaman.store, "status", finishing_first)
+    return CheckoutEntry(sha256(payload), len(payload), path)
+
+
+async def test_requirements_leave_out_a_blob_stored_as_they_look(
+    client: httpx.AsyncClient, shaman: Shaman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listed as unknown, the client would upload it again for nothing.
+    entry = _upload_ending_at_first_look(shaman, monkeypatch, "late.txt")
     response = await client.post(
-        "/checkout/requirements",
-        content=format_definition([CheckoutEntry(checksum, len(payload), "late.txt")]),
-        headers=TEXT,
+        "/checkout/requirements", content=format_definition([entry]), headers=TEXT
     )
     assert response.status_code == 200
     assert response.text == ""
@@ -268,23 +276,10 @@ async def test_create_counts_an_upload_that_ends_as_it_looks(
     # BAT defers a file someone else uploads and asks for the checkout at once. When that upload
     # stores the blob between create's first look and its look at the uploads, the blob is not
     # missing (seen in CI: three BAT transferrers, `400 file-unknown file0.bin`).
-    payload = b"stored meanwhile"
-    checksum = sha256(payload)
-    upload = shaman.store.begin_upload(checksum, len(payload))
-    upload.write(payload)
-    read_status = shaman.store.status
-
-    def finishing_first(checksum: str, size: int, *, stored_only: bool = False) -> BlobStatus:
-        if not upload.temp_path.exists() or stored_only:
-            return read_status(checksum, size, stored_only=stored_only)
-        upload.finish()
-        return read_status(checksum, size, stored_only=stored_only)
-
-    monkeypatch.setattr(shaman.store, "status", finishing_first)
+    entry = _upload_ending_at_first_look(shaman, monkeypatch, "late.txt")
     response = await client.post(
-        "/checkout/create/just_in_time",
-        content=format_definition([CheckoutEntry(checksum, len(payload), "late.txt")]),
-        headers=TEXT,
+        "/checkout/create/just_in_time", content=format_definition([entry]), headers=TEXT
     )
     assert response.status_code == 200, response.text
-    assert (shaman.config.checkout_dir / response.text / "late.txt").read_bytes() == payload
+    linked = shaman.config.checkout_dir / response.text / "late.txt"
+    assert linked.read_bytes() == b"late.txt" * 3
