@@ -348,8 +348,10 @@ class JobService:
 
         With ``task_ids``, only those of them that are tasks of the job: what a page showing a
         busy job asks for when its tasks change (a job of 10,000 tasks is 5 MB of JSON).
+
+        It only reads, without the write lock: callers may run it on a thread of their own.
         """
-        with self.context.database.transaction() as connection:
+        with self.context.database.reading() as connection:
             if job_store.get(connection, job_id) is None:
                 raise NotFound(f"Job {job_id} is unknown.")
             records = task_store.list_of_job(connection, job_id, task_ids)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import Any, Final
 
 import attrs
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -290,6 +291,10 @@ def _task(details: TaskDetails) -> ApiTask:
     )
 
 
+def _task_list(manager: Manager, job_id: str, task_ids: list[str] | None = None) -> TaskList:
+    return TaskList(tasks=tuple(_task(task) for task in manager.jobs.tasks(job_id, task_ids)))
+
+
 def _workers(
     records: Sequence[WorkerRecord], manager: Manager, *, details: bool = False
 ) -> list[Worker]:
@@ -409,8 +414,10 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             if len(task_ids) > MAX_TASK_IDS:
                 raise _BadRequest(400, f"id: at most {MAX_TASK_IDS} task IDs, not {len(task_ids)}")
             task_ids = [value.lower() for value in task_ids]
-        tasks = manager.jobs.tasks(job_id, task_ids)
-        return json_document(TaskList(tasks=tuple(_task(task) for task in tasks)))
+            return json_document(_task_list(manager, job_id, task_ids))
+        # A whole job: 0.75 s of reading and encoding for 10,000 tasks, on a thread so that the
+        # event loop goes on answering workers meanwhile.
+        return await run_in_threadpool(lambda: json_document(_task_list(manager, job_id)))
 
     async def set_job_status(request: Request, user: str) -> Response:
         job_id = _path_id(request, "job_id")

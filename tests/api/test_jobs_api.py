@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import anyio
 import pytest
 
 from tests.manager.harness import Farm
@@ -287,3 +290,28 @@ async def test_asking_for_tasks_by_malformed_or_too_many_ids_is_400(user: User) 
     refused = await user.get(path, params={"id": too_many})
     assert refused.status_code == 400
     assert "id: at most 200 task IDs, not 201" in refused.text
+
+
+async def test_workers_are_answered_while_a_big_jobs_tasks_are_listed(user: User) -> None:
+    # A job of 10,000 tasks takes 0.75 s to list; on the event loop no worker would be answered
+    # meanwhile.
+    job = await user.submit(frames="1-3000")
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await anyio.sleep(0.002)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        await anyio.sleep(0.02)
+        started = time.monotonic()
+        listed = await user.get(f"/api/jobs/{job['_id']}/tasks")
+        ended = time.monotonic()
+        group.cancel_scope.cancel()
+
+    assert listed.status_code == 200
+    assert len(listed.json()["tasks"]) == 3000
+    turns = [moment for moment in ticks if started < moment < ended]
+    assert len(turns) >= 5, (len(turns), ended - started)
