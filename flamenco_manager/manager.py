@@ -19,7 +19,7 @@ from shaman_core.jwt import (
     JWTAuthenticator,
     KeyStore,
 )
-from shaman_core.serving import OpenFilesWatch
+from shaman_core.serving import OpenFilesWatch, open_files_limit
 
 from .config import Settings
 from .job_types import JobTypeRegistry
@@ -43,6 +43,10 @@ OPEN_FILES_CHECK_SECONDS: Final = 30.0
 """How often each manager process looks at how many files it has open (see
 :class:`~shaman_core.serving.OpenFilesWatch`)."""
 
+KEPT_OPEN_LOGS: Final = 1024
+"""At most how many task logs a manager on SQLite keeps open between appends: an eighth of its
+open-files limit when that is lower (see :class:`~.services.task_logs.TaskLogStore`)."""
+
 __all__ = ["Manager"]
 
 
@@ -57,7 +61,13 @@ class Manager:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.database = database or Database.open(settings.database_url)
         kept = settings.task_log_runs_kept
-        self.logs = TaskLogStore(settings.logs_dir, keep_rotated=None if kept < 0 else kept)
+        self.logs = TaskLogStore(
+            settings.logs_dir,
+            keep_rotated=None if kept < 0 else kept,
+            # Only one process writes the logs of a manager on SQLite: no other one renames a
+            # log under an open descriptor (with PostgreSQL, several may).
+            keep_open=_logs_kept_open() if self.database.is_sqlite else 0,
+        )
         self.context = ServiceContext(settings, self.database, self.logs, clock)
         self.variables = (
             Variables.from_config(settings.variables)
@@ -192,6 +202,12 @@ class Manager:
         if self.notifier is not None:
             self.notifier.close()
         self.database.close()
+        self.logs.close()
+
+
+def _logs_kept_open() -> int:
+    limit = open_files_limit()
+    return KEPT_OPEN_LOGS if limit is None else min(KEPT_OPEN_LOGS, limit // 8)
 
 
 async def _every(

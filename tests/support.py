@@ -1,11 +1,14 @@
-"""Helpers that tests share: free ports, waiting for a server, and ASGI scopes for apps called
-directly."""
+"""Helpers that tests share: free ports, waiting for a server, ASGI scopes for apps called
+directly, and the files this process has open."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,3 +61,12 @@ def http_scope(
         "client": (client, 1),
         "server": ("127.0.0.1", 80),
     }
+
+
+def open_files_under(root: Path) -> list[str]:
+    """The files under ``root`` this process has open (Linux), sorted."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own, closed since
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return sorted(link for link in links if link.startswith(f"{root}{os.sep}"))

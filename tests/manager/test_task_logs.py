@@ -7,6 +7,8 @@ import gzip
 import os
 import stat
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from flamenco_manager.services.task_logs import (
     numbered_path_parts,
     trim_log_tail,
 )
+from tests.support import open_files_under
 
 JOB = "5c0165dc494ba92dc0552a00"
 TASK = "5c0165dc494ba92dc0552a01"
@@ -35,9 +38,12 @@ FIFTEEN_LINES = (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> TaskLogStore:
-    return TaskLogStore(tmp_path / "task-logs")
+@pytest.fixture(params=[0, 8], ids=["reopened", "kept-open"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TaskLogStore]:
+    """A store that opens a log for each append, and one that keeps logs open between them."""
+    logs = TaskLogStore(tmp_path / "task-logs", keep_open=request.param)
+    yield logs
+    logs.close()
 
 
 def _names(directory: Path) -> set[str]:
@@ -138,6 +144,125 @@ def test_delete_job_removes_its_logs_only(store: TaskLogStore) -> None:
     store.delete_job(JOB)  # Deleting twice is fine.
     assert not store.job_dir(JOB).exists()
     assert store.path(other_job, TASK).read_text() == "theirs\n"
+
+
+# Logs kept open between appends
+
+
+def test_kept_open_logs_are_appended_to_without_opening_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TaskLogStore(tmp_path, keep_open=8)
+    store.start_run(JOB, TASK, "assigned")
+    opened: list[object] = []
+    real_open = task_logs.os.open
+    monkeypatch.setattr(task_logs.os, "open", lambda *a: opened.append(a) or real_open(*a))
+    for number in range(5):
+        store.append(JOB, TASK, f"frame {number}")
+    monkeypatch.undo()
+    assert opened == []
+    assert open_files_under(tmp_path) == [str(store.path(JOB, TASK))]
+    assert store.read_whole(JOB, TASK) == b"assigned\n" + b"".join(
+        b"frame %d\n" % number for number in range(5)
+    )
+    store.close()
+    assert open_files_under(tmp_path) == []
+
+
+def test_a_new_run_of_a_kept_open_log_is_written_to_its_own_file(tmp_path: Path) -> None:
+    # The kept descriptor follows the previous run's file when rotation renames it.
+    store = TaskLogStore(tmp_path, keep_open=8)
+    store.start_run(JOB, TASK, "run one")
+    store.append(JOB, TASK, "rendering one")
+    store.start_run(JOB, TASK, "run two")
+    store.append(JOB, TASK, "rendering two")
+    store.rotate(JOB, TASK)
+    store.append(JOB, TASK, "run three")
+    assert store.read_whole(JOB, TASK) == b"run three\n"
+    assert store.read_whole(JOB, TASK, 1) == b"run two\nrendering two\n"
+    assert store.read_whole(JOB, TASK, 2) == b"run one\nrendering one\n"
+    store.close()
+
+
+def test_deleting_a_job_closes_its_kept_open_logs_only(tmp_path: Path) -> None:
+    store = TaskLogStore(tmp_path, keep_open=8)
+    other_job = JOB[:-1] + "f"
+    store.append(JOB, TASK, "mine")
+    store.append(other_job, TASK, "theirs")
+    store.delete_job(JOB)
+    assert open_files_under(tmp_path) == [str(store.path(other_job, TASK))]
+    store.append(other_job, TASK, "still theirs")
+    assert store.path(other_job, TASK).read_text() == "theirs\nstill theirs\n"
+    store.close()
+
+
+def test_at_most_keep_open_logs_stay_open_the_least_recently_used_closing(tmp_path: Path) -> None:
+    store = TaskLogStore(tmp_path, keep_open=3)
+    tasks = [f"{number:024x}" for number in range(5)]
+    for task in tasks:
+        store.append(JOB, task, "line")
+    store.append(JOB, tasks[2], "line")
+    open_now = open_files_under(tmp_path)
+    assert open_now == sorted(str(store.path(JOB, task)) for task in tasks[2:])
+    assert all(store.path(JOB, task).read_text() == "line\n" for task in tasks[:2])
+    store.close()
+
+
+def test_a_kept_open_log_removed_by_hand_is_written_again_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TaskLogStore(tmp_path, keep_open=8)
+    store.append(JOB, TASK, "before")
+    store.path(JOB, TASK).unlink()
+    moment = task_logs.time.monotonic()
+    monkeypatch.setattr(task_logs.time, "monotonic", lambda: moment + task_logs.REOPEN_SECONDS + 1)
+    store.append(JOB, TASK, "after")
+    assert store.path(JOB, TASK).read_text() == "after\n"
+    assert open_files_under(tmp_path) == [str(store.path(JOB, TASK))]
+    store.close()
+
+
+def test_a_log_rotated_while_appended_to_is_not_kept_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another thread rotates the log while this append writes: the descriptor that wrote follows
+    # the renamed file and must not serve the next run's appends.
+    store = TaskLogStore(tmp_path, keep_open=8)
+    store.start_run(JOB, TASK, "run one")
+    real_write = task_logs._write
+
+    def write_then_rotate(fd: int, path: str, data: bytes) -> None:
+        real_write(fd, path, data)
+        monkeypatch.setattr(task_logs, "_write", real_write)
+        store.rotate(JOB, TASK)
+
+    monkeypatch.setattr(task_logs, "_write", write_then_rotate)
+    store.append(JOB, TASK, "end of run one")
+    store.append(JOB, TASK, "run two")
+    assert store.read_whole(JOB, TASK) == b"run two\n"
+    assert store.read_whole(JOB, TASK, 1) == b"run one\nend of run one\n"
+    store.close()
+
+
+def test_threads_appending_to_one_kept_open_log_lose_no_line(tmp_path: Path) -> None:
+    store = TaskLogStore(tmp_path, keep_open=2)
+    tasks = [TASK, TASK[:-1] + "2", TASK[:-1] + "3"]  # one more than stays open
+
+    def append(thread: int) -> None:
+        for number in range(300):
+            store.append(JOB, tasks[number % 3], f"thread {thread} line {number}")
+
+    threads = [threading.Thread(target=append, args=(thread,)) for thread in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = [line for task in tasks for line in store.path(JOB, task).read_text().splitlines()]
+    assert sorted(lines) == sorted(
+        f"thread {thread} line {number}" for thread in range(4) for number in range(300)
+    )
+    store.close()
+    assert open_files_under(tmp_path) == []
 
 
 # Rotation

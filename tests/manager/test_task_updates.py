@@ -7,6 +7,8 @@ import asyncio
 import httpx
 import pytest
 
+from tests.support import open_files_under
+
 from .harness import Farm, WorkerHandle, spec
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +47,21 @@ async def test_an_update_is_taken_and_its_log_appended(farm: Farm) -> None:
     await farm.update(worker, task_id, log="line three\n")
     log = farm.manager.logs.read_whole(str(task.job_id), task_id).decode()
     assert log.endswith("line one\nline two\nline three\n")
+
+
+async def test_a_manager_on_sqlite_keeps_logs_open_between_updates(farm: Farm) -> None:
+    # Only one process writes the logs of a manager on SQLite; with PostgreSQL another process
+    # may rotate a log under an open descriptor, so each append opens the log by name.
+    worker, task_id = await _running(farm)
+    for number in range(3):
+        assert (await farm.update(worker, task_id, log=f"line {number}")).status_code == 204
+    logs = farm.manager.settings.logs_dir
+    job_id = str(farm.task(task_id).job_id)
+    kept = [str(farm.manager.logs.path(job_id, task_id))] if farm.manager.database.is_sqlite else []
+    assert open_files_under(logs) == kept
+    assert farm.manager.logs.read_whole(job_id, task_id).endswith(b"line 0\nline 1\nline 2\n")
+    farm.manager.close()
+    assert open_files_under(logs) == []
 
 
 async def test_the_worker_records_what_it_sent(farm: Farm) -> None:
