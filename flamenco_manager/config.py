@@ -198,6 +198,12 @@ class Settings:
     worker_cleanup_status: tuple[str, ...] = _setting(
         ("offline",), "statuses of workers the worker remover may forget", converter=_strings
     )
+    job_cleanup_max_age: timedelta = _setting(
+        timedelta(0),
+        "delete finished jobs (completed, canceled, failed) unchanged for this long, with their "
+        "tasks and logs; 0 keeps them",
+        converter=_duration,
+    )
     blacklist_threshold: int = _setting(
         3, "failures of one job's task type before a worker is blocked from it", converter=_int
     )

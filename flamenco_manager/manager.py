@@ -84,7 +84,7 @@ class Manager:
         self.job_types = JobTypeRegistry.load()
         self.submission = JobSubmission(self.context, self.jobs, self.job_types, self.variables)
         self.farm = FarmService(self.context)
-        self.housekeeping = Housekeeping(self.context, self.workers)
+        self.housekeeping = Housekeeping(self.context, self.workers, self.jobs)
         self.notifier = join_processes(self.context.events, self.database)
         self.user_auth = self._user_authenticator()
         self.shaman = self._shaman() if settings.shaman_enabled else None
@@ -159,6 +159,13 @@ class Manager:
                 self.housekeeping.apply_sleep_schedules,
                 timedelta(seconds=10),
                 timedelta(minutes=1),
+            ),
+            _every(
+                leadership,
+                "job cleanup",
+                self.housekeeping.delete_finished_jobs,
+                timedelta(minutes=6),
+                timedelta(minutes=10),
             ),
             _every(
                 leadership,

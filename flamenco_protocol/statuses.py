@@ -99,6 +99,11 @@ SCHEDULABLE_TASK_STATUSES: Final = frozenset(
 RUNNABLE_TASK_STATUSES: Final = frozenset({TaskStatus.ACTIVE})
 """Statuses in which a worker may run and update a task."""
 
+FINISHED_JOB_STATUSES: Final = frozenset(
+    {JobStatus.COMPLETED, JobStatus.CANCELED, JobStatus.FAILED}
+)
+"""Statuses of a job nothing will run again unless a user asks for it."""
+
 REQUESTABLE_WORKER_STATUSES: Final = frozenset(
     {WorkerStatus.ASLEEP, WorkerStatus.AWAKE, WorkerStatus.SHUTDOWN}
 )

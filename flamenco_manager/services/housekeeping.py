@@ -1,4 +1,4 @@
-"""The manager's periodic chores: timeouts, the worker remover, blocklist expiry.
+"""The manager's periodic chores: timeouts, the worker remover, blocklist expiry, job cleanup.
 
 Each chore is one plain method doing one pass; :mod:`flamenco_manager.loops` runs them on a timer.
 
@@ -9,6 +9,7 @@ the failure policy when workers really fail it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from flamenco_manager.storage import tasks as task_store
@@ -17,7 +18,7 @@ from flamenco_protocol.statuses import TIMEOUT_PRONE_WORKER_STATUSES, TaskStatus
 from flamenco_protocol.task_states import TaskEvent, next_task_status
 
 from .context import ServiceContext, log_timestamp
-from .jobs import refresh_job_status
+from .jobs import JobService, refresh_job_status
 from .workers import WorkerService, sleep_schedule_of
 
 __all__ = ["Housekeeping"]
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 class Housekeeping:
     """One pass of each periodic chore."""
 
-    def __init__(self, context: ServiceContext, workers: WorkerService) -> None:
+    def __init__(self, context: ServiceContext, workers: WorkerService, jobs: JobService) -> None:
         self.context = context
         self.workers = workers
+        self.jobs = jobs
 
     def check_timeouts(self) -> tuple[int, int]:
         """Time out silent tasks and workers; how many of each."""
@@ -121,6 +123,27 @@ class Housekeeping:
                 if schedule.schedule_active:
                     self.workers.apply_sleep_schedule(connection, worker, schedule)
         return len(due)
+
+    async def delete_finished_jobs(self) -> int:
+        """Delete the jobs finished (completed, canceled, failed) and unchanged for
+        ``job_cleanup_max_age``, with their tasks and logs; how many.
+
+        One job per transaction, and the event loop turns between jobs: workers are answered
+        while a year of jobs goes.
+        """
+        max_age = self.context.settings.job_cleanup_max_age
+        if max_age.total_seconds() <= 0:
+            return 0
+        before = self.context.clock() - max_age
+        deleted = 0
+        for job_id in self.jobs.finished_before(before):
+            deleted += self.jobs.delete_if_finished(job_id, before)
+            await asyncio.sleep(0)
+        if deleted:
+            log.info(
+                "deleted finished jobs", extra={"count": deleted, "before": before.isoformat()}
+            )
+        return deleted
 
     def expire_blocklist(self) -> int:
         """Drop blocklist entries older than their maximum age; how many."""

@@ -22,7 +22,7 @@ from flamenco_protocol.documents import Command, WorkerRef
 from flamenco_protocol.errors import InvalidTransition
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.job_states import JobEvent, derive_job_status, plan_job_action
-from flamenco_protocol.statuses import JobStatus, TaskStatus
+from flamenco_protocol.statuses import FINISHED_JOB_STATUSES, JobStatus, TaskStatus
 from flamenco_protocol.task_states import TaskEvent, next_task_status
 
 from .context import ServiceContext
@@ -401,9 +401,34 @@ class JobService:
         A job with a running task is refused (:class:`Conflict`): cancel it first, so that no
         worker is left running a task the manager forgot.
         """
+        if not self._delete(job_id):
+            raise NotFound(f"Job {job_id} is unknown.")
+
+    def finished_before(self, before: datetime) -> list[str]:
+        """IDs of the finished jobs (completed, canceled, failed) unchanged since before
+        ``before``, the longest unchanged first."""
+        statuses = [status.value for status in FINISHED_JOB_STATUSES]
+        with self.context.database.reading() as connection:
+            return job_store.changed_before(connection, statuses, before)
+
+    def delete_if_finished(self, job_id: str, before: datetime) -> bool:
+        """Delete a job as :meth:`delete` does if it is still finished and unchanged since before
+        ``before`` (a user may have requeued it meanwhile) and none of its tasks still runs;
+        whether it was deleted."""
+        try:
+            return self._delete(job_id, finished_before=before)
+        except Conflict:
+            return False  # a canceled task still stopping on its worker: deleted a pass later
+
+    def _delete(self, job_id: str, finished_before: datetime | None = None) -> bool:
         with self.context.database.transaction() as connection:
-            if job_store.get(connection, job_id, for_update=True) is None:
-                raise NotFound(f"Job {job_id} is unknown.")
+            job = job_store.get(connection, job_id, for_update=True)
+            if job is None:
+                return False
+            if finished_before is not None and not (
+                job.status in FINISHED_JOB_STATUSES and job.updated < finished_before
+            ):
+                return False
             counts = task_store.status_counts(connection, job_id)
             running = sum(counts.get(status, 0) for status in _RUNNING_TASK_STATUSES)
             if running:
@@ -414,6 +439,7 @@ class JobService:
             job_store.delete(connection, job_id)
             self.context.announce(connection, "job", job_id, deleted=True)
         self.context.logs.delete_job(job_id)
+        return True
 
     def requeue_task(self, task_id: str, reason: str = "") -> TaskRecord:
         """Run one task again (whatever its status); who failed it is forgotten.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -92,6 +93,19 @@ def delete(connection: Connection, job_id: str) -> bool:
     """Delete a job and (by cascade) its tasks; ``False`` when it did not exist."""
     connection.execute(tasks.delete().where(tasks.c.job_id == job_id))
     return connection.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount > 0
+
+
+def changed_before(
+    connection: Connection, statuses: Collection[str], before: datetime
+) -> list[str]:
+    """IDs of the jobs in one of ``statuses`` whose last change came before ``before``, the
+    longest unchanged first."""
+    query = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.status.in_(list(statuses)), jobs.c.updated < before)
+        .order_by(jobs.c.updated, jobs.c.id)
+    )
+    return [str(job_id) for job_id in connection.execute(query).scalars()]
 
 
 def list_jobs(

@@ -1,4 +1,5 @@
-"""Timeouts, the worker remover and blocklist expiry (spec §11.1, §11.3, §17.3, §17.6)."""
+"""Timeouts, the worker remover, blocklist expiry and job cleanup (spec §11.1, §11.3, §17.3,
+§17.6)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import httpx
 import pytest
 
 from flamenco_manager.manager import Manager
+from flamenco_manager.storage import jobs as job_store
 from flamenco_manager.storage import workers as worker_store
 from flamenco_manager.web.app import create_app
+from flamenco_protocol.statuses import JobStatus
 
 from .harness import FakeClock, Farm, make_settings, spec
 
@@ -214,3 +217,62 @@ async def test_without_a_shaman_there_is_no_garbage_to_collect(tmp_path: Path) -
     manager = Manager(make_settings(tmp_path, shaman_enabled=False))
     assert await manager.collect_shaman_garbage() is None
     manager.close()
+
+
+async def test_finished_jobs_unchanged_for_job_cleanup_max_age_are_deleted(
+    tmp_path: Path, database_url: str
+) -> None:
+    clock = FakeClock()
+    manager = Manager(
+        make_settings(tmp_path, job_cleanup_max_age="336h", database=database_url), clock=clock
+    )
+    transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+        farm = Farm(manager, client, clock)
+        worker = await farm.register()
+        completed = farm.job(spec(), name="completed")
+        task_id = (await farm.fetch(worker)).json()["_id"]
+        await farm.update(worker, task_id, task_status="completed", log="rendered")
+        canceled = farm.job(spec(), name="canceled")
+        manager.jobs.request_status(str(canceled.id), "cancel-requested")
+        farm.job(spec(), name="queued")
+        farm.job(spec(), name="paused", start_paused=True)
+        clock.advance(days=7)
+        recent = farm.job(spec(), name="canceled recently")
+        manager.jobs.request_status(str(recent.id), "cancel-requested")
+        clock.advance(days=7)
+        assert await manager.housekeeping.delete_finished_jobs() == 0  # 14 days to the second
+        clock.advance(seconds=1)
+
+        assert await manager.housekeeping.delete_finished_jobs() == 2
+        left = {summary.job.name for summary in manager.jobs.page(limit=10).jobs}
+        assert left == {"queued", "paused", "canceled recently"}
+        assert not manager.logs.job_dir(str(completed.id)).exists()
+        assert farm.task(task_id) is None
+    manager.close()
+
+
+async def test_job_cleanup_is_off_by_default(farm: Farm) -> None:
+    job = farm.job(spec())
+    farm.manager.jobs.request_status(str(job.id), "cancel-requested")
+    farm.clock.advance(days=3000)
+    assert await farm.manager.housekeeping.delete_finished_jobs() == 0
+    assert farm.job_status(job) == "canceled"
+
+
+async def test_job_cleanup_leaves_a_job_requeued_or_still_stopping_a_task(farm: Farm) -> None:
+    requeued, stopping = farm.job(spec(), name="requeued"), farm.job(spec(), name="stopping")
+    worker = await farm.register()
+    farm.manager.jobs.request_status(str(requeued.id), "cancel-requested")
+    assert (await farm.fetch(worker)).json()["job"] == str(stopping.id)
+    with farm.manager.database.transaction() as connection:
+        # Failed by its other tasks while this one still runs.
+        job_store.set_status(connection, str(stopping.id), JobStatus.FAILED, "", farm.clock())
+    farm.clock.advance(days=30)
+    before = farm.clock()
+    assert farm.manager.jobs.finished_before(before) == [str(requeued.id), str(stopping.id)]
+    farm.manager.jobs.request_status(str(requeued.id), "requeued")  # after the list was made
+
+    assert not farm.manager.jobs.delete_if_finished(str(requeued.id), before)
+    assert not farm.manager.jobs.delete_if_finished(str(stopping.id), before)
+    assert (farm.job_status(requeued), farm.job_status(stopping)) == ("queued", "failed")
