@@ -13,10 +13,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import httpx
+
+from flamenco_protocol import codec
+
+from .config import ConfigError, parse_duration
 
 __all__ = ["COMMANDS", "ApiFailure", "add_commands", "parse_setting", "run"]
 
@@ -107,6 +112,14 @@ def add_commands(commands: Any) -> None:
     delete = job.add_parser("delete", help="delete a job, its tasks and logs")
     delete.add_argument("id")
     _common(delete)
+    finished = job.add_parser(
+        "delete-finished",
+        help="delete every job finished (completed, canceled, failed) and unchanged since a time",
+    )
+    since = finished.add_mutually_exclusive_group(required=True)
+    since.add_argument("--before", help="an RFC 3339 time (2026-11-01T00:00:00Z)")
+    since.add_argument("--older-than", help="a duration (720h, 90m) before now")
+    _common(finished)
 
     task = commands.add_parser("task", help="show and control single tasks").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -340,7 +353,22 @@ def _job_command(client: Client, args: argparse.Namespace, out: TextIO) -> Any:
         if not args.json:
             print(f"Deleted job {args.id}.", file=out)
         return {"deleted": args.id}
+    if action == "delete-finished":
+        before = args.before or _time_before_now(args.older_than)
+        answer = client.call("DELETE", "/api/jobs", params={"finished_before": before})
+        if not args.json:
+            print(f"Deleted {len(answer['deleted'])} job(s) finished before {before}.", file=out)
+        return answer
     raise AssertionError(action)
+
+
+def _time_before_now(age: str) -> str:
+    """RFC 3339 time ``age`` (a duration, ``720h``) ago."""
+    try:
+        moment = datetime.now(UTC) - parse_duration(age)
+    except (ConfigError, OverflowError) as exc:
+        raise ApiFailure(f"--older-than: {exc}") from None
+    return codec.format_time(moment)
 
 
 def _task_command(client: Client, args: argparse.Namespace, out: TextIO) -> Any:

@@ -9,7 +9,6 @@ the failure policy when workers really fail it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from flamenco_manager.storage import tasks as task_store
@@ -125,20 +124,13 @@ class Housekeeping:
         return len(due)
 
     async def delete_finished_jobs(self) -> int:
-        """Delete the jobs finished (completed, canceled, failed) and unchanged for
-        ``job_cleanup_max_age``, with their tasks and logs; how many.
-
-        One job per transaction, and the event loop turns between jobs: workers are answered
-        while a year of jobs goes.
-        """
+        """Delete the jobs finished and unchanged for ``job_cleanup_max_age``, with their tasks
+        and logs (:meth:`.JobService.delete_finished`); how many."""
         max_age = self.context.settings.job_cleanup_max_age
         if max_age.total_seconds() <= 0:
             return 0
         before = self.context.clock() - max_age
-        deleted = 0
-        for job_id in self.jobs.finished_before(before):
-            deleted += self.jobs.delete_if_finished(job_id, before)
-            await asyncio.sleep(0)
+        deleted = len(await self.jobs.delete_finished(before))
         if deleted:
             log.info(
                 "deleted finished jobs", extra={"count": deleted, "before": before.isoformat()}

@@ -7,6 +7,7 @@ transaction, so a job never disagrees with its tasks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -410,6 +411,20 @@ class JobService:
         statuses = [status.value for status in FINISHED_JOB_STATUSES]
         with self.context.database.reading() as connection:
             return job_store.changed_before(connection, statuses, before)
+
+    async def delete_finished(self, before: datetime) -> list[str]:
+        """Delete the jobs finished (completed, canceled, failed) and unchanged since before
+        ``before``, with their tasks and logs (see :meth:`delete_if_finished`); their IDs.
+
+        One job per transaction, and the event loop turns between jobs: workers are answered
+        while a year of jobs goes.
+        """
+        deleted = []
+        for job_id in self.finished_before(before):
+            if self.delete_if_finished(job_id, before):
+                deleted.append(job_id)
+            await asyncio.sleep(0)
+        return deleted
 
     def delete_if_finished(self, job_id: str, before: datetime) -> bool:
         """Delete a job as :meth:`delete` does if it is still finished and unchanged since before

@@ -30,6 +30,7 @@ __all__ = [
     "ApiTask",
     "Blocklist",
     "BlocklistCleared",
+    "DeletedJobs",
     "FarmStatusDoc",
     "JobList",
     "JobPriorityChange",
@@ -242,6 +243,14 @@ class BlocklistCleared:
 
     removed: int = wire_field(0)
     """How many entries went."""
+
+
+@attrs.frozen(kw_only=True)
+class DeletedJobs:
+    """Answer to deleting the jobs finished before a time."""
+
+    deleted: tuple[ObjectId, ...] = wire_field(factory=tuple, converter=_tuple)
+    """The jobs deleted, the longest unchanged first."""
 
 
 @attrs.frozen(kw_only=True)

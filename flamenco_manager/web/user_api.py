@@ -56,6 +56,7 @@ from .api_documents import (
     ApiTask,
     Blocklist,
     BlocklistCleared,
+    DeletedJobs,
     FarmStatusDoc,
     JobList,
     JobPriorityChange,
@@ -403,6 +404,17 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
         manager.jobs.delete(_path_id(request, "job_id"))
         return Response(status_code=204)
 
+    async def delete_finished_jobs(request: Request, user: str) -> Response:
+        raw = request.query_params.get("finished_before")
+        if not raw:
+            raise _BadRequest(400, "finished_before: required (an RFC 3339 time)")
+        try:
+            before = codec.parse_time(raw)
+        except ValueError as exc:
+            raise _BadRequest(400, f"finished_before: {exc}") from None
+        deleted = await manager.jobs.delete_finished(before)
+        return json_document(DeletedJobs(deleted=tuple(ObjectId(job) for job in deleted)))
+
     async def job_tasks(request: Request, user: str) -> Response:
         job_id = _path_id(request, "job_id")
         task_ids = None
@@ -585,6 +597,22 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
                     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
                 ),
                 QueryParameter("cursor", "`next_cursor` of the previous page", {"type": "string"}),
+            ),
+        ),
+        ApiRoute(
+            "delete_finished_jobs",
+            "DELETE",
+            "/api/jobs",
+            "Delete every job finished (completed, canceled, failed) and unchanged since before "
+            "`finished_before`, with its tasks and logs; a job with a task still stopping stays.",
+            delete_finished_jobs,
+            (ApiReply(200, "the jobs deleted", DeletedJobs), _E400),
+            query=(
+                QueryParameter(
+                    "finished_before",
+                    "an RFC 3339 time; required",
+                    {"type": "string", "format": "date-time"},
+                ),
             ),
         ),
         ApiRoute(

@@ -315,3 +315,35 @@ async def test_workers_are_answered_while_a_big_jobs_tasks_are_listed(user: User
     assert len(listed.json()["tasks"]) == 3000
     turns = [moment for moment in ticks if started < moment < ended]
     assert len(turns) >= 5, (len(turns), ended - started)
+
+
+async def test_jobs_finished_before_a_time_are_deleted_at_once(farm: Farm, user: User) -> None:
+    canceled = await user.submit(name="canceled")
+    await user.post(f"/api/jobs/{canceled['_id']}/status", json={"status": "cancel-requested"})
+    queued = await user.submit(name="queued")
+    farm.clock.advance(hours=1)
+    now = farm.clock().isoformat()
+
+    answer = await user.request("DELETE", "/api/jobs", params={"finished_before": now})
+    assert (answer.status_code, answer.json()) == (200, {"deleted": [canceled["_id"]]})
+    assert (await user.get(f"/api/jobs/{canceled['_id']}")).status_code == 404
+    assert (await user.get(f"/api/jobs/{queued['_id']}")).status_code == 200
+    again = await user.request("DELETE", "/api/jobs", params={"finished_before": now})
+    assert again.json() == {"deleted": []}
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "finished_before: required (an RFC 3339 time)"),
+        ("?finished_before=yesterday", "finished_before: not an RFC 3339 time: 'yesterday'"),
+        ("?finished_before=2026-13-01T00:00:00Z", "finished_before: not a valid time"),
+    ],
+)
+async def test_deleting_finished_jobs_needs_a_time(user: User, query: str, message: str) -> None:
+    job = await user.submit()
+    await user.post(f"/api/jobs/{job['_id']}/status", json={"status": "cancel-requested"})
+    answer = await user.request("DELETE", "/api/jobs" + query)
+    assert answer.status_code == 400
+    assert answer.json()["message"].startswith(message)
+    assert (await user.get(f"/api/jobs/{job['_id']}")).status_code == 200

@@ -156,6 +156,20 @@ def test_a_session_with_the_cli(
     assert f"Job {job_id} is queued." in out
     status, out, _ = _cli(served, "job", "cancel", job_id, capsys=capsys)
     assert "canceled" in out
+    status, out, _ = _cli(served, "job", "delete-finished", "--older-than", "1h", capsys=capsys)
+    assert (status, job_id in _cli(served, "job", "list", capsys=capsys)[1]) == (0, True)
+    assert re.match(r"Deleted 0 job\(s\) finished before 20\d\d-", out), out
+    later = "2999-01-01T00:00:00Z"
+    status, out, _ = _cli(
+        served, "job", "delete-finished", "--before", later, "--json", capsys=capsys
+    )
+    assert json.loads(out) == {"deleted": [job_id]}
+    assert job_id not in _cli(served, "job", "list", capsys=capsys)[1]
+    status, _, err = _cli(
+        served, "job", "delete-finished", "--older-than", "a while", capsys=capsys
+    )
+    assert status == 1
+    assert "--older-than: not a duration (like 10m, 1h30m, 500ms): 'a while'" in err
     status, _, err = _cli(served, "job", "submit", "--type", "sleep", capsys=capsys)
     assert status == 1
     assert "settings.frames" in err
