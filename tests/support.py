@@ -1,5 +1,5 @@
 """Helpers that tests share: free ports, waiting for a server, ASGI scopes for apps called
-directly, and the files this process has open."""
+directly, the files this process has open, and the event loop's turns during a call."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
 
@@ -70,3 +72,36 @@ def open_files_under(root: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):  # the listing's own, closed since
             links.append(os.readlink(f"/proc/self/fd/{fd}"))
     return sorted(link for link in links if link.startswith(f"{root}{os.sep}"))
+
+
+class LoopTurns:
+    """What :func:`loop_turns` saw: the wake-ups of a task sleeping in steps during the block."""
+
+    def __init__(self) -> None:
+        self.turns: list[float] = []
+        self.seconds = 0.0
+
+
+@contextlib.asynccontextmanager
+async def loop_turns(step: float) -> AsyncIterator[LoopTurns]:
+    """Count how often a task sleeping ``step`` seconds at a time woke up during the block: work
+    that holds the event loop (no ``await`` for its whole length) lets it wake up at most once."""
+    seen = LoopTurns()
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await anyio.sleep(step)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        await anyio.sleep(10 * step)
+        started = time.monotonic()
+        try:
+            yield seen
+        finally:
+            ended = time.monotonic()
+            group.cancel_scope.cancel()
+    seen.turns = [moment for moment in ticks if started < moment < ended]
+    seen.seconds = ended - started

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-import anyio
 import pytest
 
 from tests.manager.harness import Farm
+from tests.support import loop_turns
 
 from .conftest import User
 
@@ -296,25 +294,12 @@ async def test_workers_are_answered_while_a_big_jobs_tasks_are_listed(user: User
     # A job of 10,000 tasks takes 0.75 s to list; on the event loop no worker would be answered
     # meanwhile.
     job = await user.submit(frames="1-3000")
-    ticks: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            await anyio.sleep(0.002)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(tick)
-        await anyio.sleep(0.02)
-        started = time.monotonic()
+    async with loop_turns(0.002) as seen:
         listed = await user.get(f"/api/jobs/{job['_id']}/tasks")
-        ended = time.monotonic()
-        group.cancel_scope.cancel()
 
     assert listed.status_code == 200
     assert len(listed.json()["tasks"]) == 3000
-    turns = [moment for moment in ticks if started < moment < ended]
-    assert len(turns) >= 5, (len(turns), ended - started)
+    assert len(seen.turns) >= 5, (len(seen.turns), seen.seconds)
 
 
 async def test_jobs_finished_before_a_time_are_deleted_at_once(farm: Farm, user: User) -> None:

@@ -17,6 +17,7 @@ from flamenco_manager.storage import jobs as job_store
 from flamenco_manager.storage import workers as worker_store
 from flamenco_manager.web.app import create_app
 from flamenco_protocol.statuses import JobStatus
+from tests.support import loop_turns
 
 from .harness import FakeClock, Farm, make_settings, spec
 
@@ -187,20 +188,8 @@ async def test_shaman_garbage_collection_does_not_stall_the_event_loop(tmp_path:
         blob = stored / checksum[:2] / checksum[2:] / f"{number % 100 + 1}.blob"
         blob.parent.mkdir(parents=True, exist_ok=True)
         os.link(original, blob)
-    ticks: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            await anyio.sleep(0.005)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(tick)
-        await anyio.sleep(0.05)
-        started = time.monotonic()
+    async with loop_turns(0.005) as seen:
         report = await manager.collect_shaman_garbage()
-        ended = time.monotonic()
-        group.cancel_scope.cancel()
     manager.close()
 
     assert report is not None
@@ -209,8 +198,7 @@ async def test_shaman_garbage_collection_does_not_stall_the_event_loop(tmp_path:
     # The loop went on turning while the sweep ran (on the loop, it would not turn at all).
     # How often depends on what else the process does (in a whole test session one pause took
     # 0.3 s of a 0.6 s sweep): a few turns are the proof.
-    turns = [moment for moment in ticks if started < moment < ended]
-    assert len(turns) >= 3, (len(turns), ended - started)
+    assert len(seen.turns) >= 3, (len(seen.turns), seen.seconds)
 
 
 async def test_without_a_shaman_there_is_no_garbage_to_collect(tmp_path: Path) -> None:
