@@ -8,7 +8,10 @@ change that did not happen. Publishing never blocks a service:
   ends, and the client reconnects and reloads), instead of slowing the farm down or growing
   without bound;
 * publishing is thread-safe: services run on the event loop, in worker threads, or in tests
-  without any loop; events reach each subscriber through its own loop.
+  without any loop; events published on a subscriber's own thread are queued at once, from
+  other threads through the subscriber's loop, one hand-over per transaction;
+* a reader takes every event waiting at once (:meth:`Subscription.get_waiting`): a busy farm
+  publishes hundreds in one turn of the event loop.
 
 Events are plain data, :class:`Event`: a kind (``job``, ``task``, ``worker``), the ID of what
 changed and a small JSON-ready payload, numbered in publication order.
@@ -61,6 +64,7 @@ class Subscription:
     ) -> None:
         self._bus = bus
         self._loop = loop
+        self._thread = threading.get_ident()  # the loop's: subscribe() runs on it
         self.kinds = kinds
         """The kinds of event this subscriber gets."""
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=backlog + 1)
@@ -76,34 +80,53 @@ class Subscription:
             return None
         return await self._queue.get()
 
+    async def get_waiting(self) -> list[Event]:
+        """Every event waiting, once there is one; ``[]`` once the subscription is closed.
+
+        A busy farm publishes more events in one turn of the event loop than a reader taking
+        one per turn can keep up with.
+        """
+        waiting: list[Event] = []
+        event = await self.get()
+        while event is not None:
+            waiting.append(event)
+            if self._queue.empty():
+                break
+            event = self._queue.get_nowait()
+        return waiting
+
     def close(self) -> None:
         """Stop receiving events (idempotent)."""
         self._bus._remove(self)
-        self._deliver(None)
+        self._deliver([None])
 
-    def _deliver(self, event: Event | None) -> None:
-        """Hand an event over, from any thread."""
+    def _deliver(self, events: list[Event | None]) -> None:
+        """Hand events over, from any thread: on the subscriber's own thread at once, from
+        another one through its event loop."""
+        if threading.get_ident() == self._thread:
+            self._put(events)
+            return
         try:
-            self._loop.call_soon_threadsafe(self._put, event)
+            self._loop.call_soon_threadsafe(self._put, events)
         except RuntimeError:  # Its loop is closed: nobody is listening any more.
             self._bus._remove(self)
             self.closed = True
 
-    def _put(self, event: Event | None) -> None:
-        if self.closed:
-            return
-        if event is None:
-            self.closed = True
-            self._queue.put_nowait(None)
-            return
-        if self._queue.qsize() >= self._backlog:
-            # Too slow: end its stream rather than lose events silently or block the farm.
-            self.overflowed = True
-            self.closed = True
-            self._bus._remove(self)
-            self._queue.put_nowait(None)
-            return
-        self._queue.put_nowait(event)
+    def _put(self, events: list[Event | None]) -> None:
+        for event in events:
+            if self.closed:
+                return
+            if event is None:
+                self.closed = True
+                self._queue.put_nowait(None)
+            elif self._queue.qsize() >= self._backlog:
+                # Too slow: end its stream rather than lose events silently or block the farm.
+                self.overflowed = True
+                self.closed = True
+                self._bus._remove(self)
+                self._queue.put_nowait(None)
+            else:
+                self._queue.put_nowait(event)
 
 
 class EventBus:
@@ -151,10 +174,12 @@ class EventBus:
         ]
         if relay is not None:
             relay(numbered)
-        for event in numbered:
-            for subscription in subscribers:
-                if event.kind in subscription.kinds:
-                    subscription._deliver(event)
+        for subscription in subscribers:
+            heard: list[Event | None] = [
+                event for event in numbered if event.kind in subscription.kinds
+            ]
+            if heard:
+                subscription._deliver(heard)
 
     def _remove(self, subscription: Subscription) -> None:
         with self._lock:

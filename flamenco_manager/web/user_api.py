@@ -33,7 +33,7 @@ from flamenco_manager.services.errors import (
     ServiceError,
     StorageFailure,
 )
-from flamenco_manager.services.events import KINDS
+from flamenco_manager.services.events import KINDS, Event
 from flamenco_manager.services.farm import BlocklistEntry
 from flamenco_manager.services.jobs import JobSummary, TaskDetails
 from flamenco_manager.services.workers import worker_document
@@ -835,18 +835,22 @@ async def _event_stream(
         yield b": flamenco events\nretry: 3000\n\n"
         while True:
             try:
-                event = await asyncio.wait_for(subscription.get(), heartbeat)
+                events = await asyncio.wait_for(subscription.get_waiting(), heartbeat)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
-            if event is None:
+            if not events:
                 if subscription.overflowed:
                     yield b'event: overflow\ndata: {"message": "too slow; reconnect"}\n\n'
                 return
-            data = json.dumps({"id": event.id, **event.data}, separators=(",", ":"), default=str)
-            yield f"id: {event.number}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+            yield "".join(map(_server_sent, events)).encode()
     finally:
         subscription.close()
+
+
+def _server_sent(event: Event) -> str:
+    data = json.dumps({"id": event.id, **event.data}, separators=(",", ":"), default=str)
+    return f"id: {event.number}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
 def user_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -> list[Route]:

@@ -10,7 +10,8 @@ import pytest
 
 from flamenco_manager.services.events import Event, EventBus, stage
 from flamenco_manager.storage.database import Database
-from tests.manager.harness import make_settings
+from flamenco_manager.web.user_api import _event_stream
+from tests.manager.harness import Farm, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -101,3 +102,31 @@ async def test_staged_events_are_published_only_after_the_commit(
     ids = [(await subscription.get()).id for _ in range(2)]  # type: ignore[union-attr]
     assert ids == ["kept", "kept too"]
     database.close()
+
+
+async def test_the_event_stream_keeps_up_with_bursts_of_events(farm: Farm) -> None:
+    # A busy farm publishes hundreds of events per turn of the event loop (one per task update);
+    # a stream taking one event per turn fell a thousand behind within a second and was cut off.
+    stream = _event_stream(farm.manager, ["task"], heartbeat=60)
+    assert (await anext(stream)).startswith(b": flamenco events")
+    received: list[bytes] = []
+
+    async def read() -> None:
+        async for chunk in stream:
+            received.append(chunk)
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0)
+    for turn in range(20):
+        farm.manager.events.publish([Event("task", f"{turn}-{n}") for n in range(200)])
+        await asyncio.sleep(0)
+    for _ in range(200):
+        if b"".join(received).count(b"event: task\n") == 4000:
+            break
+        await asyncio.sleep(0.01)
+    reader.cancel()
+
+    text = b"".join(received)
+    assert b"overflow" not in text
+    assert text.count(b"event: task\n") == 4000
+    assert text.endswith(b'id: 4000\nevent: task\ndata: {"id":"19-199"}\n\n')
