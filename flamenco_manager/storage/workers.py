@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -109,10 +109,12 @@ def delete(connection: Connection, worker_id: str) -> bool:
     return connection.execute(workers.delete().where(workers.c.id == worker_id)).rowcount > 0
 
 
-def list_all(connection: Connection) -> list[WorkerRecord]:
-    """Every worker, by nickname then status."""
-    rows = connection.execute(sa.select(workers).order_by(workers.c.nickname, workers.c.status))
-    return [_record(row_dict(row)) for row in rows]
+def list_all(connection: Connection, ids: Collection[str] | None = None) -> list[WorkerRecord]:
+    """Every worker (only those of ``ids``, when given), by nickname then status."""
+    query = sa.select(workers).order_by(workers.c.nickname, workers.c.status)
+    if ids is not None:
+        query = query.where(workers.c.id.in_(list(ids)))
+    return [_record(row_dict(row)) for row in connection.execute(query)]
 
 
 def unseen_since(

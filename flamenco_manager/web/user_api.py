@@ -86,7 +86,7 @@ JOB_BODY: Final = 16 * 1024 * 1024
 HEARTBEAT_SECONDS: Final = 15.0
 """How often the event stream sends a comment, so proxies and clients see it is alive."""
 MAX_PAGE: Final = 500
-MAX_TASK_IDS: Final = 200
+MAX_IDS: Final = 200
 """Task IDs one ``GET /api/jobs/{id}/tasks?id=…`` may name (about 5 KiB of query string)."""
 EVENT_STREAM: Final = "text/event-stream"
 JPEG: Final = "image/jpeg"
@@ -229,6 +229,20 @@ def _query_list(request: Request, name: str) -> list[str]:
         for part in value.split(",")
         if part.strip()
     ]
+
+
+def _query_ids(request: Request, what: str) -> list[str] | None:
+    """The object IDs of the ``id`` query parameter (at most :data:`MAX_IDS`), lower case;
+    ``None`` without one."""
+    if "id" not in request.query_params:
+        return None
+    ids = _query_list(request, "id")
+    malformed = [value for value in ids if not ObjectId.is_valid(value)]
+    if malformed:
+        raise _BadRequest(400, f"id: not 24-character hexadecimal IDs: {malformed[:5]}")
+    if len(ids) > MAX_IDS:
+        raise _BadRequest(400, f"id: at most {MAX_IDS} {what} IDs, not {len(ids)}")
+    return [value.lower() for value in ids]
 
 
 def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -417,15 +431,8 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
 
     async def job_tasks(request: Request, user: str) -> Response:
         job_id = _path_id(request, "job_id")
-        task_ids = None
-        if "id" in request.query_params:
-            task_ids = _query_list(request, "id")
-            malformed = [value for value in task_ids if not ObjectId.is_valid(value)]
-            if malformed:
-                raise _BadRequest(400, f"id: not 24-character hexadecimal IDs: {malformed[:5]}")
-            if len(task_ids) > MAX_TASK_IDS:
-                raise _BadRequest(400, f"id: at most {MAX_TASK_IDS} task IDs, not {len(task_ids)}")
-            task_ids = [value.lower() for value in task_ids]
+        task_ids = _query_ids(request, "task")
+        if task_ids is not None:
             return json_document(_task_list(manager, job_id, task_ids))
         # A whole job: 0.75 s of reading and encoding for 10,000 tasks, on a thread so that the
         # event loop goes on answering workers meanwhile.
@@ -470,7 +477,7 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
         return json_document(_task(manager.jobs.task(task_id)))
 
     async def list_workers(request: Request, user: str) -> Response:
-        records = manager.workers.list()
+        records = manager.workers.list(_query_ids(request, "worker"))
         return json_document(WorkerList(workers=tuple(_workers(records, manager))))
 
     async def get_worker(request: Request, user: str) -> Response:
@@ -641,7 +648,7 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             query=(
                 QueryParameter(
                     "id",
-                    f"only these tasks (repeated or comma-separated, at most {MAX_TASK_IDS}); "
+                    f"only these tasks (repeated or comma-separated, at most {MAX_IDS}); "
                     "IDs of no task of the job are left out",
                     {"type": "string"},
                 ),
@@ -710,9 +717,17 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             "list_workers",
             "GET",
             "/api/workers",
-            "Every worker, by nickname.",
+            "Every worker, by nickname; with `id`, only those of them.",
             list_workers,
-            (ApiReply(200, "the workers", WorkerList),),
+            (ApiReply(200, "the workers", WorkerList), _E400),
+            query=(
+                QueryParameter(
+                    "id",
+                    f"only these workers (repeated or comma-separated, at most {MAX_IDS}); "
+                    "IDs of no worker are left out",
+                    {"type": "string"},
+                ),
+            ),
         ),
         ApiRoute(
             "get_worker",

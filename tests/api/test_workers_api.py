@@ -53,6 +53,27 @@ async def test_workers_are_listed_and_shown_with_their_blocklist(farm: Farm, use
     assert everything.json() == {"removed": 0}
 
 
+async def test_workers_can_be_asked_for_by_id(farm: Farm, user: User) -> None:
+    ids = [(await farm.register(name)).id for name in ("render-03", "render-01", "render-02")]
+    every = (await user.get("/api/workers")).json()["workers"]
+    assert [item["nickname"] for item in every] == ["render-01", "render-02", "render-03"]
+
+    # Repeated or comma-separated, any case; by nickname; what is no worker left out.
+    asked = [("id", ids[0]), ("id", f"{ids[2].upper()},{'0' * 24}")]
+    some = await user.get("/api/workers", params=asked)
+    assert some.status_code == 200
+    assert some.json()["workers"] == [every[1], every[2]]
+    assert (await user.get("/api/workers?id=")).json()["workers"] == []
+
+    malformed = await user.get("/api/workers", params={"id": f"{ids[0]},render-01"})
+    assert malformed.status_code == 400
+    assert "id: not 24-character hexadecimal IDs: ['render-01']" in malformed.text
+    too_many = ",".join(f"{number:024x}" for number in range(201))
+    refused = await user.get("/api/workers", params={"id": too_many})
+    assert refused.status_code == 400
+    assert "id: at most 200 worker IDs, not 201" in refused.text
+
+
 async def test_workers_name_their_current_task_and_its_job(farm: Farm, user: User) -> None:
     busy = await farm.register("render-01")
     idle = await farm.register("render-02")

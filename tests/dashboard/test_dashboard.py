@@ -369,3 +369,34 @@ def test_a_busy_jobs_page_fetches_only_the_tasks_that_changed(
     assert len(by_id) >= 4, listed
     assert all(url.endswith(f"{tasks_path}?id={task['_id']}") for url in by_id), by_id
     no_reload(page)
+
+
+def test_the_workers_page_fetches_only_the_workers_that_changed(
+    browser: Browser, served: ServedManager
+) -> None:
+    workers = [SimulatedWorker(served.url, f"render-1{number}") for number in range(3)]
+    job = served.submit_sleep_job("Three frames", frames="1-3")
+    listed: list[str] = []
+    browser.page.on("request", lambda request: listed.append(request.url))
+    page = log_in(browser, served, "#/workers")
+    expect()(page.locator("#workers-table tbody tr")).to_have_count(3)
+
+    for worker in workers:
+        task = worker.fetch_task()
+        row = page.locator("#workers-table tbody tr", has_text=worker.nickname)
+        # The worker's row follows its task: found by name, linked to its job.
+        link = row.get_by_role("link", name=task["name"])
+        expect()(link).to_have_attribute("href", f"#/jobs/{job['_id']}/tasks/{task['_id']}")
+        expect()(row.locator(".badge")).to_have_text("awake")
+        for percent in (20, 60):
+            worker.update(task["_id"], task_status="active", task_progress_percentage=percent)
+
+    whole = [url for url in listed if url.endswith("/api/workers")]
+    by_id = [url for url in listed if "/api/workers?id=" in url]
+    # The whole list when the page opened (and when its event stream connected, if that came
+    # while the first was on its way); each change fetched the workers it named.
+    assert len(whole) <= 2, whole
+    assert by_id, listed
+    ids = {worker.id for worker in workers}
+    assert all(set(url.split("?id=")[1].split(",")) <= ids for url in by_id), by_id
+    no_reload(page)
