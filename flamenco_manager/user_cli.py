@@ -365,9 +365,12 @@ def _job_command(client: Client, args: argparse.Namespace, out: TextIO) -> Any:
 def _time_before_now(age: str) -> str:
     """RFC 3339 time ``age`` (a duration, ``720h``) ago."""
     try:
-        moment = datetime.now(UTC) - parse_duration(age)
+        duration = parse_duration(age)
+        moment = datetime.now(UTC) - duration
     except (ConfigError, OverflowError) as exc:
         raise ApiFailure(f"--older-than: {exc}") from None
+    if duration.total_seconds() < 0:
+        raise ApiFailure(f"--older-than: a time before now, not after it: {age!r}")
     return codec.format_time(moment)
 
 

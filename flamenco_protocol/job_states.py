@@ -29,7 +29,7 @@ from typing import Final
 import attrs
 
 from .errors import InvalidTransition
-from .statuses import JobStatus, TaskStatus
+from .statuses import FINISHED_JOB_STATUSES, JobStatus, TaskStatus
 from .task_states import TaskEvent
 
 __all__ = [
@@ -86,7 +86,6 @@ class JobEvent(Enum):
 E = JobEvent
 
 _LIVE: Final = (J.QUEUED, J.ACTIVE)
-_DONE: Final = (J.COMPLETED, J.CANCELED, J.FAILED)
 
 
 def _table() -> dict[JobStatus, dict[JobEvent, JobStatus]]:
@@ -115,7 +114,7 @@ def _table() -> dict[JobStatus, dict[JobEvent, JobStatus]]:
         E.ALL_COMPLETED: J.COMPLETED,
         E.TOO_MANY_FAILED: J.FAILED,
     }
-    for done in _DONE:
+    for done in FINISHED_JOB_STATUSES:
         table[done] = {
             E.REQUEUE: J.QUEUED,
             # A user requeued single tasks of a finished job.
@@ -222,9 +221,9 @@ def derive_job_status(
     reason = ""
     if current in (J.CANCEL_REQUESTED, J.FAIL_REQUESTED):
         event = E.ALL_STOPPED if running == 0 else None
-    elif current not in (*_LIVE, J.PAUSED, *_DONE):
+    elif current not in (*_LIVE, J.PAUSED, *FINISHED_JOB_STATUSES):
         event = None
-    elif current in _DONE:
+    elif current in FINISHED_JOB_STATUSES:
         # Only a user requeueing some of its tasks brings a finished job back.
         event = _progress_event(running, waiting, total - waiting - running) if waiting else None
     elif count(T.COMPLETED, 0) == total:

@@ -87,7 +87,7 @@ HEARTBEAT_SECONDS: Final = 15.0
 """How often the event stream sends a comment, so proxies and clients see it is alive."""
 MAX_PAGE: Final = 500
 MAX_IDS: Final = 200
-"""Task IDs one ``GET /api/jobs/{id}/tasks?id=…`` may name (about 5 KiB of query string)."""
+"""IDs one ``?id=…`` of a job's tasks or of the workers may name (about 5 KiB of query string)."""
 EVENT_STREAM: Final = "text/event-stream"
 JPEG: Final = "image/jpeg"
 

@@ -170,6 +170,9 @@ def test_a_session_with_the_cli(
     )
     assert status == 1
     assert "--older-than: not a duration (like 10m, 1h30m, 500ms): 'a while'" in err
+    status, _, err = _cli(served, "job", "delete-finished", "--older-than=-1h", capsys=capsys)
+    assert status == 1
+    assert "--older-than: a time before now, not after it: '-1h'" in err
     status, _, err = _cli(served, "job", "submit", "--type", "sleep", capsys=capsys)
     assert status == 1
     assert "settings.frames" in err
