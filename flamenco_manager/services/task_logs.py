@@ -367,7 +367,7 @@ class TaskLogStore:
                 if self.keep_rotated is None:
                     self._shift_numbered(current)
                 else:
-                    self._shift_kept(current, self.keep_rotated)
+                    self._shift_kept(file, self.keep_rotated)
                 os.replace(current, _with_suffix(current, ".1"))
             with contextlib.suppress(FileNotFoundError):
                 _with_suffix(current, ".gz").unlink()
@@ -400,21 +400,30 @@ class TaskLogStore:
                 target_number += 1
             os.replace(path, target)
 
-    def _shift_kept(self, current: Path, keep: int) -> None:
-        # With a cap, older runs can only be X.1 .. X.<keep> (plain or gzipped): probe those
-        # instead of listing the job's directory, which holds every task's logs. The run that
-        # would become X.<keep + 1> is deleted. Names rotation never makes (X.007, numbers past
-        # the cap left by an uncapped store) are not looked for, and stay as they are.
-        for compressed in (False, True):
-            with contextlib.suppress(FileNotFoundError):
-                _rotated_path(current, keep, compressed).unlink()
-        for number in range(keep - 1, 0, -1):
-            for compressed in (False, True):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(
-                        _rotated_path(current, number, compressed),
-                        _rotated_path(current, number + 1, compressed),
-                    )
+    @staticmethod
+    def _shift_kept(current: str, keep: int) -> None:
+        # With a cap, rotation numbers older runs X.1, X.2 ... (plain or gzipped) without gaps:
+        # look for them from X.1 up to the first number with neither, instead of listing the
+        # job's directory (every task's logs) or trying every number up to the cap (a second
+        # run, as most re-runs are, then costs two lookups). The run that would become
+        # X.<keep + 1> is deleted. Names rotation never makes (X.007, numbers past a gap or past
+        # the cap) are not looked for, and stay as they are.
+        runs: list[list[str]] = []
+        for number in range(1, keep + 1):
+            names = [
+                name
+                for name in (f"{current}.{number}", f"{current}.{number}.gz")
+                if os.path.exists(name)
+            ]
+            if not names:
+                break
+            runs.append(names)
+        if len(runs) == keep:
+            for name in runs.pop():
+                os.unlink(name)
+        for number in range(len(runs), 0, -1):
+            for name in runs[number - 1]:
+                os.replace(name, f"{current}.{number + 1}" + name[len(f"{current}.{number}") :])
 
     def _compress_old(self, job_id: str, task_id: str) -> None:
         current = self.path(job_id, task_id)

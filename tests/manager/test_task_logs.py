@@ -488,6 +488,46 @@ def test_rotation_never_loses_a_file(
         assert len(store.rotated(JOB, TASK)) == len(contents)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    numbers=st.lists(st.integers(1, 6), max_size=8),
+    padded=st.lists(st.booleans(), min_size=8, max_size=8),
+    packed=st.lists(st.booleans(), min_size=8, max_size=8),
+    keep=st.integers(1, 5),
+)
+def test_capped_rotation_loses_only_the_run_past_the_cap(
+    numbers: list[int], padded: list[bool], packed: list[bool], keep: int
+) -> None:
+    # Older runs, with gaps, both forms of one number, and names rotation never makes: only
+    # the run that X.1 .. X.<keep> push past the cap goes.
+    with tempfile.TemporaryDirectory() as directory:
+        store = TaskLogStore(Path(directory), keep_rotated=keep)
+        current = store.path(JOB, TASK)
+        current.parent.mkdir(parents=True)
+        current.write_text("current")
+        contents, by_number = {"current"}, {}
+        for index, number in enumerate(numbers):
+            suffix = f".{number:03d}" if padded[index] else f".{number}"
+            path = Path(f"{current}{suffix}{'.gz' if packed[index] else ''}")
+            if path.exists():
+                continue
+            text = f"old {index}"
+            contents.add(text)
+            if packed[index]:
+                path.write_bytes(gzip.compress(text.encode()))
+            else:
+                path.write_text(text)
+            if not padded[index]:
+                by_number.setdefault(number, set()).add(text)
+        full = all(number in by_number for number in range(1, keep + 1))
+        dropped = by_number.get(keep, set()) if full else set()
+
+        store.rotate(JOB, TASK)
+
+        found = {store_read(path) for path in current.parent.iterdir()}
+        assert found == contents - dropped
+
+
 def store_read(path: Path) -> str:
     data = path.read_bytes()
     return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode()
