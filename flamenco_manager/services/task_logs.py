@@ -295,8 +295,11 @@ class TaskLogStore:
 
     def job_dir(self, job_id: str) -> Path:
         """``<root>/job-<job[:4]>/<job>``: the directory of one job's logs."""
+        return Path(self._job_dir(job_id))
+
+    def _job_dir(self, job_id: str) -> str:
         job = _checked_id(job_id, "job")
-        return Path(os.path.join(self.root, f"job-{job[:4]}", job))
+        return f"{self._root}/job-{job[:4]}/{job}"
 
     def path(self, job_id: str, task_id: str) -> Path:
         """``<root>/job-<job[:4]>/<job>/task-<task>.txt``: the task's current log."""
@@ -304,8 +307,7 @@ class TaskLogStore:
 
     def _file(self, job_id: str, task_id: str) -> str:
         # A string: building a Path costs as much as the append itself.
-        job, task = _checked_id(job_id, "job"), _checked_id(task_id, "task")
-        return f"{self._root}/job-{job[:4]}/{job}/task-{task}.txt"
+        return f"{self._job_dir(job_id)}/task-{_checked_id(task_id, 'task')}.txt"
 
     def gzip_path(self, job_id: str, task_id: str) -> Path:
         """The gzip copy of the current log, ``X.gz``."""
@@ -575,7 +577,7 @@ class TaskLogStore:
         """Remove every log of a job; nothing happens when it has none."""
         directory = self.job_dir(job_id)
         if self._open is not None:
-            self._open.close(under=f"{directory}{os.sep}")
+            self._open.close(under=f"{self._job_dir(job_id)}/")  # as _file spells the paths
         try:
             shutil.rmtree(directory)
         except FileNotFoundError:
