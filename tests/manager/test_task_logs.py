@@ -465,20 +465,7 @@ def test_rotation_never_loses_a_file(
     with tempfile.TemporaryDirectory() as directory:
         store = TaskLogStore(Path(directory))
         current = store.path(JOB, TASK)
-        current.parent.mkdir(parents=True)
-        current.write_text("current")
-        contents = {"current"}
-        for index, number in enumerate(numbers):
-            suffix = f".{number:03d}" if padded[index] else f".{number}"
-            path = Path(f"{current}{suffix}{'.gz' if packed[index] else ''}")
-            if path.exists():
-                continue
-            text = f"old {index}"
-            contents.add(text)
-            if packed[index]:
-                path.write_bytes(gzip.compress(text.encode()))
-            else:
-                path.write_text(text)
+        contents, _ = _write_older_runs(current, numbers, padded, packed)
 
         store.rotate(JOB, TASK)
 
@@ -503,22 +490,7 @@ def test_capped_rotation_loses_only_the_run_past_the_cap(
     with tempfile.TemporaryDirectory() as directory:
         store = TaskLogStore(Path(directory), keep_rotated=keep)
         current = store.path(JOB, TASK)
-        current.parent.mkdir(parents=True)
-        current.write_text("current")
-        contents, by_number = {"current"}, {}
-        for index, number in enumerate(numbers):
-            suffix = f".{number:03d}" if padded[index] else f".{number}"
-            path = Path(f"{current}{suffix}{'.gz' if packed[index] else ''}")
-            if path.exists():
-                continue
-            text = f"old {index}"
-            contents.add(text)
-            if packed[index]:
-                path.write_bytes(gzip.compress(text.encode()))
-            else:
-                path.write_text(text)
-            if not padded[index]:
-                by_number.setdefault(number, set()).add(text)
+        contents, by_number = _write_older_runs(current, numbers, padded, packed)
         full = all(number in by_number for number in range(1, keep + 1))
         dropped = by_number.get(keep, set()) if full else set()
 
@@ -526,6 +498,31 @@ def test_capped_rotation_loses_only_the_run_past_the_cap(
 
         found = {store_read(path) for path in current.parent.iterdir()}
         assert found == contents - dropped
+
+
+def _write_older_runs(
+    current: Path, numbers: list[int], padded: list[bool], packed: list[bool]
+) -> tuple[set[str], dict[int, set[str]]]:
+    """A current log and older runs named ``X.<n>`` (``X.00<n>`` when padded, ``.gz`` when
+    packed); every text written, and the texts of each number rotation knows (not padded)."""
+    current.parent.mkdir(parents=True)
+    current.write_text("current")
+    contents: set[str] = {"current"}
+    by_number: dict[int, set[str]] = {}
+    for index, number in enumerate(numbers):
+        suffix = f".{number:03d}" if padded[index] else f".{number}"
+        path = Path(f"{current}{suffix}{'.gz' if packed[index] else ''}")
+        if path.exists():
+            continue
+        text = f"old {index}"
+        contents.add(text)
+        if packed[index]:
+            path.write_bytes(gzip.compress(text.encode()))
+        else:
+            path.write_text(text)
+        if not padded[index]:
+            by_number.setdefault(number, set()).add(text)
+    return contents, by_number
 
 
 def store_read(path: Path) -> str:
