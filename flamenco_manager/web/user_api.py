@@ -245,6 +245,16 @@ def _query_ids(request: Request, what: str) -> list[str] | None:
     return [value.lower() for value in ids]
 
 
+def _ids_parameter(plural: str, one: str) -> QueryParameter:
+    """The ``id`` query parameter that :func:`_query_ids` reads, as the API documents it."""
+    return QueryParameter(
+        "id",
+        f"only these {plural} (repeated or comma-separated, at most {MAX_IDS}); "
+        f"IDs of no {one} are left out",
+        {"type": "string"},
+    )
+
+
 def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -645,14 +655,7 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             "The tasks of a job, in creation order; with `id`, only those of them.",
             job_tasks,
             (ApiReply(200, "the tasks", TaskList), _E400, *job_id_404),
-            query=(
-                QueryParameter(
-                    "id",
-                    f"only these tasks (repeated or comma-separated, at most {MAX_IDS}); "
-                    "IDs of no task of the job are left out",
-                    {"type": "string"},
-                ),
-            ),
+            query=(_ids_parameter("tasks", "task of the job"),),
         ),
         ApiRoute(
             "set_job_status",
@@ -720,14 +723,7 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             "Every worker, by nickname; with `id`, only those of them.",
             list_workers,
             (ApiReply(200, "the workers", WorkerList), _E400),
-            query=(
-                QueryParameter(
-                    "id",
-                    f"only these workers (repeated or comma-separated, at most {MAX_IDS}); "
-                    "IDs of no worker are left out",
-                    {"type": "string"},
-                ),
-            ),
+            query=(_ids_parameter("workers", "worker"),),
         ),
         ApiRoute(
             "get_worker",
