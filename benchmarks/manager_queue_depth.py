@@ -17,7 +17,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _manager_bench import describe, measure, median_result, seed, serve_manager
+from _manager_bench import describe, measure, median_result, seed, serve_manager, settle_disk
 
 
 def main() -> None:
@@ -35,6 +35,7 @@ def main() -> None:
             data_dir = Path(scratch) / str(depth)
             print(f"seeding {depth} tasks ...", flush=True)
             workers = seed(data_dir, workers=args.workers, tasks=depth)
+            settle_disk()
             with serve_manager(data_dir) as manager:
                 results[depth] = [
                     measure(manager, workers, "return", seconds=args.seconds)

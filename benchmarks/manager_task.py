@@ -34,6 +34,7 @@ from _manager_bench import (
     serve_baseline,
     serve_floor,
     serve_manager,
+    settle_disk,
 )
 
 
@@ -55,6 +56,7 @@ def main() -> None:
         )
         floor_dir = Path(scratch) / "floor"
         shutil.copytree(data_dir, floor_dir)
+        settle_disk()
 
         with serve_baseline() as baseline:
             bare = [

@@ -33,6 +33,7 @@ from _manager_bench import (
     serve_baseline,
     serve_floor,
     serve_manager,
+    settle_disk,
 )
 
 
@@ -50,6 +51,7 @@ def main() -> None:
         workers = seed(data_dir, workers=args.workers, tasks=args.workers)
         floor_dir = Path(scratch) / "floor"
         shutil.copytree(data_dir, floor_dir)
+        settle_disk()
 
         def run(server: Server) -> list[Result]:
             return [
