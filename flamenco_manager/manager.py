@@ -68,6 +68,7 @@ class Manager:
             # log under an open descriptor (with PostgreSQL, several may).
             keep_open=_logs_kept_open() if self.database.is_sqlite else 0,
         )
+        self.logs.remove_deleted()  # what a stopped manager had still to remove
         self.context = ServiceContext(settings, self.database, self.logs, clock)
         self.variables = (
             Variables.from_config(settings.variables)
@@ -205,7 +206,7 @@ class Manager:
         return await asyncio.to_thread(self.shaman.collect_garbage)
 
     def close(self) -> None:
-        """Release the database."""
+        """Release the database and the task logs (once the deleted jobs' logs are removed)."""
         if self.notifier is not None:
             self.notifier.close()
         self.database.close()

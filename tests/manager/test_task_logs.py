@@ -144,6 +144,52 @@ def test_delete_job_removes_its_logs_only(store: TaskLogStore) -> None:
     store.delete_job(JOB)  # Deleting twice is fine.
     assert not store.job_dir(JOB).exists()
     assert store.path(other_job, TASK).read_text() == "theirs\n"
+    store.close()  # waits for the removal
+    assert _names(store.root) == {f"job-{JOB[:4]}"}
+    assert _names(store.root / f"job-{JOB[:4]}") == {other_job}
+
+
+def test_deleting_a_job_leaves_its_files_to_the_stores_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job of 100,000 tasks has as many files: whoever deletes it must not wait for them.
+    store = TaskLogStore(tmp_path, keep_open=8)
+    for number in range(50):
+        store.start_run(JOB, f"{number:024x}", "assigned")
+    release = threading.Event()
+    removers: list[str] = []
+    real_rmtree = task_logs.shutil.rmtree
+
+    def slow_rmtree(path: str, **options: object) -> None:
+        removers.append(threading.current_thread().name)
+        assert release.wait(10), "the test never released the removal"
+        real_rmtree(path, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(task_logs.shutil, "rmtree", slow_rmtree)
+    store.delete_job(JOB)  # returns while the removal waits
+    assert not store.job_dir(JOB).exists()
+    assert open_files_under(tmp_path) == []
+    (waiting,) = (tmp_path / task_logs.DELETED_DIR).iterdir()
+    assert len(list(waiting.iterdir())) == 50
+    release.set()
+    store.close()
+    (remover,) = removers
+    assert remover != threading.current_thread().name
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_logs_a_stopped_process_left_to_remove_are_removed(tmp_path: Path) -> None:
+    from flamenco_manager.config import Settings
+    from flamenco_manager.manager import Manager
+
+    settings = Settings(data_dir=tmp_path)
+    left = settings.logs_dir / task_logs.DELETED_DIR / f"{JOB}-0badcafe"
+    (left / "nested").mkdir(parents=True)
+    (left / f"task-{TASK}.txt").write_text("a run\n")
+    (left / "nested" / "file").write_text("more\n")
+    manager = Manager(settings)
+    manager.close()
+    assert not (settings.logs_dir / task_logs.DELETED_DIR).exists()
 
 
 # Logs kept open between appends
