@@ -10,7 +10,7 @@ import pytest
 
 from flamenco_manager.services.events import Event, EventBus, stage
 from flamenco_manager.storage.database import Database
-from flamenco_manager.web.user_api import _event_stream
+from flamenco_manager.web.user_api import _EncodedEvents, _event_stream
 from tests.manager.harness import Farm, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -107,7 +107,7 @@ async def test_staged_events_are_published_only_after_the_commit(
 async def test_the_event_stream_keeps_up_with_bursts_of_events(farm: Farm) -> None:
     # A busy farm publishes hundreds of events per turn of the event loop (one per task update);
     # a stream taking one event per turn fell a thousand behind within a second and was cut off.
-    stream = _event_stream(farm.manager, ["task"], heartbeat=60)
+    stream = _event_stream(farm.manager, ["task"], heartbeat=60, encoded=_EncodedEvents())
     assert (await anext(stream)).startswith(b": flamenco events")
     received: list[bytes] = []
 

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message
 
+from flamenco_manager.services.events import Event
+from flamenco_manager.web import user_api
 from flamenco_manager.web.app import create_app
 from tests.manager.harness import Farm
 
@@ -317,6 +319,43 @@ async def test_the_event_stream_tells_job_task_and_worker_changes(farm: Farm, us
 
     await _streaming(farm, user, "/api/events", body)
     assert farm.manager.events.subscriber_count == 0
+
+
+async def test_open_streams_share_the_encoding_of_each_event(
+    farm: Farm, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With ten dashboards open, each stream encoding every event itself cost the farm a third
+    # of its task updates a second.
+    encoded: list[int] = []
+    real = user_api._server_sent
+
+    def counted(event: Event) -> bytes:
+        encoded.append(event.number)
+        return real(event)
+
+    monkeypatch.setattr(user_api, "_server_sent", counted)
+    app = create_app(farm.manager, run_loops=False)
+    streams = [Stream(app, "/api/events", user.headers) for _ in range(3)]
+    runs = [asyncio.create_task(stream.run()) for stream in streams]
+    try:
+        for stream in streams:
+            assert (await stream.next_message()).startswith(": flamenco events")
+        await user.submit(frames="1-4", chunk_size=1)
+        await farm.register("w1")
+        received = []
+        for stream in streams:
+            messages = [await stream.next_message()]
+            while "event: worker" not in messages[-1]:
+                messages.append(await stream.next_message())
+            received.append(messages)
+    finally:
+        for stream in streams:
+            stream.disconnected.set()
+        await asyncio.wait_for(asyncio.gather(*runs), 5)
+    assert received[0] == received[1] == received[2]
+    assert len(received[0]) >= 2
+    assert sorted(encoded) == sorted(set(encoded))  # each event encoded once
+    assert len(encoded) == len(received[0])
 
 
 async def test_the_stream_filters_by_type_and_sends_heartbeats(farm: Farm, user: User) -> None:
