@@ -99,6 +99,14 @@ class FarmService:
         running = sum(tasks.get(status, 0) for status in _RUNNING)
         return FarmStatus(decide_farm_state(workers, running), workers, jobs, tasks)
 
+    def database_kind(self) -> str:
+        """``sqlite`` or ``postgresql``, once a query has gone through the database.
+
+        Raises the driver's error when the database cannot be reached.
+        """
+        self.context.database.check()
+        return self.context.database.engine.dialect.name
+
     def blocklist(self, worker_id: str) -> list[BlocklistEntry]:
         """A worker's blocklist, oldest first; :class:`NotFound` for an unknown worker."""
         with self.context.database.transaction() as connection:

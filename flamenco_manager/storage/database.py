@@ -326,6 +326,12 @@ class Database:
         finally:
             self._checkin(connection)
 
+    def check(self) -> None:
+        """Run the cheapest query there is: raises the driver's error when the database cannot
+        be reached."""
+        with self.reading() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
     def grouping(self) -> CommitWait:
         """Let the transactions run inside the ``with`` block (in this context) share commits.
 

@@ -32,6 +32,7 @@ __all__ = [
     "BlocklistCleared",
     "DeletedJobs",
     "FarmStatusDoc",
+    "HealthDoc",
     "JobList",
     "JobPriorityChange",
     "JobStatusChange",
@@ -265,6 +266,18 @@ class FarmStatusDoc:
     """Jobs per status."""
     tasks: dict[str, int] = wire_field(factory=dict, converter=_dict)
     """Running and waiting tasks per status."""
+
+
+@attrs.frozen(kw_only=True)
+class HealthDoc:
+    """This manager process answers, and its database with it."""
+
+    status: str = wire_field("ok")
+    """Always ``ok``: a process that cannot reach its database answers ``503`` instead."""
+    version: str = wire_field("")
+    """The manager's version."""
+    database: str = wire_field("")
+    """``sqlite`` or ``postgresql``."""
 
 
 @attrs.frozen(kw_only=True)

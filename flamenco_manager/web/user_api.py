@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from flamenco_manager import __version__
 from flamenco_manager.manager import Manager
 from flamenco_manager.services.errors import (
     Conflict,
@@ -58,6 +59,7 @@ from .api_documents import (
     BlocklistCleared,
     DeletedJobs,
     FarmStatusDoc,
+    HealthDoc,
     JobList,
     JobPriorityChange,
     JobStatusChange,
@@ -69,7 +71,7 @@ from .api_documents import (
     WorkerList,
     WorkerStatusChange,
 )
-from .responses import JSON, BodyTooLarge, load_document, read_body
+from .responses import JSON, TEXT, BodyTooLarge, load_document, read_body
 
 __all__ = [
     "ApiReply",
@@ -552,6 +554,10 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             )
         )
 
+    async def health(request: Request, user: str) -> Response:
+        database = manager.farm.database_kind()
+        return json_document(HealthDoc(version=__version__, database=database))
+
     async def latest_image(request: Request, user: str) -> Response:
         path = manager.latest_image.output_path
         if not path.is_file():
@@ -803,6 +809,19 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             "The farm at a glance: its state and counts of workers, jobs and tasks.",
             farm_status,
             (ApiReply(200, "the farm", FarmStatusDoc),),
+        ),
+        ApiRoute(
+            "health",
+            "GET",
+            "/api/health",
+            "Whether this manager process answers and reaches its database (no token needed: "
+            "for load balancers and monitoring).",
+            health,
+            (
+                ApiReply(200, "the process and its database work", HealthDoc),
+                ApiReply(503, "the database cannot be reached", media_type=TEXT),
+            ),
+            auth=False,
         ),
         ApiRoute(
             "latest_image",

@@ -9,8 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from starlette.types import ASGIApp, Message
 
+import flamenco_manager
 from flamenco_manager.services.events import Event
 from flamenco_manager.web import user_api
 from flamenco_manager.web.app import create_app
@@ -154,6 +156,30 @@ async def test_forgetting_a_worker_requeues_its_task(farm: Farm, user: User) -> 
     task = (await user.get(f"/api/tasks/{task_id}")).json()
     assert task["status"] == "claimed-by-manager"
     assert (await user.get(f"/api/jobs/{job['_id']}")).json()["status"] == "queued"
+
+
+async def test_health_needs_no_token_and_names_the_database(farm: Farm, database_url: str) -> None:
+    response = await farm.client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "version": flamenco_manager.__version__,
+        "database": "postgresql" if database_url else "sqlite",
+    }
+
+
+async def test_health_is_503_while_the_database_cannot_be_reached(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (The PostgreSQL restart of tests/faults/test_database_outage.py shows it for real.)
+    def unreachable(self: object) -> None:
+        raise sa.exc.OperationalError("SELECT 1", {}, OSError("connection refused"))
+
+    monkeypatch.setattr(type(farm.manager.database), "check", unreachable)
+    response = await farm.client.get("/api/health")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "database is unavailable" in response.text
 
 
 async def test_farm_status(farm: Farm, user: User) -> None:

@@ -147,15 +147,21 @@ def test_postgresql_restarted_under_load(database_url: str, tmp_path: Path) -> N
         farm.manager.close()  # This process's own pool must not get in the way of the restart.
         farm._manager = None
         window: dict[str, float] = {}
+        health: list[int] = []  # /api/health in the outage, then after it
 
         async def outage(done: asyncio.Event) -> None:
             await asyncio.sleep(3.0)
             window["stop"] = time.monotonic()
             await asyncio.to_thread(_ctl, cluster, "stop")
-            await asyncio.sleep(OUTAGE_SECONDS)
-            await asyncio.to_thread(_ctl, cluster, "start")
-            window["start"] = time.monotonic()
-            done.set()
+            async with httpx.AsyncClient(base_url=farm.url, timeout=10) as client:
+                await asyncio.sleep(OUTAGE_SECONDS / 2)
+                health.append((await client.get("/api/health")).status_code)
+                await asyncio.sleep(OUTAGE_SECONDS / 2)
+                await asyncio.to_thread(_ctl, cluster, "start")
+                window["start"] = time.monotonic()
+                done.set()
+                await asyncio.sleep(2.5)
+                health.append((await client.get("/api/health")).status_code)
 
         async def scenario() -> Tally:
             done = asyncio.Event()
@@ -184,6 +190,7 @@ def test_postgresql_restarted_under_load(database_url: str, tmp_path: Path) -> N
         after = [status for at, _, status in tally.answers if at > window["start"] + 2.0]
         assert len(after) > 50
         assert set(after) <= {200, 204}, sorted(set(after))
+        assert health == [503, 200]  # what a load balancer asks sees the outage too
 
         tasks = farm.tasks(str(job.id))
         completed = {str(task.id) for task in tasks if task.status == TaskStatus.COMPLETED}
