@@ -123,6 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--data-dir", type=Path, help="the manager's data directory")
     revoke.add_argument("--database", help="the database URL, when not the default")
     revoke.add_argument("token", metavar="TOKEN_OR_ID", help="the token, or its ID")
+    backup = commands.add_parser(
+        "backup",
+        help="copy the database, token keys and settings, while the manager runs",
+        description="Write a consistent copy of the SQLite database (taken while the manager "
+        "goes on serving), the key pair that signs user tokens and the settings file into a "
+        "new directory. A PostgreSQL database is left to pg_dump. Task logs and the Shaman "
+        "store are plain files: copy them with rsync.",
+    )
+    backup.add_argument("--data-dir", type=Path, help="the manager's data directory")
+    backup.add_argument("--database", help="the database URL, when not the default")
+    backup.add_argument("--config", type=Path, metavar="FILE", help="the TOML settings file")
+    backup.add_argument("destination", type=Path, help="a new (or empty) directory")
     user_cli.add_commands(commands)
     return parser
 
@@ -159,6 +171,36 @@ def revoke_token(settings: Settings, token_or_id: str) -> None:
     finally:
         database.close()
     print(f"Revoked token {identifier}." if new else f"Token {identifier} was already revoked.")
+
+
+def backup(settings: Settings, destination: Path, config_file: Path | None) -> None:
+    """Copy what a farm cannot do without into ``destination`` (see ``backup --help``)."""
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    from flamenco_manager.config import CONFIG_FILE_NAME
+    from flamenco_manager.storage.backup import BackupError, copy_sqlite
+
+    if destination.exists() and any(destination.iterdir()):
+        raise ConfigError(f"{destination} is not empty: back up into a new directory")
+    url = make_url(settings.database_url)
+    try:
+        if url.get_backend_name() == "sqlite":
+            source = Path(url.database or "")
+            size = copy_sqlite(source, destination / source.name)
+            print(f"database: {source} -> {destination / source.name} ({size:,} bytes, checked)")
+        else:
+            print(f"database: {url.get_backend_name()}, not copied: back it up with pg_dump")
+    except BackupError as exc:
+        raise ConfigError(str(exc)) from None
+    if settings.jwt_key_dir.is_dir():
+        shutil.copytree(settings.jwt_key_dir, destination / settings.jwt_key_dir.name)
+        print(f"token keys: {settings.jwt_key_dir} -> {destination / settings.jwt_key_dir.name}")
+    config = config_file or settings.data_dir / CONFIG_FILE_NAME
+    if config.is_file():
+        shutil.copy2(config, destination / config.name)
+        print(f"settings: {config} -> {destination / config.name}")
 
 
 def login_url(settings: Settings, manager: Any, host: str, port: int) -> str:
@@ -249,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load(args)
         if args.command == "serve":
             serve(settings)
+        elif args.command == "backup":
+            backup(settings, args.destination, args.config)
         elif args.command == "token" and args.token_command == "revoke":
             revoke_token(settings, args.token)
         elif args.command == "token":
