@@ -1,7 +1,15 @@
-"""What every service needs: the database, the settings, the clock, the task logs."""
+"""What every service needs: the database, the settings, the clock, the task logs.
+
+And the farm's story in the manager's log (:func:`log_change`): workers coming and going, tasks
+handed out, finished and failed, jobs changing status, one line each, written once the change is
+committed, so that the log never tells of a change that was rolled back. Logger
+``flamenco_manager.farm``; lines at ``info``, failures and time-outs at ``warning``.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -10,12 +18,34 @@ import attrs
 from sqlalchemy.engine import Connection
 
 from flamenco_manager.config import Settings
-from flamenco_manager.storage.database import Database
+from flamenco_manager.storage.database import AFTER_COMMIT, Database
 
 from .events import Event, EventBus, stage
 from .task_logs import TaskLogStore
 
 Clock = Callable[[], datetime]
+
+farm_log = logging.getLogger("flamenco_manager.farm")
+"""Where :func:`log_change` writes."""
+
+
+def log_change(
+    connection: Connection, message: str, level: int = logging.INFO, **fields: object
+) -> None:
+    """Log ``message`` with ``fields`` once the transaction of ``connection`` commits.
+
+    Outside a :meth:`~flamenco_manager.storage.database.Database.transaction` block the line is
+    written at once; a rollback drops it. Field names must not be those of a log record's own
+    attributes (``name``, ``message``, ``args``…).
+    """
+    if not farm_log.isEnabledFor(level):
+        return
+    line = functools.partial(farm_log.log, level, message, extra=fields)
+    callbacks: list[Callable[[], None]] | None = connection.info.get(AFTER_COMMIT)
+    if callbacks is None:
+        line()
+    else:
+        callbacks.append(line)
 
 
 def utc_now() -> datetime:

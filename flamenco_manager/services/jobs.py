@@ -8,6 +8,7 @@ transaction, so a job never disagrees with its tasks.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -26,7 +27,7 @@ from flamenco_protocol.job_states import JobEvent, derive_job_status, plan_job_a
 from flamenco_protocol.statuses import FINISHED_JOB_STATUSES, JobStatus, TaskStatus
 from flamenco_protocol.task_states import TaskEvent, next_task_status
 
-from .context import ServiceContext
+from .context import ServiceContext, log_change
 from .errors import Conflict, Invalid, NotFound
 from .events import Event, EventBus, stage
 
@@ -141,6 +142,15 @@ def refresh_job_status(
                 now,
                 activity=f"Job {change.status}: {change.reason}" if change.reason else "",
             )
+        log_change(
+            connection,
+            "job status changed",
+            logging.WARNING if change.status == JobStatus.FAILED else logging.INFO,
+            job=job_id,
+            status=str(change.status),
+            previous=str(status),
+            reason=reason or stored_reason,
+        )
         status = change.status
         if events is not None:
             stage(
@@ -230,6 +240,16 @@ class JobService:
             stored = job_store.get(connection, str(job_id))
             assert stored is not None
             self._announce(connection, stored)
+            log_change(
+                connection,
+                "job created",
+                job=str(job_id),
+                job_name=name,
+                job_type=job_type,
+                tasks=len(tasks),
+                status=str(stored.status),
+                submitter=submitter,
+            )
         return stored
 
     def get(self, job_id: str) -> JobRecord:
@@ -269,6 +289,14 @@ class JobService:
                     include_completed=change.requeue_completed,
                     activity=_ACTIVITY.get(change.task_event, ""),
                 )
+            log_change(
+                connection,
+                "job status change asked",
+                job=job_id,
+                requested=requested,
+                status=str(change.status),
+                previous=str(job.status),
+            )
             self._refresh(connection, job_id, now)
             updated = job_store.get(connection, job_id)
             assert updated is not None
@@ -305,6 +333,16 @@ class JobService:
         with self.context.database.transaction() as connection:
             job_store.insert(connection, record)
             self._announce(connection, record)
+            log_change(
+                connection,
+                "job could not be compiled",
+                logging.WARNING,
+                job=str(record.id),
+                job_name=name,
+                job_type=job_type,
+                reason=reason,
+                submitter=submitter,
+            )
         return record
 
     def page(
@@ -453,6 +491,7 @@ class JobService:
                 )
             job_store.delete(connection, job_id)
             self.context.announce(connection, "job", job_id, deleted=True)
+            log_change(connection, "job deleted", job=job_id, job_name=job.name)
         self.context.logs.delete_job(job_id)
         return True
 
@@ -495,6 +534,16 @@ class JobService:
                 task_store.clear_failures(connection, [task_id])
             self.context.announce(
                 connection, "task", task_id, job=str(task.job_id), status=new_status.value
+            )
+            log_change(
+                connection,
+                "task requeued by a user"
+                if event is TaskEvent.REQUEUED
+                else "task canceled by a user",
+                task=task_id,
+                job=str(task.job_id),
+                status=new_status.value,
+                previous=str(task.status),
             )
             self._refresh(connection, str(task.job_id), now)
             updated = task_store.get(connection, task_id)

@@ -30,7 +30,7 @@ from flamenco_protocol.worker_states import (
     next_worker_status,
 )
 
-from .context import ServiceContext, log_timestamp
+from .context import ServiceContext, log_change, log_timestamp
 from .errors import UnknownWorker
 from .jobs import TaskDetails, refresh_job_status
 from .variables import Variables
@@ -149,6 +149,14 @@ class Scheduler:
             )
             line = f"{log_timestamp(now)}: {message}"
             if claimed:
+                log_change(
+                    connection,
+                    "task assigned",
+                    task=str(task.id),
+                    job=str(task.job_id),
+                    worker=worker_id,
+                    nickname=worker.nickname,
+                )
                 # A new run of the task starts a new log file; the previous run's is kept.
                 self.context.logs.start_run(str(task.job_id), str(task.id), line)
                 # A newly claimed task may start its job; a task sent again changes nothing.

@@ -8,6 +8,7 @@ this module loads, asks, and stores.
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import datetime
 from typing import Final
 
@@ -35,7 +36,7 @@ from flamenco_protocol.worker_states import (
     next_worker_status,
 )
 
-from .context import ServiceContext
+from .context import ServiceContext, log_change
 from .errors import Conflict, Invalid, NotFound, StorageFailure, UnknownWorker
 from .jobs import refresh_job_status
 from .task_logs import TaskLogError
@@ -132,6 +133,7 @@ class _Seen:
 
 
 _SEEN_LIMIT: Final = 100_000
+_FAILED: Final = frozenset({TaskStatus.FAILED, TaskStatus.SOFT_FAILED})
 
 
 class TaskUpdates:
@@ -208,6 +210,16 @@ class TaskUpdates:
                 task_store.update(connection, task_id, **values)
             else:
                 task_store.set_status(connection, task, outcome.new_status, **values)
+                log_change(
+                    connection,
+                    f"task {outcome.new_status}",
+                    logging.WARNING if outcome.new_status in _FAILED else logging.INFO,
+                    task=task_id,
+                    job=str(task.job_id),
+                    worker=worker_id,
+                    nickname=worker.nickname,
+                    previous=str(task.status),
+                )
                 refresh_job_status(
                     connection,
                     str(task.job_id),
@@ -290,6 +302,16 @@ class TaskUpdates:
         )
         if should_blocklist(failures + 1, settings.blacklist_threshold):
             worker_store.block(connection, str(worker.id), job_id, task_type, now)
+            log_change(
+                connection,
+                "worker blocklisted",
+                logging.WARNING,
+                worker=str(worker.id),
+                nickname=worker.nickname,
+                job=job_id,
+                task_type=task_type,
+                failures=failures + 1,
+            )
             if not capable - {worker.id}:
                 self._cascade(connection, worker, job_id, task_type, now)
         task_store.add_failure(connection, str(task.id), str(worker.id), worker.identifier, now)

@@ -6,6 +6,7 @@ those functions, and stores the answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Final
@@ -31,7 +32,7 @@ from flamenco_protocol.worker_states import (
 )
 
 from .auth import WorkerAuthenticator, hash_secret
-from .context import ServiceContext, log_timestamp
+from .context import ServiceContext, log_change, log_timestamp
 from .errors import Invalid, NotFound, UnknownWorker
 from .jobs import refresh_job_status
 from .sleep_schedule import clean_days_of_week, refresh
@@ -152,6 +153,15 @@ def return_task(
     new_status = next_task_status(task.status, TaskEvent.WORKER_STOPPED)
     verb = "re-queued" if new_status is TaskStatus.CLAIMED_BY_MANAGER else "canceled"
     context.announce(connection, "task", task.id, job=str(task.job_id), status=str(new_status))
+    log_change(
+        connection,
+        f"task {verb}",
+        task=str(task.id),
+        job=str(task.job_id),
+        worker=str(worker.id),
+        nickname=worker.nickname,
+        reason=reason,
+    )
     task_store.set_status(
         connection,
         task,
@@ -174,6 +184,18 @@ def return_task(
         events=context.events,
     )
     return True
+
+
+def _log_worker_change(
+    connection: Connection,
+    message: str,
+    worker: WorkerRecord,
+    level: int = logging.INFO,
+    **fields: object,
+) -> None:
+    """:func:`.context.log_change` a line about ``worker``, naming it by ID and nickname."""
+    fields.update(worker=str(worker.id), nickname=worker.nickname)
+    log_change(connection, message, level, **fields)
 
 
 class WorkerService:
@@ -238,6 +260,14 @@ class WorkerService:
         with self.context.database.transaction() as connection:
             worker_store.insert(connection, record)
             self._announce(connection, record)
+            _log_worker_change(
+                connection,
+                "worker registered",
+                record,
+                address=address,
+                platform=record.platform,
+                task_types=list(record.supported_task_types),
+            )
         # Its first request would pay scrypt again for the secret we just hashed.
         self.authenticator.remember(str(record.id), registration.secret)
         return worker_document(record)
@@ -256,7 +286,15 @@ class WorkerService:
                 values["supported_task_types"] = doc.supported_task_types
             values["status"] = next_worker_status(worker.status, WorkerEvent.SIGNED_ON).value
             values["current_task"] = None
-            self._announce(connection, mark_seen(connection, worker, peer, now, **values))
+            signed_on = mark_seen(connection, worker, peer, now, **values)
+            self._announce(connection, signed_on)
+            _log_worker_change(
+                connection,
+                "worker signed on",
+                signed_on,
+                address=signed_on.address,
+                task_types=list(signed_on.supported_task_types),
+            )
 
     def sign_off(self, worker_id: str) -> None:
         """A worker stops: its running tasks go back to the queue, its status is ``offline``."""
@@ -272,6 +310,7 @@ class WorkerService:
                 lazy_status_request=keep.lazy if keep else worker.lazy_status_request,
             )
             self._announce_stored(connection, worker_id)
+            _log_worker_change(connection, "worker signed off", worker)
 
     def _return_all(self, connection: Connection, worker: WorkerRecord, reason: str) -> None:
         running = task_store.held_by(
@@ -297,6 +336,13 @@ class WorkerService:
                     connection, worker_id, status=decision.status.value, status_requested=""
                 )
                 self._announce_stored(connection, worker_id)
+                _log_worker_change(
+                    connection,
+                    "worker changed status as asked",
+                    worker,
+                    status=decision.status.value,
+                    previous=str(worker.status),
+                )
             return decision.matches_request
 
     def request_status(self, worker_id: str, status: str, *, lazy: bool) -> WorkerRecord:
@@ -313,6 +359,13 @@ class WorkerService:
             worker = worker_store.get(connection, worker_id)
             assert worker is not None
             self._announce(connection, worker)
+            _log_worker_change(
+                connection,
+                "worker asked to change status",
+                worker,
+                status=request.status.value,
+                lazy=request.lazy,
+            )
         return worker
 
     def set_sleep_schedule(self, worker_id: str, schedule: ScheduleInfo) -> WorkerRecord:
@@ -380,6 +433,7 @@ class WorkerService:
             self._return_all(connection, worker, "worker was forgotten")
             worker_store.delete(connection, worker_id)
             self.context.announce(connection, "worker", worker_id, deleted=True)
+            _log_worker_change(connection, "worker forgotten", worker)
         self.authenticator.forget(worker_id)
 
     def time_out(self, connection: Connection, worker: WorkerRecord, why: str) -> None:
@@ -398,10 +452,12 @@ class WorkerService:
             )
         self._return_all(connection, worker, f"worker {worker.identifier} timed out ({why})")
         self._announce_stored(connection, str(worker.id))
+        _log_worker_change(connection, "worker timed out", worker, logging.WARNING, reason=why)
 
     def remove(self, connection: Connection, worker: WorkerRecord) -> None:
         """The worker remover's deletion: tasks re-queued, then the worker forgotten."""
         self._return_all(connection, worker, "worker is being auto-removed")
         worker_store.delete(connection, str(worker.id))
         self.context.announce(connection, "worker", worker.id, deleted=True)
+        _log_worker_change(connection, "worker removed after a long silence", worker)
         self.authenticator.forget(str(worker.id))
