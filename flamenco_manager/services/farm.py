@@ -38,6 +38,7 @@ _WAITING: Final = (
     TaskStatus.CLAIMED_BY_MANAGER.value,
     TaskStatus.SOFT_FAILED.value,
 )
+_SHOWN_TASKS: Final = (*_RUNNING, *_WAITING)
 _READY_WORKERS: Final = (WorkerStatus.AWAKE.value, WorkerStatus.STARTING.value)
 
 
@@ -71,7 +72,7 @@ class FarmStatus:
     jobs: dict[str, int]
     """Jobs per status."""
     tasks: dict[str, int]
-    """Running and waiting tasks per status."""
+    """Tasks per status: running and waiting ones, or every status when asked."""
 
 
 @attrs.frozen
@@ -90,12 +91,17 @@ class FarmService:
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
 
-    def status(self) -> FarmStatus:
-        """Counts of workers, jobs and tasks, and the farm's state."""
+    def status(self, *, every_task_status: bool = False) -> FarmStatus:
+        """Counts of workers, jobs and tasks, and the farm's state.
+
+        Tasks are counted in the statuses of running and waiting ones, or in every status with
+        ``every_task_status``.
+        """
+        shown = [status.value for status in TaskStatus] if every_task_status else _SHOWN_TASKS
         with self.context.database.transaction() as connection:
             workers = worker_store.status_counts(connection)
             jobs = job_store.status_counts(connection)
-            tasks = task_store.status_counts_all(connection, (*_RUNNING, *_WAITING))
+            tasks = task_store.status_counts_all(connection, shown)
         running = sum(tasks.get(status, 0) for status in _RUNNING)
         return FarmStatus(decide_farm_state(workers, running), workers, jobs, tasks)
 
@@ -105,7 +111,7 @@ class FarmService:
         Raises the driver's error when the database cannot be reached.
         """
         self.context.database.check()
-        return self.context.database.engine.dialect.name
+        return self.context.database.backend
 
     def blocklist(self, worker_id: str) -> list[BlocklistEntry]:
         """A worker's blocklist, oldest first; :class:`NotFound` for an unknown worker."""

@@ -257,6 +257,11 @@ class Database:
         return database
 
     @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self.engine.dialect.name)
+
+    @property
     def is_sqlite(self) -> bool:
         """Whether this is SQLite (one process only)."""
         return self.engine.dialect.name == "sqlite"

@@ -71,6 +71,7 @@ from .api_documents import (
     WorkerList,
     WorkerStatusChange,
 )
+from .metrics import PROMETHEUS_TEXT, prometheus_text
 from .responses import JSON, TEXT, BodyTooLarge, load_document, read_body
 
 __all__ = [
@@ -558,6 +559,16 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
         database = manager.farm.database_kind()
         return json_document(HealthDoc(version=__version__, database=database))
 
+    async def metrics(request: Request, user: str) -> Response:
+        status = manager.farm.status(every_task_status=True)
+        body = prometheus_text(
+            status,
+            version=__version__,
+            database=manager.database.backend,
+            event_streams=manager.events.subscriber_count,
+        )
+        return Response(body, media_type=PROMETHEUS_TEXT)
+
     async def latest_image(request: Request, user: str) -> Response:
         path = manager.latest_image.output_path
         if not path.is_file():
@@ -822,6 +833,18 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
                 ApiReply(503, "the database cannot be reached", media_type=TEXT),
             ),
             auth=False,
+        ),
+        ApiRoute(
+            "metrics",
+            "GET",
+            "/metrics",
+            "The farm's counts (workers, jobs and tasks per status) for Prometheus.",
+            metrics,
+            (
+                ApiReply(
+                    200, "the metrics, in Prometheus's text format", media_type=PROMETHEUS_TEXT
+                ),
+            ),
         ),
         ApiRoute(
             "latest_image",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -180,6 +181,51 @@ async def test_health_is_503_while_the_database_cannot_be_reached(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "database is unavailable" in response.text
+
+
+def _metrics(text: str) -> dict[str, float]:
+    """Prometheus's text format: every sample by its name and labels."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
+async def test_metrics_count_workers_jobs_and_tasks_in_every_status(farm: Farm, user: User) -> None:
+    assert (await farm.client.get("/metrics")).status_code == 401
+    worker = await farm.register()
+    await farm.call(worker, "POST", "/sign-on", json={})
+    await user.submit(frames="1-3")
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    await farm.update(worker, task_id, task_status="completed")
+    await farm.fetch(worker)
+
+    response = await user.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = _metrics(response.text)
+    assert samples['flamenco_farm_state{state="active"}'] == 1
+    assert samples['flamenco_farm_state{state="idle"}'] == 0
+    assert samples['flamenco_workers{status="awake"}'] == 1
+    assert samples['flamenco_workers{status="timeout"}'] == 0  # zeros stay, for alerts
+    assert samples['flamenco_jobs{status="active"}'] == 1
+    assert samples['flamenco_tasks{status="completed"}'] == 1
+    assert samples['flamenco_tasks{status="active"}'] == 1
+    assert samples['flamenco_tasks{status="queued"}'] == 1
+    assert sum(v for k, v in samples.items() if k.startswith("flamenco_tasks{")) == 3
+    assert samples["flamenco_event_streams"] == 0
+    info = [key for key in samples if key.startswith("flamenco_manager_info{")]
+    assert info == [
+        f'flamenco_manager_info{{version="{flamenco_manager.__version__}",'
+        f'database="{farm.manager.database.backend}"}}'
+    ]
+    # Every line is a comment or a sample: nothing Prometheus would refuse.
+    for line in response.text.splitlines():
+        assert line.startswith(("# HELP ", "# TYPE ")) or re.fullmatch(
+            r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \d+', line
+        ), line
 
 
 async def test_farm_status(farm: Farm, user: User) -> None:
