@@ -40,6 +40,8 @@ _STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
 # server closing the idle connection (the Go manager kept idle connections for 600 s).
 KEEP_ALIVE_SECONDS: Final = 120
 _SECRET_WORDS: Final = ("secret", "password", "token", "authorization")
+STRONG_SECRET_BYTES: Final = 32
+"""Below this, ``serve`` warns that the worker registration secret is short (RFC 7518 §3.2)."""
 
 
 class StructuredFormatter(logging.Formatter):
@@ -235,8 +237,17 @@ def serve(settings: Settings) -> None:
             "for --processes above 1"
         )
     manager = Manager(settings)
-    if not settings.worker_registration_secret.strip():
+    secret = settings.worker_registration_secret.strip().encode()
+    if not secret:
         log.warning("worker registration is open: any machine that reaches the manager can join")
+    elif len(secret) < STRONG_SECRET_BYTES:
+        # Workers sign their registration with it (HS256): a token seen on the network lets
+        # a short secret be guessed offline.
+        log.warning(
+            "the worker registration secret is short: a registration token seen on the "
+            "network lets it be guessed; use 32 bytes or more",
+            extra={"secret_bytes": len(secret)},
+        )
     shown_host = "localhost" if host in ("0.0.0.0", "::") else host
     log.info(
         "manager starting",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from datetime import timedelta
@@ -195,3 +196,41 @@ def test_serve_takes_its_start_up_objects_out_of_the_collectors_sight(
         gc.unfreeze()
     (count,) = frozen
     assert count > 0
+
+
+@pytest.mark.parametrize(
+    ("secret", "warning"),
+    [
+        ("", "worker registration is open"),
+        ("hunter2", "the worker registration secret is short"),
+        ("x" * 32, None),
+    ],
+)
+def test_serve_warns_of_open_registration_and_of_a_short_secret(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    secret: str,
+    warning: str | None,
+) -> None:
+    import uvicorn
+
+    from flamenco_manager import cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **__: None)
+    monkeypatch.setattr(cli, "login_url", lambda *_: "http://localhost/login")
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
+    caplog.set_level(logging.WARNING, logger="flamenco_manager")
+    settings = Settings(
+        data_dir=tmp_path, listen="127.0.0.1:8999", worker_registration_secret=secret
+    )
+    cli.serve(settings)
+    warned = [line.getMessage() for line in caplog.records if line.levelno >= logging.WARNING]
+    registration = [line for line in warned if "registration" in line]
+    if warning is None:
+        assert registration == []
+    else:
+        (line,) = registration
+        assert line.startswith(warning)
+    if secret:
+        assert secret not in caplog.text
