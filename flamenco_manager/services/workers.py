@@ -338,7 +338,7 @@ class WorkerService:
                 self._announce_stored(connection, worker_id)
                 _log_worker_change(
                     connection,
-                    "worker changed status as asked",
+                    "worker acknowledged a status change",
                     worker,
                     status=decision.status.value,
                     previous=str(worker.status),

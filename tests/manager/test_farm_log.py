@@ -74,3 +74,21 @@ async def test_a_change_rolled_back_leaves_no_line(
     assert _told(caplog) == []
     assert (await farm.fetch(worker)).status_code == 200
     assert [line.getMessage() for line in _told(caplog)][:1] == ["task assigned"]
+
+
+async def test_status_requests_and_their_acknowledgements(
+    farm: Farm, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flamenco_manager.farm")
+    worker = await farm.register("w1")
+    await farm.fetch(worker)  # awake
+    caplog.clear()
+    farm.manager.workers.request_status(worker.id, "asleep", lazy=False)
+    assert (await farm.fetch(worker)).status_code == 423
+    assert (await farm.call(worker, "POST", "/ack-status-change/asleep")).status_code == 204
+
+    asked, acknowledged = _told(caplog)
+    assert asked.getMessage() == "worker asked to change status"
+    assert (asked.worker, asked.status, asked.lazy) == (worker.id, "asleep", False)  # type: ignore[attr-defined]
+    assert acknowledged.getMessage() == "worker acknowledged a status change"
+    assert (acknowledged.status, acknowledged.previous) == ("asleep", "awake")  # type: ignore[attr-defined]
