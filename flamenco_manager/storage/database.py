@@ -264,7 +264,7 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         """Whether this is SQLite (one process only)."""
-        return self.engine.dialect.name == "sqlite"
+        return self.backend == "sqlite"
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration."""

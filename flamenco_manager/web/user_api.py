@@ -907,10 +907,10 @@ async def _event_stream(
 class _EncodedEvents:
     """Events as server-sent, each encoded once for every stream that sends it.
 
-    Every open stream sends the same events: with ten dashboards open, encoding each event for
-    each stream cost the farm a third of its task updates a second. The newest
-    :data:`ENCODED_EVENTS_KEPT` encodings are kept, by event number; a stream further behind
-    than that encodes its events again.
+    Every open stream sends the same events: with ten dashboards open, a farm that took 12,560
+    task updates a second without them took 8,550 while each stream encoded every event itself,
+    11,040 with each event encoded once. The newest :data:`ENCODED_EVENTS_KEPT` encodings are
+    kept, by event number; a stream further behind than that encodes its events again.
     """
 
     def __init__(self) -> None:
