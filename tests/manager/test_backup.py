@@ -33,7 +33,6 @@ def test_a_backup_taken_while_jobs_arrive_restores_a_whole_farm(
     data.mkdir()
     (data / "flamenco-manager.toml").write_text('worker_registration_secret = "farm secret"\n')
     manager = Manager(Settings(data_dir=data))
-    manager.user_auth  # noqa: B018  (makes the key pair)
     token = manager.mint_user_token("alice", timedelta(hours=1))
     first = _job(manager, "before")
     stop, created = threading.Event(), []
