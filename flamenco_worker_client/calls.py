@@ -14,8 +14,10 @@ names it.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote
 
@@ -131,8 +133,11 @@ class Call(Generic[T]):
         status = response.status_code
         name = self.endpoint.name
         if status not in self.endpoint.statuses:
-            kind = exc.ServerError if status >= 500 else exc.UnexpectedStatus
-            raise kind(name, status, _text(response))
+            if status >= 500:
+                raise exc.ServerError(
+                    name, status, _text(response), retry_after=_retry_after(response)
+                )
+            raise exc.UnexpectedStatus(name, status, _text(response))
         reply = self.endpoint.reply(status)
         handler = self.handlers.get(status)
         if handler is None:
@@ -145,6 +150,20 @@ class Call(Generic[T]):
             return handler(None)
         except DecodeError as error:
             raise exc.InvalidResponse(name, status, _text(response), str(error)) from None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a ``Retry-After`` header asks for (seconds, or an HTTP date), if any."""
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # absent, or not a value the header can take
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _text(response: httpx.Response) -> str:

@@ -158,7 +158,7 @@ class Client(_ClientBase):
                 delay = next(delays, None)
                 if delay is None or not self.retry.should_retry(error, call.repeatable):
                     raise
-                time.sleep(delay)
+                time.sleep(self.retry.wait(delay, error))
 
     def _send_once(self, call: Call[T]) -> T:
         try:
@@ -261,7 +261,7 @@ class AsyncClient(_ClientBase):
                 delay = next(delays, None)
                 if delay is None or not self.retry.should_retry(error, call.repeatable):
                     raise
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.retry.wait(delay, error))
 
     async def _send_once(self, call: Call[T]) -> T:
         try:

@@ -58,6 +58,9 @@ class FlamencoClientError(Exception):
 
     transient: bool = False
     """Whether the same request may succeed when sent again later."""
+    retry_after: float | None = None
+    """Seconds the manager asked the client to wait before trying again (its ``Retry-After``
+    header), when it said."""
 
 
 class TransportError(FlamencoClientError):
@@ -109,6 +112,18 @@ class ServerError(UnexpectedStatus):
     """The manager failed (5xx); worth trying again later."""
 
     transient = True
+
+    def __init__(
+        self,
+        endpoint: str,
+        status_code: int,
+        body: str,
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(endpoint, status_code, body, message)
+        self.retry_after = retry_after
 
 
 class RequestRejected(ManagerError):

@@ -12,11 +12,15 @@ import hmac
 import inspect
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
+import sqlalchemy as sa
 
 from flamenco_protocol import (
     MayKeepRunningResponse,
@@ -57,6 +61,7 @@ from flamenco_worker_client import (
     Unauthorized,
     UnexpectedStatus,
 )
+from flamenco_worker_client import client as client_module
 
 MANAGER = "http://manager.test:8080"
 WORKER_ID = ObjectId("5f1e0c0a2b3c4d5e6f708192")
@@ -283,6 +288,83 @@ def test_a_server_error_followed_by_success_returns_the_success() -> None:
         )
         with Client(MANAGER, credentials=CREDENTIALS, retry=FAST_RETRY) as client:
             assert isinstance(client.fetch_task(), Task)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waited"),
+    [
+        ("2", 2.0),  # seconds, longer than the policy's own wait
+        (None, 0.001),  # no header: the policy's wait
+        ("0", 0.001),  # shorter than the policy's: the policy's
+        ("3600", 30.0),  # more than max_retry_after: cut to it
+        ("soon", 0.001),  # not a value the header takes: ignored
+    ],
+)
+def test_a_server_error_waits_as_long_as_the_manager_asks(
+    monkeypatch: pytest.MonkeyPatch, retry_after: str | None, waited: float
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    policy = RetryPolicy(retries=2, initial_delay=0.001, max_delay=0.002, jitter=0.0)
+    with respx.mock(base_url=MANAGER) as router:
+        router.post("/task").mock(
+            side_effect=[httpx.Response(503, headers=headers), httpx.Response(204)]
+        )
+        with Client(MANAGER, credentials=CREDENTIALS, retry=policy) as client:
+            assert isinstance(client.fetch_task(), NoTask)
+    assert slept == [waited]
+
+
+def test_retry_after_may_be_an_http_date() -> None:
+    later = datetime.now(UTC) + timedelta(seconds=20)
+    with respx.mock(base_url=MANAGER) as router:
+        router.get("/status-change").mock(
+            return_value=httpx.Response(503, headers={"Retry-After": format_datetime(later, True)})
+        )
+        client = Client(MANAGER, credentials=CREDENTIALS, retry=NO_RETRIES)
+        with client, pytest.raises(ServerError) as caught:
+            client.status_change()
+    assert caught.value.retry_after is not None
+    assert 15 < caught.value.retry_after <= 20
+
+
+@pytest.mark.anyio
+async def test_the_managers_own_503_is_waited_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The manager answers 503 with Retry-After while its database is away.
+    from flamenco_manager.config import Settings
+    from flamenco_manager.manager import Manager
+    from flamenco_manager.web.app import create_app
+
+    manager = Manager(Settings(data_dir=tmp_path))
+    away = [True]
+    fetch = manager.scheduler.fetch_task
+
+    def flaky(*args: Any) -> Any:
+        if away and away.pop():
+            raise sa.exc.OperationalError("SELECT 1", {}, OSError("the database is away"))
+        return fetch(*args)
+
+    monkeypatch.setattr(manager.scheduler, "fetch_task", flaky)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
+    try:
+        async with AsyncClient("http://manager", transport=transport) as client:
+            registered = await client.register_worker(
+                WorkerRegistration(secret="s" * 32, platform="linux", supported_task_types=("x",))
+            )
+            client.credentials = Credentials(registered.id, "s" * 32)
+            monkeypatch.setattr(client_module.asyncio, "sleep", sleep)
+            assert isinstance(await client.fetch_task(), NoTask)
+    finally:
+        manager.close()
+    assert slept == [5.0]
 
 
 def test_a_refused_connection_is_retried_even_for_updates() -> None:
