@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from flamenco_manager.manager import Manager
@@ -24,6 +24,7 @@ from .dashboard import dashboard_routes
 from .hot_routes import HotRoutes
 from .login import login_routes
 from .logs import log_routes
+from .metrics import RequestCounts
 from .openapi import openapi_document
 from .responses import text
 from .unavailable import DATABASE_ERRORS, database_unavailable
@@ -79,7 +80,8 @@ def create_app(
     if manager.shaman is not None:
         # BAT calls /files/… and /checkout/… relative to the Shaman URL: the manager's root.
         routes.extend(shaman_routes(manager.shaman))
-    routes.extend(user_routes(manager, heartbeat=event_heartbeat))
+    requests = RequestCounts()
+    routes.extend(user_routes(manager, heartbeat=event_heartbeat, requests=requests))
     routes.extend(login_routes(manager))
     routes.extend(dashboard_routes(manager))
     openapi = openapi_document(user_api_routes(manager), shaman=manager.shaman is not None)
@@ -89,10 +91,17 @@ def create_app(
 
     routes.append(Route("/api/openapi.json", serve_openapi, methods=["GET"], name="openapi"))
     app = ManagerApp(
-        HotRoutes(manager.database, worker_api.hot_routes()),
+        HotRoutes(manager.database, worker_api.hot_routes(), requests),
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(CommittedAnswers, database=manager.database)],
+        middleware=[
+            Middleware(
+                CommittedAnswers,
+                database=manager.database,
+                requests=requests,
+                templates=_templates(routes),
+            )
+        ],
         exception_handlers={
             404: _not_found,
             405: _method_not_allowed,
@@ -113,12 +122,23 @@ class ManagerApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a hot route directly, anything else through Starlette."""
-        handler = self.hot.match(scope)
-        if handler is None:
+        route = self.hot.match(scope)
+        if route is None:
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        await self.hot.serve(handler, scope, receive, send)
+        await self.hot.serve(route, scope, receive, send)
+
+
+def _templates(routes: list[BaseRoute]) -> dict[object, str]:
+    """The path template of each route, by the ``endpoint`` a match leaves in the scope."""
+    templates: dict[object, str] = {}
+    for route in routes:
+        if isinstance(route, Route):
+            templates[route.endpoint] = route.path
+        elif isinstance(route, Mount):
+            templates[route.app] = f"{route.path}/{{path}}"
+    return templates
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

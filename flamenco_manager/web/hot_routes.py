@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from flamenco_manager.storage.database import Database
 
+from .metrics import RequestCounts
 from .unavailable import DATABASE_ERRORS, database_unavailable
 
 __all__ = ["HotRoute", "HotRoutes"]
@@ -34,9 +35,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 class HotRoute:
     """One path template with at most one ``{parameter}``, its methods and its handler."""
 
-    __slots__ = ("handler", "methods", "parameter", "prefix", "suffix")
+    __slots__ = ("handler", "methods", "parameter", "prefix", "suffix", "template")
 
     def __init__(self, template: str, methods: Iterable[str], handler: Handler) -> None:
+        self.template = template
         head, opening, rest = template.partition("{")
         self.prefix = head
         self.parameter, closing, self.suffix = rest.partition("}")
@@ -63,12 +65,19 @@ class HotRoute:
 class HotRoutes:
     """Serves ``routes`` in front of an app's middleware (see :class:`~.app.ManagerApp`)."""
 
-    def __init__(self, database: Database, routes: Iterable[HotRoute]) -> None:
+    def __init__(
+        self,
+        database: Database,
+        routes: Iterable[HotRoute],
+        requests: RequestCounts | None = None,
+    ) -> None:
         self.database = database
         self.routes = tuple(routes)
+        self.requests = requests or RequestCounts()
+        """The answers sent, counted for ``/metrics``."""
 
-    def match(self, scope: Scope) -> Handler | None:
-        """The handler of a request for one of the routes (its path parameters set in the
+    def match(self, scope: Scope) -> HotRoute | None:
+        """The route of a request for one of the routes (its path parameters set in the
         scope, as Starlette's router sets them), or ``None``."""
         if scope["type"] != "http" or scope.get("root_path"):
             return None
@@ -77,21 +86,22 @@ class HotRoutes:
             parameters = route.match(path)
             if parameters is not None and method in route.methods:
                 scope["path_params"] = parameters
-                return route.handler
+                return route
         return None
 
-    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, route: HotRoute, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a request :meth:`match` found, once what it wrote is committed."""
         request = Request(scope, receive)
         with self.database.grouping() as wait:
             try:
-                response = await handler(request)
+                response = await route.handler(request)
             except ClientDisconnect:
                 return  # gone before its body arrived: nothing was done, nobody to answer
             except DATABASE_ERRORS as error:
                 response = await database_unavailable(request, error)
             except Exception:
                 # Starlette's answer to an error nobody expected; the server logs the error.
+                self.requests.add(scope["method"], route.template, 500)
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
                 raise
         try:
@@ -99,4 +109,5 @@ class HotRoutes:
         except DATABASE_ERRORS as error:
             # The shared commit failed: what the handler meant to say did not happen.
             response = await database_unavailable(request, error)
+        self.requests.add(scope["method"], route.template, response.status_code)
         await response(scope, receive, send)

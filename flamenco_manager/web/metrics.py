@@ -13,13 +13,43 @@ from typing import Final
 from flamenco_manager.services.farm import FarmState, FarmStatus
 from flamenco_protocol.statuses import JobStatus, TaskStatus, WorkerStatus
 
-__all__ = ["PROMETHEUS_TEXT", "prometheus_text"]
+__all__ = ["PROMETHEUS_TEXT", "RequestCounts", "prometheus_text"]
 
 PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of Prometheus's text exposition format."""
 
 
-def prometheus_text(status: FarmStatus, *, version: str, database: str, event_streams: int) -> str:
+class RequestCounts:
+    """The answers of this process since it started, by method, route and status.
+
+    The route is the path template (``/tasks/{task_id}/update``), or :attr:`UNMATCHED`: the
+    number of series stays bounded whatever paths clients send. Counted on the event loop's
+    thread.
+    """
+
+    UNMATCHED: Final = "unmatched"
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, int], int] = {}
+
+    def add(self, method: str, route: str, status: int) -> None:
+        """Count one answer."""
+        key = (method, route, status)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def items(self) -> list[tuple[tuple[str, str, int], int]]:
+        """Every (method, route, status) counted, with its count, in a stable order."""
+        return sorted(self._counts.items())
+
+
+def prometheus_text(
+    status: FarmStatus,
+    *,
+    version: str,
+    database: str,
+    event_streams: int,
+    requests: RequestCounts | None = None,
+) -> str:
     """The metrics of one farm status (with every task status counted), as Prometheus reads."""
     lines: list[str] = []
     _gauge(
@@ -46,6 +76,17 @@ def prometheus_text(status: FarmStatus, *, version: str, database: str, event_st
         "# TYPE flamenco_manager_info gauge",
         f'flamenco_manager_info{{version="{_label(version)}",database="{_label(database)}"}} 1',
     ]
+    if requests is not None:
+        lines += [
+            "# HELP flamenco_http_requests_total Answers of this manager process since it "
+            "started, by method, route and status.",
+            "# TYPE flamenco_http_requests_total counter",
+        ]
+        lines += [
+            f'flamenco_http_requests_total{{method="{_label(method)}",route="{_label(route)}",'
+            f'status="{code}"}} {count}'
+            for (method, route, code), count in requests.items()
+        ]
     return "\n".join(lines) + "\n"
 
 

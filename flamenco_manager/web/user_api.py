@@ -71,7 +71,7 @@ from .api_documents import (
     WorkerList,
     WorkerStatusChange,
 )
-from .metrics import PROMETHEUS_TEXT, prometheus_text
+from .metrics import PROMETHEUS_TEXT, RequestCounts, prometheus_text
 from .responses import JSON, TEXT, BodyTooLarge, load_document, read_body
 
 __all__ = [
@@ -372,8 +372,14 @@ _E409 = ApiReply(409, "the job's, task's or worker's state does not allow this")
 _E413 = ApiReply(413, "the body is larger than this endpoint accepts")
 
 
-def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -> list[ApiRoute]:
-    """Every route of the user API, bound to ``manager``."""
+def user_api_routes(
+    manager: Manager,
+    *,
+    heartbeat: float = HEARTBEAT_SECONDS,
+    requests: RequestCounts | None = None,
+) -> list[ApiRoute]:
+    """Every route of the user API, bound to ``manager``; ``/metrics`` reports ``requests``,
+    the answers the app counts."""
     encoded = _EncodedEvents()
 
     async def list_job_types(request: Request, user: str) -> Response:
@@ -566,6 +572,7 @@ def user_api_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -
             version=__version__,
             database=manager.database.backend,
             event_streams=manager.events.subscriber_count,
+            requests=requests,
         )
         return Response(body, media_type=PROMETHEUS_TEXT)
 
@@ -931,9 +938,14 @@ def _server_sent(event: Event) -> bytes:
     return f"id: {event.number}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
-def user_routes(manager: Manager, *, heartbeat: float = HEARTBEAT_SECONDS) -> list[Route]:
-    """The Starlette routes of the user API."""
+def user_routes(
+    manager: Manager,
+    *,
+    heartbeat: float = HEARTBEAT_SECONDS,
+    requests: RequestCounts | None = None,
+) -> list[Route]:
+    """The Starlette routes of the user API; ``/metrics`` reports ``requests``."""
     return [
         Route(route.path, _guard(manager, route), methods=[route.method], name=route.name)
-        for route in user_api_routes(manager, heartbeat=heartbeat)
+        for route in user_api_routes(manager, heartbeat=heartbeat, requests=requests)
     ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.types import ASGIApp, Message
@@ -226,6 +228,43 @@ async def test_metrics_count_workers_jobs_and_tasks_in_every_status(farm: Farm, 
         assert line.startswith(("# HELP ", "# TYPE ")) or re.fullmatch(
             r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \d+', line
         ), line
+
+
+async def test_metrics_count_the_answers_by_route_and_status(
+    farm: Farm, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(farm.manager, run_loops=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
+        registered = await client.post(
+            "/register-worker",
+            json={"secret": "s" * 32, "platform": "linux", "supported_task_types": ["sleep"]},
+        )
+        token = base64.b64encode(f"{registered.json()['_id']}:{'s' * 32}".encode()).decode()
+        worker = {"Authorization": f"Basic {token}"}
+        for _ in range(2):
+            assert (await client.post("/task", headers=worker)).status_code == 204
+        unknown = await client.post(f"/tasks/{'0' * 24}/update", headers=worker, json={})
+        assert unknown.status_code == 404
+        assert (await client.get("/api/farm", headers=user.headers)).status_code == 200
+        assert (await client.get("/no/such/path")).status_code == 404
+        monkeypatch.setattr(farm.manager.farm, "status", lambda **_: 1 / 0)
+        assert (await client.get("/api/farm", headers=user.headers)).status_code == 500
+        monkeypatch.undo()
+        samples = _metrics((await client.get("/metrics", headers=user.headers)).text)
+
+    def answers(method: str, route: str, status: int) -> float:
+        labels = f'method="{method}",route="{route}",status="{status}"'
+        return samples.get(f"flamenco_http_requests_total{{{labels}}}", 0)
+
+    assert answers("POST", "/register-worker", 200) == 1
+    assert answers("POST", "/task", 204) == 2  # a hot route, served before Starlette
+    assert answers("POST", "/tasks/{task_id}/update", 404) == 1
+    assert answers("GET", "/api/farm", 200) == 1
+    assert answers("GET", "/api/farm", 500) == 1  # an error nobody expected
+    assert answers("GET", "unmatched", 404) == 1
+    counted = [key for key in samples if key.startswith("flamenco_http_requests_total")]
+    assert len(counted) == 6
 
 
 async def test_farm_status(farm: Farm, user: User) -> None:
