@@ -170,6 +170,13 @@ class Manager:
             ),
             _every(
                 leadership,
+                "abandoned job builds",
+                self.housekeeping.remove_abandoned_builds,
+                timedelta(minutes=2),
+                timedelta(minutes=10),
+            ),
+            _every(
+                leadership,
                 "blocklist expiry",
                 self.housekeeping.expire_blocklist,
                 timedelta(minutes=1),

@@ -10,6 +10,8 @@ the failure policy when workers really fail it.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from typing import Final
 
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage import workers as worker_store
@@ -19,6 +21,10 @@ from flamenco_protocol.task_states import TaskEvent, next_task_status
 from .context import ServiceContext, log_timestamp
 from .jobs import JobService, refresh_job_status
 from .workers import WorkerService, sleep_schedule_of
+
+ABANDONED_BUILD: Final = timedelta(minutes=10)
+"""A job still under construction with no build step for this long was left by a stopped
+process (:meth:`.JobService.build_job` takes a step every few milliseconds)."""
 
 __all__ = ["Housekeeping"]
 
@@ -136,6 +142,15 @@ class Housekeeping:
                 "deleted finished jobs", extra={"count": deleted, "before": before.isoformat()}
             )
         return deleted
+
+    def remove_abandoned_builds(self) -> int:
+        """Delete the jobs a stopped process left under construction (no build step for
+        :data:`ABANDONED_BUILD`); how many."""
+        before = self.context.clock() - ABANDONED_BUILD
+        removed = self.jobs.remove_abandoned_builds(before)
+        if removed:
+            log.warning("removed jobs left half built", extra={"count": removed})
+        return removed
 
     def expire_blocklist(self) -> int:
         """Drop blocklist entries older than their maximum age; how many."""

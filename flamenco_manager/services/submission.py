@@ -8,6 +8,7 @@ accepted stores the job as ``construction-failed`` with the reason, as the Serve
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from flamenco_manager.job_types import CompileContext, JobCompileError, JobTypeRegistry
@@ -39,7 +40,7 @@ class JobSubmission:
         self.job_types = job_types
         self.variables = variables
 
-    def submit(
+    async def submit(
         self,
         *,
         name: str,
@@ -80,7 +81,9 @@ class JobSubmission:
             ),
         )
         try:
-            tasks = self.job_types.compile(job_type, validated, context)
+            # Pure computation, 0.1 s for 10,000 frames: on a thread, so that the event loop
+            # goes on answering workers meanwhile.
+            tasks = await asyncio.to_thread(self.job_types.compile, job_type, validated, context)
         except JobCompileError as exc:
             return self.jobs.record_failed_job(
                 name=name,
@@ -91,7 +94,7 @@ class JobSubmission:
                 submitter=submitter,
                 description=description,
             )
-        return self.jobs.create_job(
+        return await self.jobs.build_job(
             name=name,
             job_type=job_type,
             tasks=tasks,

@@ -405,7 +405,7 @@ def user_api_routes(
         job_type = doc.type or doc.job_type
         if not job_type:
             raise _BadRequest(400, "type: required (the job type, see GET /api/job-types)")
-        job = manager.submission.submit(
+        job = await manager.submission.submit(
             name=doc.name,
             job_type=job_type,
             settings=doc.settings,

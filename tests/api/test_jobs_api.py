@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
-from tests.manager.harness import Farm
+from flamenco_manager.services.errors import NotFound
+from tests.manager.harness import Farm, spec
 from tests.support import loop_turns
 
 from .conftest import User
@@ -332,3 +334,104 @@ async def test_deleting_finished_jobs_needs_a_time(user: User, query: str, messa
     assert answer.status_code == 400
     assert answer.json()["message"].startswith(message)
     assert (await user.get(f"/api/jobs/{job['_id']}")).status_code == 200
+
+
+async def test_a_big_job_is_stored_in_steps_and_handed_out_only_once_whole(
+    farm: Farm, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job stored in one transaction held every worker's request until all its tasks were
+    # stored (0.4 s for 10,000); in steps, the farm is answered in between and sees nothing
+    # half built.
+    from flamenco_manager.services import jobs
+
+    monkeypatch.setattr(jobs, "BUILD_STEP", 250)
+    worker = await farm.register()
+    during: list[int] = []  # /task answers while the job was under construction
+
+    async def poll() -> None:
+        while True:
+            answer = (await farm.fetch(worker)).status_code
+            if [summary.job.status for summary in farm.manager.jobs.page(limit=1).jobs] == [
+                "under-construction"
+            ]:
+                during.append(answer)
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(poll)
+        async with loop_turns(0.001) as seen:
+            job = await user.submit(frames="1-2500", chunk_size=1)
+        group.cancel_scope.cancel()
+
+    assert len(seen.turns) >= 3, (len(seen.turns), seen.seconds)
+    assert len(during) >= 2
+    assert set(during) == {204}  # nothing of the job was handed out while it was built
+    assert job["status"] == "queued"
+    assert job["task_counts"] == {"queued": 2500}
+    fetched = await farm.fetch(worker)
+    assert fetched.status_code == 200
+    assert fetched.json()["name"] == "sleep-1"
+
+
+async def test_a_job_deleted_while_being_built_is_not_finished(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flamenco_manager.services import jobs
+
+    monkeypatch.setattr(jobs, "BUILD_STEP", 10)
+    built = farm.manager.jobs.build_job(
+        name="doomed", job_type="test", tasks=[spec(f"t{n}") for n in range(50)]
+    )
+    building = anyio.Event()
+
+    async def build() -> None:
+        with pytest.raises(NotFound, match="deleted while it was being built"):
+            await built
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(build)
+        for _ in range(100):  # let the first steps in
+            await anyio.sleep(0)
+            page = farm.manager.jobs.page(limit=5).jobs
+            if page:
+                (summary,) = page
+                assert summary.job.status == "under-construction"
+                farm.manager.jobs.delete(str(summary.job.id))
+                building.set()
+                break
+    assert building.is_set()
+    assert farm.manager.jobs.page(limit=5).jobs == []
+
+
+async def test_a_build_left_by_a_stopped_process_is_removed(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flamenco_manager.services import jobs
+
+    monkeypatch.setattr(jobs, "BUILD_STEP", 10)
+    # A process that stops between two steps: its next step never comes.
+    steps = 0
+    real_sleep = jobs.asyncio.sleep
+
+    async def stop_after_the_first_step(seconds: float) -> None:
+        nonlocal steps
+        steps += 1
+        if steps == 2:
+            raise SystemExit("the process stops")
+        await real_sleep(seconds)
+
+    monkeypatch.setattr(jobs.asyncio, "sleep", stop_after_the_first_step)
+    monkeypatch.setattr(jobs.JobService, "_delete_unbuilt", lambda *_: False)  # no clean-up
+    with pytest.raises(SystemExit):
+        await farm.manager.jobs.build_job(
+            name="left", job_type="test", tasks=[spec(f"t{n}") for n in range(50)]
+        )
+    monkeypatch.undo()
+    (left,) = farm.manager.jobs.page(limit=5).jobs
+    assert left.job.status == "under-construction"
+    assert sum(left.task_counts.values()) == 20
+
+    assert farm.manager.housekeeping.remove_abandoned_builds() == 0  # it may still go on
+    farm.clock.advance(minutes=11)
+    assert farm.manager.housekeeping.remove_abandoned_builds() == 1
+    assert farm.manager.jobs.page(limit=5).jobs == []

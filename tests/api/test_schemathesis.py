@@ -8,6 +8,7 @@ left out (tests/api/test_workers_api.py covers it).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import tempfile
 from collections.abc import Iterator
@@ -73,10 +74,12 @@ def _schema_of(manager: Manager) -> Any:
         "127.0.0.1",
     )
     # Something to look at: a job with tasks.
-    manager.submission.submit(
-        name="fixture",
-        job_type="sleep",
-        settings={"frames": "1-3", "chunk_size": 1, "time_in_seconds": 1},
+    asyncio.run(
+        manager.submission.submit(
+            name="fixture",
+            job_type="sleep",
+            settings={"frames": "1-3", "chunk_size": 1, "time_in_seconds": 1},
+        )
     )
     basic = base64.b64encode(f"{worker.id}:s3cret".encode()).decode()
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
