@@ -139,65 +139,39 @@ class Manager:
         """Run the periodic chores until cancelled."""
         settings = self.settings
         leadership = self.database.leadership
-        loops = [
-            _every(
-                leadership,
+        housekeeping = self.housekeeping
+        # Run by the leader only: name, chore, first run after, then every.
+        minute = timedelta(minutes=1)
+        chores: list[tuple[str, Callable[[], object], timedelta, timedelta]] = [
+            (
                 "timeouts",
-                self.housekeeping.check_timeouts,
+                housekeeping.check_timeouts,
                 settings.timeout_check_initial_delay,
                 settings.timeout_check_interval,
             ),
-            _every(
-                leadership,
-                "worker remover",
-                self.housekeeping.remove_workers,
-                timedelta(minutes=5),
-                timedelta(seconds=30),
-            ),
-            _every(
-                leadership,
-                "sleep scheduler",
-                self.housekeeping.apply_sleep_schedules,
-                timedelta(seconds=10),
-                timedelta(minutes=1),
-            ),
-            _every(
-                leadership,
-                "job cleanup",
-                self.housekeeping.delete_finished_jobs,
-                timedelta(minutes=6),
-                timedelta(minutes=10),
-            ),
-            _every(
-                leadership,
-                "abandoned job builds",
-                self.housekeeping.remove_abandoned_builds,
-                timedelta(minutes=2),
-                timedelta(minutes=10),
-            ),
-            _every(
-                leadership,
-                "blocklist expiry",
-                self.housekeeping.expire_blocklist,
-                timedelta(minutes=1),
-                timedelta(hours=1),
-            ),
+            ("worker remover", housekeeping.remove_workers, 5 * minute, minute / 2),
+            ("sleep scheduler", housekeeping.apply_sleep_schedules, minute / 6, minute),
+            ("job cleanup", housekeeping.delete_finished_jobs, 6 * minute, 10 * minute),
+            ("abandoned job builds", housekeeping.remove_abandoned_builds, 2 * minute, 10 * minute),
+            ("blocklist expiry", housekeeping.expire_blocklist, minute, 60 * minute),
+        ]
+        if self.shaman is not None and settings.shaman_garbage_collect_period.total_seconds() > 0:
+            chores.append(
+                (
+                    "shaman garbage collection",
+                    self.collect_shaman_garbage,
+                    10 * minute,
+                    settings.shaman_garbage_collect_period,
+                )
+            )
+        loops = [
+            *(_every(leadership, *chore) for chore in chores),
             self.latest_image.run(),
             # Every process: each has its own sockets and limit.
             OpenFilesWatch(logging.getLogger("flamenco_manager")).run(OPEN_FILES_CHECK_SECONDS),
         ]
         if self.notifier is not None:  # Every process listens; no leadership needed.
             loops.append(relay_events(self.context.events, self.notifier))
-        if self.shaman is not None and settings.shaman_garbage_collect_period.total_seconds() > 0:
-            loops.append(
-                _every(
-                    leadership,
-                    "shaman garbage collection",
-                    self.collect_shaman_garbage,
-                    timedelta(minutes=10),
-                    settings.shaman_garbage_collect_period,
-                )
-            )
         await asyncio.gather(*loops)
 
     async def collect_shaman_garbage(self) -> GCReport | None:
