@@ -14,15 +14,18 @@ that just became ``X.1``; left in place, ``/logfile`` would serve the old run un
 writes its first line.
 
 The store is synchronous; call it from a worker thread when the event loop must not wait on the
-disk. Its only state besides its configuration is the logs it may keep open for appending
-(``keep_open``): a store that is the only writer of its logs (one manager process) appends to a
-log without opening and closing it each time, and closes it before renaming or removing it.
+disk. A store that is the only writer of its logs (one manager process) may keep logs open
+(``keep_open``), appending to a log without opening and closing it each time, and closes it
+before renaming or removing it.
 
-Deleting a job's logs moves its directory into ``<root>/.deleted`` (one rename, whatever the
-number of files) and leaves the files to a thread of the store's own, so that the caller does
-not wait for them: removing 10,000 logs takes 0.11 s of disk work. :meth:`TaskLogStore.close`
-waits for what is queued; :meth:`TaskLogStore.remove_deleted` finishes removals a stopped
-process left.
+The slow disk work is left to a thread of the store's own, so that the caller (a claim or a
+deletion on the event loop) does not wait for it. Rotation renames on the caller's thread and
+gzips there: a 10 MB render log takes 80 ms at level 1. A second rotation of the same task
+waits for its first one's gzip, since it renames the files being compressed. Deleting a job's
+logs moves its directory into ``<root>/.deleted`` (one rename, whatever the number of files)
+and removes the files there: 10,000 logs take 0.11 s. :meth:`TaskLogStore.flush` and
+:meth:`TaskLogStore.close` wait for what is queued; :meth:`TaskLogStore.remove_deleted`
+finishes removals a stopped process left.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -70,9 +73,9 @@ MISSING_LOG_TEXT: Final = "log file does not exist on Flamenco Manager"
 GZIP_LEVEL: Final = 9
 """Level of the ``X.gz`` copy :meth:`TaskLogStore.compress` makes (the Go manager's)."""
 ROTATED_GZIP_LEVEL: Final = 1
-"""Level of the runs rotation gzips. Rotation runs while a task is claimed, on the event loop:
-a 2.7 MB render log takes 160 ms at level 9, during which the manager answers nobody, and 15 ms
-at level 1, for a file a quarter larger (23 % of the text against 19 %)."""
+"""Level of the runs rotation gzips, on the store's thread: a 2.7 MB render log takes 160 ms at
+level 9, which a busy farm's rotations would queue behind each other, and 15 ms at level 1, for
+a file a quarter larger (23 % of the text against 19 %)."""
 
 REOPEN_SECONDS: Final = 10.0
 """How long a log kept open for appending stays open before an append opens it again by name."""
@@ -299,17 +302,23 @@ class TaskLogStore:
         self.compress_rotated = compress_rotated
         self._open = _OpenLogs(keep_open) if keep_open > 0 else None
         self._deleted = f"{self._root}/{DELETED_DIR}"
-        self._remover: ThreadPoolExecutor | None = None
-        self._remover_lock = threading.Lock()
+        self._worker: ThreadPoolExecutor | None = None
+        self._worker_lock = threading.Lock()
+        self._compressing: dict[str, Future[None]] = {}  # by current log: its older runs' gzip
 
     def close(self) -> None:
-        """Close the logs kept open, and wait until the logs of deleted jobs are removed."""
+        """Close the logs kept open, and wait for the work queued on the store's thread."""
         if self._open is not None:
             self._open.close(under=self._root)
-        with self._remover_lock:
-            remover, self._remover = self._remover, None
-        if remover is not None:
-            remover.shutdown(wait=True)
+        with self._worker_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=True)
+
+    def flush(self) -> None:
+        """Wait for the work queued on the store's thread so far: gzips of rotated runs and
+        removals of deleted jobs' logs."""
+        self._background(lambda: None).result()
 
     # Paths
 
@@ -381,6 +390,10 @@ class TaskLogStore:
             self._open.close(file)
         if not os.path.exists(file):
             return  # a first run, as most are: one system call, no Path
+        with self._worker_lock:
+            pending = self._compressing.get(file)
+        if pending is not None:
+            pending.result()  # its gzip reads and removes files this rotation renames
         current = Path(file)
         try:
             if self.keep_rotated == 0:
@@ -396,9 +409,10 @@ class TaskLogStore:
             if not self.compress_rotated:
                 return
             if self.keep_rotated is None:
-                self._compress_old(job_id, task_id)
+                self._compress_later(file, _compress_old, current)
             elif self.keep_rotated >= 2:
-                self._compress_one(current, 2)  # the runs after it were gzipped before
+                # The runs after it were gzipped before.
+                self._compress_later(file, _compress_one, current, 2)
         except OSError as exc:
             raise TaskLogError(f"cannot rotate task log {current}", _reason(exc)) from exc
 
@@ -447,23 +461,25 @@ class TaskLogStore:
             for name in runs[number - 1]:
                 os.replace(name, f"{current}.{number + 1}" + name[len(f"{current}.{number}") :])
 
-    def _compress_old(self, job_id: str, task_id: str) -> None:
-        current = self.path(job_id, task_id)
-        for number, _, compressed in _numbered_siblings(current):
-            if not compressed and number >= 2:
-                self._compress_one(current, number)
+    def _compress_later(self, file: str, compress: Callable[..., None], *args: object) -> None:
+        """Run ``compress(*args)`` on the store's thread, as the gzip of ``file``'s older runs."""
+        done = self._background(_gzip_quietly, compress, *args)
+        with self._worker_lock:
+            self._compressing[file] = done
 
-    @staticmethod
-    def _compress_one(current: Path, number: int) -> None:
-        path = _rotated_path(current, number, compressed=False)
-        target = _rotated_path(current, number, compressed=True)
-        if target.exists() or not path.exists():
-            return  # Nothing to do, or a copy from an interrupted run: keep the plain file.
-        try:
-            _gzip_atomically(path, target, ROTATED_GZIP_LEVEL)
-        except OSError:
-            return  # Out of space: the plain file stays, which loses nothing.
-        path.unlink()
+        def forget(_: Future[None]) -> None:
+            with self._worker_lock:
+                # The next rotation of the log may have put its own gzip there.
+                if self._compressing.get(file) is done:
+                    del self._compressing[file]
+
+        done.add_done_callback(forget)
+
+    def _background(self, function: Callable[..., None], *args: object) -> Future[None]:
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="task-logs")
+            return self._worker.submit(function, *args)
 
     # Compression and reading
 
@@ -627,10 +643,33 @@ class TaskLogStore:
             self._remove(f"{self._deleted}/{name}")
 
     def _remove(self, path: str) -> None:
-        with self._remover_lock:
-            if self._remover is None:
-                self._remover = ThreadPoolExecutor(1, thread_name_prefix="task-log-remover")
-            self._remover.submit(_remove_tree, path, self._deleted)
+        self._background(_remove_tree, path, self._deleted)
+
+
+def _compress_old(current: Path) -> None:
+    """Gzip every run of a log older than the previous one that is still plain text."""
+    for number, _, compressed in _numbered_siblings(current):
+        if not compressed and number >= 2:
+            _compress_one(current, number)
+
+
+def _compress_one(current: Path, number: int) -> None:
+    """Gzip run ``number`` of a log."""
+    path = _rotated_path(current, number, compressed=False)
+    target = _rotated_path(current, number, compressed=True)
+    if target.exists() or not path.exists():
+        return  # Nothing to do, or a copy from an interrupted run: keep the plain file.
+    _gzip_atomically(path, target, ROTATED_GZIP_LEVEL)
+    path.unlink()
+
+
+def _gzip_quietly(compress: Callable[..., None], *args: object) -> None:
+    """Run a gzip of older runs; when it fails, the plain files stay, which loses nothing: out
+    of space, or the job deleted meanwhile (its directory moved away)."""
+    try:
+        compress(*args)
+    except OSError as exc:
+        _log.warning("cannot gzip an older run of a task log", extra={"error": str(exc)})
 
 
 def _remove_tree(path: str, deleted: str) -> None:

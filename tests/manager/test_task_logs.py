@@ -421,6 +421,7 @@ def test_rotation_gzips_runs_older_than_the_previous_one(store: TaskLogStore) ->
     for run in range(4):
         store.rotate(JOB, TASK)
         store.append(JOB, TASK, f"run {run}")
+    store.flush()
     name = f"task-{TASK}.txt"
     assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2.gz", f"{name}.3.gz"}
     assert [store.read_whole(JOB, TASK, n) for n in range(4)] == [
@@ -446,6 +447,7 @@ def test_capped_rotation_keeps_the_newest_runs_in_order(tmp_path: Path, keep: in
     for run in range(12):
         store.rotate(JOB, TASK)
         store.append(JOB, TASK, f"run {run}")
+    store.flush()
     name = f"task-{TASK}.txt"
     expected = {name} | {f"{name}.{n}" + (".gz" if n >= 2 else "") for n in range(1, keep + 1)}
     assert _names(store.job_dir(JOB)) == expected
@@ -514,6 +516,7 @@ def test_rotation_never_loses_a_file(
         contents, _ = _write_older_runs(current, numbers, padded, packed)
 
         store.rotate(JOB, TASK)
+        store.close()
 
         found = {store_read(path) for _, path in store.rotated(JOB, TASK)}
         assert found == contents
@@ -541,6 +544,7 @@ def test_capped_rotation_loses_only_the_run_past_the_cap(
         dropped = by_number.get(keep, set()) if full else set()
 
         store.rotate(JOB, TASK)
+        store.close()
 
         found = {store_read(path) for path in current.parent.iterdir()}
         assert found == contents - dropped
@@ -584,14 +588,114 @@ _FASTEST, _SMALLEST = 4, 2
 
 
 def test_rotation_gzips_at_the_fastest_level(store: TaskLogStore) -> None:
-    # Rotation runs while a task is claimed, on the event loop: level 9 took 160 ms for a
-    # 2.7 MB render log, level 1 takes 15 ms.
+    # Level 9 took 160 ms for a 2.7 MB render log, level 1 takes 15 ms: a farm's rotations
+    # queue on one thread.
     for run in range(3):
         store.start_run(JOB, TASK, FIFTEEN_LINES * 50 + f"run {run}")
+    store.flush()
     [packed] = [path for number, path in store.rotated(JOB, TASK) if number == 2]
     assert packed.name.endswith(".2.gz")
     assert packed.read_bytes()[8] == _FASTEST
     assert gzip.decompress(packed.read_bytes()).decode().endswith("run 0\n")
+
+
+class _HeldGzip:
+    """Replaces the store's gzip: each call waits until the test lets it go."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[str] = []
+        real = task_logs._gzip_atomically
+
+        def held(source: Path, target: Path, level: int) -> None:
+            self.threads.append(threading.current_thread().name)
+            self.started.set()
+            assert self.release.wait(10), "the test never released the gzip"
+            real(source, target, level)
+
+        monkeypatch.setattr(task_logs, "_gzip_atomically", held)
+
+
+def test_rotation_leaves_the_gzip_to_the_stores_thread(
+    store: TaskLogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim rotates the log of a re-run task on the event loop: a 10 MB log took 17 ms to
+    # gzip there, during which the manager answered nobody.
+    gzip_run = _HeldGzip(monkeypatch)
+    for run in range(3):
+        store.start_run(JOB, TASK, f"run {run}")  # returns while the gzip waits
+    assert gzip_run.started.wait(10)
+    name = f"task-{TASK}.txt"
+    assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2"}
+    assert store.read_whole(JOB, TASK, 2) == b"run 0\n"
+    gzip_run.release.set()
+    store.flush()
+    assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2.gz"}
+    assert gzip_run.threads
+    assert threading.current_thread().name not in gzip_run.threads
+
+
+@pytest.mark.parametrize("keep", [None, 3])
+def test_a_rotation_waits_for_the_gzip_of_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int | None
+) -> None:
+    # The gzip reads X.2 and removes it; renaming X.2 to X.3 meanwhile would lose a run.
+    store = TaskLogStore(tmp_path, keep_rotated=keep)
+    gzip_run = _HeldGzip(monkeypatch)
+    for run in range(3):
+        store.start_run(JOB, TASK, f"run {run}")
+    assert gzip_run.started.wait(10)
+    fourth = threading.Thread(target=store.start_run, args=(JOB, TASK, "run 3"))
+    fourth.start()
+    fourth.join(0.3)
+    assert fourth.is_alive(), "the next rotation did not wait for the gzip"
+    gzip_run.release.set()
+    fourth.join(10)
+    store.close()
+    assert [store.read_whole(JOB, TASK, n) for n in range(4)] == [
+        b"run 3\n",
+        b"run 2\n",
+        b"run 1\n",
+        b"run 0\n",
+    ]
+    name = f"task-{TASK}.txt"
+    assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2.gz", f"{name}.3.gz"}
+
+
+def test_a_gzip_that_fails_keeps_the_plain_run(
+    store: TaskLogStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def full(source: Path, target: Path, level: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(task_logs, "_gzip_atomically", full)
+    for run in range(3):
+        store.start_run(JOB, TASK, f"run {run}")
+    store.flush()
+    assert store.read_whole(JOB, TASK, 2) == b"run 0\n"
+    assert "cannot gzip an older run of a task log" in caplog.text
+    monkeypatch.undo()
+    store.start_run(JOB, TASK, "run 3")  # the next rotation gzips both older runs
+    store.flush()
+    name = f"task-{TASK}.txt"
+    expected = {name, f"{name}.1", f"{name}.2.gz", f"{name}.3.gz"}
+    assert _names(store.job_dir(JOB)) == expected
+    assert store.read_whole(JOB, TASK, 3) == b"run 0\n"
+
+
+def test_deleting_a_job_while_its_runs_are_gzipped_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TaskLogStore(tmp_path)
+    gzip_run = _HeldGzip(monkeypatch)
+    for run in range(3):
+        store.start_run(JOB, TASK, f"run {run}")
+    assert gzip_run.started.wait(10)
+    store.delete_job(JOB)
+    gzip_run.release.set()
+    store.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_compress_writes_a_gzip_copy(store: TaskLogStore) -> None:
