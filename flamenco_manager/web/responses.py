@@ -59,14 +59,13 @@ def parse_json(text: str | bytes | bytearray) -> Any:
     """JSON text as Python values, exactly as :func:`json.loads` gives them (and raising what it
     raises), parsed by ``orjson`` where it can: a task update's log takes the standard parser
     three times as long. What ``orjson`` refuses goes to :func:`json.loads`, which accepts more
-    (``NaN``, lone surrogates, integers beyond 64 bits, UTF-16 text) or says what is wrong."""
+    (``NaN``, lone surrogates, numbers beyond a float's range, UTF-16 text) or says what is
+    wrong."""
     try:
         value = orjson.loads(text)
     except ValueError:
         return json.loads(text)
-    # orjson reads integers beyond 64 bits as floats, json as integers: floats are rare in
-    # requests (metrics), so any float sends the text to json.loads.
-    return json.loads(text) if _holds_float(value) else value
+    return json.loads(text) if _may_be_a_big_integer(value) else value
 
 
 def load_document(document: type[D], body: bytes) -> D:
@@ -75,13 +74,21 @@ def load_document(document: type[D], body: bytes) -> D:
     return codec.loads(document, body, parse=parse_json)
 
 
-def _holds_float(value: Any) -> bool:
+_BEYOND_64_BITS: Final = 2.0**63
+
+
+def _may_be_a_big_integer(value: Any) -> bool:
+    """Whether ``value`` holds a float that orjson may have made of an integer: it reads integers
+    beyond 64 bits as floats, where :func:`json.loads` gives integers. Such a float is a whole
+    number of 2**63 or more; every other float is the same in both (the real worker reports its
+    timings as floats)."""
     pending = [value]  # a stack, not recursion: documents may nest deeper than Python recurses
     while pending:
         item = pending.pop()
         if isinstance(item, float):
-            return True
-        if isinstance(item, dict):
+            if abs(item) >= _BEYOND_64_BITS and item.is_integer():
+                return True
+        elif isinstance(item, dict):
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
