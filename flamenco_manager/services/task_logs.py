@@ -20,7 +20,7 @@ before renaming or removing it.
 
 The slow disk work is left to a thread of the store's own, so that the caller (a claim or a
 deletion on the event loop) does not wait for it. Rotation renames on the caller's thread and
-gzips there: a 10 MB render log takes 80 ms at level 1. A second rotation of the same task
+gzips a large run there (:data:`BACKGROUND_GZIP_BYTES`). A second rotation of the same task
 waits for its first one's gzip, since it renames the files being compressed. Deleting a job's
 logs moves its directory into ``<root>/.deleted`` (one rename, whatever the number of files)
 and removes the files there: 10,000 logs take 0.11 s. :meth:`TaskLogStore.flush` and
@@ -73,9 +73,15 @@ MISSING_LOG_TEXT: Final = "log file does not exist on Flamenco Manager"
 GZIP_LEVEL: Final = 9
 """Level of the ``X.gz`` copy :meth:`TaskLogStore.compress` makes (the Go manager's)."""
 ROTATED_GZIP_LEVEL: Final = 1
-"""Level of the runs rotation gzips, on the store's thread: a 2.7 MB render log takes 160 ms at
-level 9, which a busy farm's rotations would queue behind each other, and 15 ms at level 1, for
-a file a quarter larger (23 % of the text against 19 %)."""
+"""Level of the runs rotation gzips: a 2.7 MB render log takes 160 ms at level 9 and 15 ms at
+level 1, for a file a quarter larger (23 % of the text against 19 %)."""
+BACKGROUND_GZIP_BYTES: Final = 256 * 1024
+"""Rotation gzips a run this large or larger on the store's thread, a smaller one at once.
+
+A claim rotates on the event loop: a 10 MB render log takes 80 ms to gzip, during which the
+manager would answer nobody; one of 256 KiB 2.4 ms, one of a few lines 0.2 ms. The thread is
+for the large ones only: with every rotation handed to it, 10 workers re-running 100 tasks
+were answered 182 claims a second instead of 474 (``benchmarks/manager_queue_depth.py``)."""
 
 REOPEN_SECONDS: Final = 10.0
 """How long a log kept open for appending stays open before an append opens it again by name."""
@@ -409,10 +415,10 @@ class TaskLogStore:
             if not self.compress_rotated:
                 return
             if self.keep_rotated is None:
-                self._compress_later(file, _compress_old, current)
+                plain = (n for n, _, packed in _numbered_siblings(current) if not packed and n >= 2)
+                self._compress(file, current, sorted(plain))
             elif self.keep_rotated >= 2:
-                # The runs after it were gzipped before.
-                self._compress_later(file, _compress_one, current, 2)
+                self._compress(file, current, [2])  # the runs after it were gzipped before
         except OSError as exc:
             raise TaskLogError(f"cannot rotate task log {current}", _reason(exc)) from exc
 
@@ -461,9 +467,22 @@ class TaskLogStore:
             for name in runs[number - 1]:
                 os.replace(name, f"{current}.{number + 1}" + name[len(f"{current}.{number}") :])
 
-    def _compress_later(self, file: str, compress: Callable[..., None], *args: object) -> None:
-        """Run ``compress(*args)`` on the store's thread, as the gzip of ``file``'s older runs."""
-        done = self._background(_gzip_quietly, compress, *args)
+    def _compress(self, file: str, current: Path, numbers: list[int]) -> None:
+        """Gzip the plain runs ``numbers`` of the log ``file``: small ones at once, large ones on
+        the store's thread (see :data:`BACKGROUND_GZIP_BYTES`)."""
+        for number in numbers:
+            try:
+                size = os.stat(_rotated_path(current, number, compressed=False)).st_size
+            except FileNotFoundError:
+                continue
+            if size < BACKGROUND_GZIP_BYTES:
+                _gzip_quietly(current, number)
+            else:
+                self._compress_later(file, current, number)
+
+    def _compress_later(self, file: str, current: Path, number: int) -> None:
+        """Gzip run ``number`` of the log ``file`` on the store's thread."""
+        done = self._background(_gzip_quietly, current, number)
         with self._worker_lock:
             self._compressing[file] = done
 
@@ -646,30 +665,20 @@ class TaskLogStore:
         self._background(_remove_tree, path, self._deleted)
 
 
-def _compress_old(current: Path) -> None:
-    """Gzip every run of a log older than the previous one that is still plain text."""
-    for number, _, compressed in _numbered_siblings(current):
-        if not compressed and number >= 2:
-            _compress_one(current, number)
-
-
-def _compress_one(current: Path, number: int) -> None:
-    """Gzip run ``number`` of a log."""
+def _gzip_quietly(current: Path, number: int) -> None:
+    """Gzip run ``number`` of a log. When that fails, the plain file stays, which loses nothing:
+    out of space, or the job deleted meanwhile (its directory moved away)."""
     path = _rotated_path(current, number, compressed=False)
     target = _rotated_path(current, number, compressed=True)
-    if target.exists() or not path.exists():
-        return  # Nothing to do, or a copy from an interrupted run: keep the plain file.
-    _gzip_atomically(path, target, ROTATED_GZIP_LEVEL)
-    path.unlink()
-
-
-def _gzip_quietly(compress: Callable[..., None], *args: object) -> None:
-    """Run a gzip of older runs; when it fails, the plain files stay, which loses nothing: out
-    of space, or the job deleted meanwhile (its directory moved away)."""
     try:
-        compress(*args)
+        if target.exists() or not path.exists():
+            return  # Nothing to do, or a copy from an interrupted run: keep the plain file.
+        _gzip_atomically(path, target, ROTATED_GZIP_LEVEL)
+        path.unlink()
     except OSError as exc:
-        _log.warning("cannot gzip an older run of a task log", extra={"error": str(exc)})
+        _log.warning(
+            "cannot gzip an older run of a task log", extra={"path": str(path), "error": str(exc)}
+        )
 
 
 def _remove_tree(path: str, deleted: str) -> None:
