@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,12 +71,16 @@ class StructuredFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    """Structured logs on standard error."""
+    """Structured logs on standard error, Python's warnings among them."""
     handler = logging.StreamHandler()
     handler.setFormatter(StructuredFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    # PyJWT's warning of a short key (2.11 and later), at the first registration, repeats what
+    # serve says at start about the registration secret.
+    warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -234,3 +234,56 @@ def test_serve_warns_of_open_registration_and_of_a_short_secret(
         assert line.startswith(warning)
     if secret:
         assert secret not in caplog.text
+
+
+def test_a_short_registration_secret_leaves_the_log_structured(tmp_path: Path) -> None:
+    # PyJWT warns of a short HMAC key at the first registration, as a bare Python warning:
+    # an unstructured line in the middle of the log, repeating what serve said at start.
+    import re
+    import time
+    import warnings
+
+    import httpx
+
+    from tests.support import free_port, wait_until_serving
+
+    port = free_port()
+    secret = "psk-secret"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flamenco_manager.cli",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--worker-registration-secret",
+            secret,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(f"{url}/api/health", server)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            token = jwt.encode({"iat": int(time.time())}, secret, algorithm="HS256")
+        registration = {"secret": "s" * 32, "platform": "linux", "supported_task_types": ["sleep"]}
+        answer = httpx.post(
+            f"{url}/register-worker",
+            json={**registration, "nickname": "w1"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    lines = errors.splitlines()
+    assert any("the worker registration secret is short" in line for line in lines)
+    structured = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z ")
+    assert [line for line in lines if not structured.match(line)] == []
+    assert "InsecureKeyLengthWarning" not in errors
