@@ -18,9 +18,10 @@ disk. A store that is the only writer of its logs (one manager process) may keep
 (``keep_open``), appending to a log without opening and closing it each time, and closes it
 before renaming or removing it.
 
-The slow disk work is left to a thread of the store's own, so that the caller (a claim or a
-deletion on the event loop) does not wait for it. Rotation renames on the caller's thread and
-gzips a large run there (:data:`BACKGROUND_GZIP_BYTES`). A second rotation of the same task
+The slow disk work is left to threads of the store's own, one for gzips and one for removals,
+so that the caller (a claim or a deletion on the event loop) does not wait for it. Rotation
+renames on the caller's thread and gzips a large run on the gzip thread
+(:data:`BACKGROUND_GZIP_BYTES`). A second rotation of the same task
 waits for its first one's gzip, since it renames the files being compressed. Deleting a job's
 logs moves its directory into ``<root>/.deleted`` (one rename, whatever the number of files)
 and removes the files there: 10,000 logs take 0.11 s. :meth:`TaskLogStore.flush` and
@@ -76,12 +77,15 @@ ROTATED_GZIP_LEVEL: Final = 1
 """Level of the runs rotation gzips: a 2.7 MB render log takes 160 ms at level 9 and 15 ms at
 level 1, for a file a quarter larger (23 % of the text against 19 %)."""
 BACKGROUND_GZIP_BYTES: Final = 256 * 1024
-"""Rotation gzips a run this large or larger on the store's thread, a smaller one at once.
+"""Rotation gzips a run this large or larger on the store's gzip thread, a smaller one at once.
 
 A claim rotates on the event loop: a 10 MB render log takes 80 ms to gzip, during which the
 manager would answer nobody; one of 256 KiB 2.4 ms, one of a few lines 0.2 ms. The thread is
 for the large ones only: with every rotation handed to it, 10 workers re-running 100 tasks
 were answered 182 claims a second instead of 474 (``benchmarks/manager_queue_depth.py``)."""
+
+_GZIP: Final = "task-log-gzip"
+_REMOVAL: Final = "task-log-removal"
 
 REOPEN_SECONDS: Final = 10.0
 """How long a log kept open for appending stays open before an append opens it again by name."""
@@ -308,23 +312,26 @@ class TaskLogStore:
         self.compress_rotated = compress_rotated
         self._open = _OpenLogs(keep_open) if keep_open > 0 else None
         self._deleted = f"{self._root}/{DELETED_DIR}"
-        self._worker: ThreadPoolExecutor | None = None
-        self._worker_lock = threading.Lock()
+        # A thread for gzips and one for removals: a claim that waits for a gzip (see
+        # rotate) never waits for the removal of a large job's logs.
+        self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._threads_lock = threading.Lock()
         self._compressing: dict[str, Future[None]] = {}  # by current log: its older runs' gzip
 
     def close(self) -> None:
-        """Close the logs kept open, and wait for the work queued on the store's thread."""
+        """Close the logs kept open, and wait for the work queued on the store's threads."""
         if self._open is not None:
             self._open.close(under=self._root)
-        with self._worker_lock:
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=True)
+        with self._threads_lock:
+            threads, self._threads = self._threads, {}
+        for thread in threads.values():
+            thread.shutdown(wait=True)
 
     def flush(self) -> None:
-        """Wait for the work queued on the store's thread so far: gzips of rotated runs and
+        """Wait for the work queued on the store's threads so far: gzips of rotated runs and
         removals of deleted jobs' logs."""
-        self._background(lambda: None).result()
+        for name in (_GZIP, _REMOVAL):
+            self._background(name, lambda: None).result()
 
     # Paths
 
@@ -396,7 +403,7 @@ class TaskLogStore:
             self._open.close(file)
         if not os.path.exists(file):
             return  # a first run, as most are: one system call, no Path
-        with self._worker_lock:
+        with self._threads_lock:
             pending = self._compressing.get(file)
         if pending is not None:
             pending.result()  # its gzip reads and removes files this rotation renames
@@ -469,7 +476,7 @@ class TaskLogStore:
 
     def _compress(self, file: str, current: Path, numbers: list[int]) -> None:
         """Gzip the plain runs ``numbers`` of the log ``file``: small ones at once, large ones on
-        the store's thread (see :data:`BACKGROUND_GZIP_BYTES`)."""
+        the store's gzip thread (see :data:`BACKGROUND_GZIP_BYTES`)."""
         for number in numbers:
             try:
                 size = os.stat(_rotated_path(current, number, compressed=False)).st_size
@@ -481,24 +488,25 @@ class TaskLogStore:
                 self._compress_later(file, current, number)
 
     def _compress_later(self, file: str, current: Path, number: int) -> None:
-        """Gzip run ``number`` of the log ``file`` on the store's thread."""
-        done = self._background(_gzip_quietly, current, number)
-        with self._worker_lock:
+        """Gzip run ``number`` of the log ``file`` on the store's gzip thread."""
+        done = self._background(_GZIP, _gzip_quietly, current, number)
+        with self._threads_lock:
             self._compressing[file] = done
 
         def forget(_: Future[None]) -> None:
-            with self._worker_lock:
+            with self._threads_lock:
                 # The next rotation of the log may have put its own gzip there.
                 if self._compressing.get(file) is done:
                     del self._compressing[file]
 
         done.add_done_callback(forget)
 
-    def _background(self, function: Callable[..., None], *args: object) -> Future[None]:
-        with self._worker_lock:
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="task-logs")
-            return self._worker.submit(function, *args)
+    def _background(self, name: str, function: Callable[..., None], *args: object) -> Future[None]:
+        with self._threads_lock:
+            thread = self._threads.get(name)
+            if thread is None:
+                thread = self._threads[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+            return thread.submit(function, *args)
 
     # Compression and reading
 
@@ -662,7 +670,7 @@ class TaskLogStore:
             self._remove(f"{self._deleted}/{name}")
 
     def _remove(self, path: str) -> None:
-        self._background(_remove_tree, path, self._deleted)
+        self._background(_REMOVAL, _remove_tree, path, self._deleted)
 
 
 def _gzip_quietly(current: Path, number: int) -> None:

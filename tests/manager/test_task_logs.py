@@ -688,6 +688,38 @@ def test_a_rotation_waits_for_the_gzip_of_the_previous_one(
     assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2.gz", f"{name}.3.gz"}
 
 
+def test_a_rotation_never_waits_for_the_removal_of_a_deleted_jobs_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim waits for its task's previous gzip; queued behind the removal of a job of
+    # 100,000 logs, it would hold the event loop for as long.
+    store = TaskLogStore(tmp_path)
+    other_job = "5c0165dc494ba92dc0552aff"
+    store.append(other_job, TASK, "a log")
+    release = threading.Event()
+    real_rmtree = task_logs.shutil.rmtree
+
+    def held_rmtree(path: str, **options: object) -> None:
+        assert release.wait(10), "the test never released the removal"
+        real_rmtree(path, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(task_logs.shutil, "rmtree", held_rmtree)
+    store.delete_job(other_job)
+    try:
+        runs = threading.Thread(
+            target=lambda: [store.start_run(JOB, TASK, _large_run(run)) for run in range(4)]
+        )
+        runs.start()
+        runs.join(10)
+        assert not runs.is_alive(), "a rotation waited for the removal"
+    finally:
+        release.set()
+        store.close()
+    assert [store.read_whole(JOB, TASK, n)[-6:] for n in range(4)] == [
+        f"run {number}\n".encode() for number in (3, 2, 1, 0)
+    ]
+
+
 def test_a_gzip_that_fails_keeps_the_plain_run(
     store: TaskLogStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
