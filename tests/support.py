@@ -1,5 +1,6 @@
-"""Helpers that tests share: free ports, waiting for a server, ASGI scopes for apps called
-directly, the files this process has open, and the event loop's turns during a call."""
+"""Helpers that tests share: free ports, the command that serves a manager, waiting for a
+server, ASGI scopes for apps called directly, the files this process has open, and the event
+loop's turns during a call."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,22 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def serve_command(data_dir: Path, port: int, *flags: str) -> list[str]:
+    """``flamenco-manager serve`` on ``127.0.0.1:port`` with this data directory and ``flags``,
+    run by this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "flamenco_manager.cli",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+        *flags,
+    ]
 
 
 def wait_until_serving(

@@ -19,7 +19,7 @@ import pytest
 from flamenco_manager.cli import main
 from flamenco_manager.user_cli import BROKEN_PIPE_STATUS, _submission, parse_setting, run
 from tests.manager.harness import BACKENDS, database_server, fresh_database
-from tests.support import free_port
+from tests.support import free_port, serve_command
 
 
 def test_settings_from_flags_are_json_when_they_can_be() -> None:
@@ -66,17 +66,7 @@ def served(
 def _serve(data: Path, database: str) -> Iterator[tuple[str, str]]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flamenco_manager.cli",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--listen",
-            f"127.0.0.1:{port}",
-            *(["--database", database] if database else []),
-        ],
+        serve_command(data, port, *(["--database", database] if database else [])),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

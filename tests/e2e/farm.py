@@ -26,7 +26,7 @@ from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage.tasks import TaskRecord
-from tests.support import free_port
+from tests.support import free_port, serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,20 +129,14 @@ class Farm:
         """Serve the manager on the farm's port; return once it answers HTTP."""
         if flags:
             self._manager_flags = list(flags)
-        args = [
-            sys.executable,
-            "-m",
-            "flamenco_manager.cli",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--data-dir",
-            str(self.data_dir),
+        args = serve_command(
+            self.data_dir,
+            self.port,
             "--log-level",
             "warning",
             *(["--database", self.database] if self.database else []),
             *self._manager_flags,
-        ]
+        )
         child = Child("manager", args, self.base / "manager.out", self.base)
         self.children.append(child)
         self.manager_process = child

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, wait_until_serving
+from tests.support import free_port, serve_command, wait_until_serving
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.slow
@@ -38,18 +38,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     )
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flamenco_manager.cli",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
+        serve_command(data, port, "--log-level", "warning"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -245,23 +245,12 @@ def test_a_short_registration_secret_leaves_the_log_structured(tmp_path: Path) -
 
     import httpx
 
-    from tests.support import free_port, wait_until_serving
+    from tests.support import free_port, serve_command, wait_until_serving
 
     port = free_port()
     secret = "psk-secret"
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flamenco_manager.cli",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--worker-registration-secret",
-            secret,
-        ],
+        serve_command(tmp_path / "data", port, "--worker-registration-secret", secret),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from flamenco_manager.config import Settings
 from flamenco_manager.manager import Manager
 from flamenco_manager.storage import tasks as task_store
-from tests.support import free_port, wait_until_serving
+from tests.support import free_port, serve_command, wait_until_serving
 
 from .harness import POSTGRES_URL_VARIABLE, spec
 
@@ -22,18 +21,7 @@ from .harness import POSTGRES_URL_VARIABLE, spec
 def test_sqlite_refuses_more_than_one_process(tmp_path: Path) -> None:
     # About SQLite itself (the data directory's file); PostgreSQL's processes are tested below.
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flamenco_manager.cli",
-            "serve",
-            "--processes",
-            "2",
-            "--data-dir",
-            str(tmp_path),
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-        ],
+        serve_command(tmp_path, free_port(), "--processes", "2"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,22 +45,9 @@ def test_two_processes_and_200_workers_never_share_or_lose_a_task(
     seeding.close()
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flamenco_manager.cli",
-            "serve",
-            "--processes",
-            "2",
-            "--data-dir",
-            str(tmp_path),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--database",
-            database_url,
-            "--log-level",
-            "warning",
-        ],
+        serve_command(
+            tmp_path, port, "--processes", "2", "--database", database_url, "--log-level", "warning"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
