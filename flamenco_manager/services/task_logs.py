@@ -675,7 +675,7 @@ class TaskLogStore:
 
 def _gzip_quietly(current: Path, number: int) -> None:
     """Gzip run ``number`` of a log. When that fails, the plain file stays, which loses nothing:
-    out of space, or the job deleted meanwhile (its directory moved away)."""
+    out of space, or the job deleted meanwhile (its directory moved away). Never raises."""
     path = _rotated_path(current, number, compressed=False)
     target = _rotated_path(current, number, compressed=True)
     try:
@@ -687,6 +687,9 @@ def _gzip_quietly(current: Path, number: int) -> None:
         _log.warning(
             "cannot gzip an older run of a task log", extra={"path": str(path), "error": str(exc)}
         )
+    except Exception:
+        # A gzip is worth no claim: whatever went wrong is told, and the claim goes on.
+        _log.exception("gzip of an older run of a task log failed", extra={"path": str(path)})
 
 
 def _remove_tree(path: str, deleted: str) -> None:

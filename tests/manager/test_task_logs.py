@@ -741,6 +741,25 @@ def test_a_gzip_that_fails_keeps_the_plain_run(
     assert store.read_whole(JOB, TASK, 3) == b"run 0\n"
 
 
+@pytest.mark.parametrize("run", ["small", "large"])
+def test_a_gzip_that_breaks_unexpectedly_fails_no_rotation(
+    store: TaskLogStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    run: str,
+) -> None:
+    def broken(source: Path, target: Path, level: int) -> None:
+        raise RuntimeError("a bug in the gzip")
+
+    monkeypatch.setattr(task_logs, "_gzip_atomically", broken)
+    text = "run {}" if run == "small" else _LARGE + "run {}"
+    for number in range(4):
+        store.start_run(JOB, TASK, text.format(number))
+    store.flush()
+    assert store.read_whole(JOB, TASK, 3).endswith(b"run 0\n")
+    assert "a bug in the gzip" in caplog.text
+
+
 def test_deleting_a_job_while_its_runs_are_gzipped_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
