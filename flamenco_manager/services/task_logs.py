@@ -330,8 +330,10 @@ class TaskLogStore:
     def flush(self) -> None:
         """Wait for the work queued on the store's threads so far: gzips of rotated runs and
         removals of deleted jobs' logs."""
-        for name in (_GZIP, _REMOVAL):
-            self._background(name, lambda: None).result()
+        with self._threads_lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.submit(lambda: None).result()
 
     # Paths
 
