@@ -284,7 +284,7 @@ def serve(settings: Settings) -> None:
         return
     try:
         uvicorn.run(
-            create_app(manager, freeze_heap=True),
+            create_app(manager, freeze_heap=True, close_manager=True),
             host=host,
             port=port,
             log_config=None,
@@ -295,7 +295,7 @@ def serve(settings: Settings) -> None:
             **uvicorn_options(),
         )
     finally:
-        manager.close()
+        manager.close()  # when the app never started (the port taken, say); closing is idempotent
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def app_from_environment() -> Starlette:
     from flamenco_manager.config import settings_from_json
 
     settings = settings_from_json(os.environ[SETTINGS_VARIABLE])
-    return create_app(Manager(settings), freeze_heap=True)
+    return create_app(Manager(settings), freeze_heap=True, close_manager=True)
 
 
 def create_app(
@@ -51,6 +51,7 @@ def create_app(
     run_loops: bool = True,
     event_heartbeat: float = HEARTBEAT_SECONDS,
     freeze_heap: bool = False,
+    close_manager: bool = False,
 ) -> Starlette:
     """The manager's routes, and its periodic chores running while the app is served.
 
@@ -59,6 +60,9 @@ def create_app(
     once started, the objects of start-up (modules, schema, compiled statements, routes) leave
     the garbage collector's sight. They live as long as the process, yet every full collection
     walked them all: about 60 ms, which a busy manager paid several times a second.
+    ``close_manager``: the app closes the manager when the server shuts it down (for the
+    process that serves it). Code after ``uvicorn.run`` is no place for it: once the app has
+    shut down, uvicorn raises the stopping signal again, and ``SIGTERM`` ends the process.
     """
 
     @contextlib.asynccontextmanager
@@ -74,6 +78,8 @@ def create_app(
                 loops.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loops
+            if close_manager:
+                manager.close()
 
     worker_api = WorkerAPI(manager)
     routes: list[BaseRoute] = [*worker_api.routes(), *log_routes(manager)]

@@ -276,3 +276,40 @@ def test_a_short_registration_secret_leaves_the_log_structured(tmp_path: Path) -
     structured = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z ")
     assert [line for line in lines if not structured.match(line)] == []
     assert "InsecureKeyLengthWarning" not in errors
+
+
+def test_a_stopped_manager_leaves_its_database_whole_in_one_file(tmp_path: Path) -> None:
+    # uvicorn raises the stopping signal again once the app has shut down, which ended the
+    # process before serve's own clean-up: the database stayed open, its last commits in the
+    # write-ahead log only, the task logs' threads were dropped mid-work.
+    import signal
+
+    from tests.support import free_port, serve_command, wait_until_serving
+
+    port = free_port()
+    data = tmp_path / "data"
+    server = subprocess.Popen(
+        serve_command(data, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/api/health", server)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=60)
+    assert server.returncode == -signal.SIGTERM, errors  # as a service manager expects
+    assert sorted(path.name for path in data.glob("flamenco-manager.sqlite*")) == [
+        "flamenco-manager.sqlite"
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_closing_a_manager_twice_is_harmless(tmp_path: Path, backend: str) -> None:
+    # The served app closes its manager when it shuts down, and serve closes it again when
+    # uvicorn returns (after Ctrl-C, or when the app never started).
+    from flamenco_manager.manager import Manager
+    from tests.manager.harness import database_server, fresh_database
+
+    with fresh_database(database_server(backend)) as database:
+        manager = Manager(Settings(data_dir=tmp_path, database=database))
+        manager.close()
+        manager.close()
