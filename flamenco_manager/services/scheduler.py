@@ -157,8 +157,6 @@ class Scheduler:
                     worker=worker_id,
                     nickname=worker.nickname,
                 )
-                # A new run of the task starts a new log file; the previous run's is kept.
-                self.context.logs.start_run(str(task.job_id), str(task.id), line)
                 # A newly claimed task may start its job; a task sent again changes nothing.
                 refresh_job_status(
                     connection,
@@ -169,11 +167,17 @@ class Scheduler:
                 )
             else:
                 task_store.update(connection, str(task.id), activity=message)
-                self.context.logs.append(str(task.job_id), str(task.id), line)
             # The answer names the worker that held the task before, as the Go manager's does.
             document = task_document(
                 connection, task, self.variables, worker.platform, activity=message
             )
+            # The log last: when a statement fails (the database lost), the worker asks again,
+            # and a run started before the failure would be rotated out as a run of its own.
+            if claimed:
+                # A new run of the task starts a new log file; the previous run's is kept.
+                self.context.logs.start_run(str(task.job_id), str(task.id), line)
+            else:
+                self.context.logs.append(str(task.job_id), str(task.id), line)
             return Assigned(document)
 
     def _running(self, connection: Connection, worker: WorkerRecord) -> TaskRecord | None:

@@ -195,7 +195,6 @@ class TaskUpdates:
 
             values = _stored_values(outcome, update, now)
             values["worker_id"] = worker_id
-            self._append_log(str(task.job_id), task_id, update.log)
             self.context.announce(
                 connection,
                 "task",
@@ -227,6 +226,9 @@ class TaskUpdates:
                     failed_ratio=self.context.settings.failed_task_ratio,
                     events=self.context.events,
                 )
+            # Last: when a write fails (the database lost), the worker sends the update again,
+            # and lines appended before the failure would go into the log twice.
+            self._append_log(str(task.job_id), task_id, update.log)
 
     def _remember_seen(self, worker: WorkerRecord) -> None:
         """Keep what the row of a worker just marked seen says (see :class:`_Seen`)."""

@@ -268,3 +268,28 @@ async def test_a_task_run_again_and_again_keeps_its_newest_older_logs(farm: Farm
     assert [number for number, _ in logs.rotated(str(job.id), task_id)] == list(range(1, 21))
     first_line = logs.read_whole(str(job.id), task_id, 20).splitlines()[0]
     assert b"Manager assigned task" in first_line
+
+
+async def test_a_claim_whose_writes_fail_starts_no_run_of_the_tasks_log(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database lost in the middle of a claim (PostgreSQL restarted) answers 503 and the
+    # worker asks again: the log's run, started before the failure, was rotated out as a run
+    # of its own when the same task was claimed again.
+    import sqlalchemy as sa
+
+    from flamenco_manager.services import scheduler
+
+    job = farm.job(spec())
+    worker = await farm.register("w")
+
+    def lost(*_: object, **__: object) -> None:
+        raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(scheduler, "refresh_job_status", lost)
+        assert (await farm.fetch(worker)).status_code == 503
+    (task_id,) = farm.task_ids(job)
+    assert not farm.manager.logs.path(str(job.id), task_id).exists()
+    assert (await farm.fetch(worker)).json()["_id"] == task_id
+    assert farm.manager.logs.rotated(str(job.id), task_id) == []

@@ -408,3 +408,30 @@ async def test_one_failed_task_in_four_fails_the_job_and_cancels_the_rest(farm: 
     assert farm.job_status(job) == "failed"
     assert [farm.task(task_id).status for task_id in ids[1:]] == ["canceled"] * 3
     assert (await farm.fetch(only)).status_code == 204
+
+
+async def test_an_update_whose_writes_fail_leaves_no_log_behind(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database lost in the middle of a completion (PostgreSQL restarted) answers 503 and the
+    # worker sends the update again: its log lines were appended before the writes that failed,
+    # and so went into the log twice.
+    import sqlalchemy as sa
+
+    from flamenco_manager.services import task_updates
+
+    worker, task_id = await _running(farm)
+    job_id = str(farm.task(task_id).job_id)
+
+    def lost(*_: object, **__: object) -> None:
+        raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(task_updates, "refresh_job_status", lost)
+        answer = await farm.update(worker, task_id, task_status="completed", log="Task completed")
+    assert answer.status_code == 503
+    assert b"Task completed" not in farm.manager.logs.read_whole(job_id, task_id)
+    answer = await farm.update(worker, task_id, task_status="completed", log="Task completed")
+    assert answer.status_code == 204
+    assert farm.manager.logs.read_whole(job_id, task_id).count(b"Task completed") == 1
+    assert farm.task(task_id).status == "completed"
