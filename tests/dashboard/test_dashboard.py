@@ -364,9 +364,12 @@ def test_a_busy_jobs_page_fetches_only_the_tasks_that_changed(
     whole = [url for url in listed if url.endswith(tasks_path)]
     by_id = [url for url in listed if tasks_path + "?" in url]
     # The whole list: when the page opened the job, and once more when the job became active
-    # (a change of the job's); each change of the task fetched that task alone.
+    # (a change of the job's); each change of the task fetched that task alone. The four
+    # changes after the claim each waited for the page to show the one before, so each took a
+    # fetch of its own, by ID or (one of them, once seen on a busy machine) the job's whole list.
     assert len(whole) <= 2, whole
-    assert len(by_id) >= 4, listed
+    assert len(whole) - 1 + len(by_id) >= 4, listed
+    assert len(by_id) >= 3, listed
     assert all(url.endswith(f"{tasks_path}?id={task['_id']}") for url in by_id), by_id
     no_reload(page)
 
