@@ -167,7 +167,7 @@ def _run_manager(port: int, data_dir: Path) -> None:
 
     manager = Manager(Settings(data_dir=data_dir, log_level="warning"))
     try:
-        app = create_app(manager, run_loops=False, freeze_heap=True)  # as ``serve`` does
+        app = create_app(manager, run_loops=False, serving=True)  # as ``serve`` does
         uvicorn.run(app, host=HOST, port=port, **UVICORN_FLAGS)
     finally:
         manager.close()

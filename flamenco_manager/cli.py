@@ -284,7 +284,7 @@ def serve(settings: Settings) -> None:
         return
     try:
         uvicorn.run(
-            create_app(manager, freeze_heap=True, close_manager=True),
+            create_app(manager, serving=True),
             host=host,
             port=port,
             log_config=None,

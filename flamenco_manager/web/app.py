@@ -42,7 +42,7 @@ def app_from_environment() -> Starlette:
     from flamenco_manager.config import settings_from_json
 
     settings = settings_from_json(os.environ[SETTINGS_VARIABLE])
-    return create_app(Manager(settings), freeze_heap=True, close_manager=True)
+    return create_app(Manager(settings), serving=True)
 
 
 def create_app(
@@ -50,24 +50,23 @@ def create_app(
     *,
     run_loops: bool = True,
     event_heartbeat: float = HEARTBEAT_SECONDS,
-    freeze_heap: bool = False,
-    close_manager: bool = False,
+    serving: bool = False,
 ) -> Starlette:
     """The manager's routes, and its periodic chores running while the app is served.
 
     ``event_heartbeat`` is how often the event stream sends a keep-alive comment (seconds).
-    ``freeze_heap`` (for the process that serves the app, not for tests that build many apps):
-    once started, the objects of start-up (modules, schema, compiled statements, routes) leave
-    the garbage collector's sight. They live as long as the process, yet every full collection
-    walked them all: about 60 ms, which a busy manager paid several times a second.
-    ``close_manager``: the app closes the manager when the server shuts it down (for the
-    process that serves it). Code after ``uvicorn.run`` is no place for it: once the app has
-    shut down, uvicorn raises the stopping signal again, and ``SIGTERM`` ends the process.
+    ``serving``: the app is the one this process serves (not one of the many apps of tests).
+    Once started, the objects of start-up (modules, schema, compiled statements, routes) leave
+    the garbage collector's sight: they live as long as the process, yet every full collection
+    walked them all, about 60 ms, which a busy manager paid several times a second. When the
+    server shuts the app down, the app closes the manager: code after ``uvicorn.run`` is no
+    place for that, since once the app is down uvicorn raises the stopping signal again, and
+    ``SIGTERM`` ends the process.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if freeze_heap:
+        if serving:
             gc.collect()
             gc.freeze()
         loops = asyncio.create_task(manager.run_loops()) if run_loops else None
@@ -78,7 +77,7 @@ def create_app(
                 loops.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loops
-            if close_manager:
+            if serving:
                 manager.close()
 
     worker_api = WorkerAPI(manager)
