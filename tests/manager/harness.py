@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import httpx
@@ -221,6 +221,11 @@ async def farm(tmp_path: Path, database_url: str) -> AsyncIterator[Farm]:
     async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
         yield Farm(manager, client, clock)
     manager.close()
+
+
+def database_lost(*_: object, **__: object) -> NoReturn:
+    """Stands in for a storage call in the middle of a request: the database is gone."""
+    raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
 
 
 def count_commits(engine: sa.Engine) -> list[object]:

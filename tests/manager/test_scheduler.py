@@ -15,7 +15,7 @@ from flamenco_manager.services.workers import Peer
 from flamenco_manager.storage import tasks as task_store
 from flamenco_protocol.documents import WorkerRegistration
 
-from .harness import Farm, spec
+from .harness import Farm, database_lost, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -276,18 +276,13 @@ async def test_a_claim_whose_writes_fail_starts_no_run_of_the_tasks_log(
     # The database lost in the middle of a claim (PostgreSQL restarted) answers 503 and the
     # worker asks again: the log's run, started before the failure, was rotated out as a run
     # of its own when the same task was claimed again.
-    import sqlalchemy as sa
-
     from flamenco_manager.services import scheduler
 
     job = farm.job(spec())
     worker = await farm.register("w")
 
-    def lost(*_: object, **__: object) -> None:
-        raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
-
     with monkeypatch.context() as patched:
-        patched.setattr(scheduler, "refresh_job_status", lost)
+        patched.setattr(scheduler, "refresh_job_status", database_lost)
         assert (await farm.fetch(worker)).status_code == 503
     (task_id,) = farm.task_ids(job)
     assert not farm.manager.logs.path(str(job.id), task_id).exists()

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import open_files_under
 
-from .harness import Farm, WorkerHandle, spec
+from .harness import Farm, WorkerHandle, database_lost, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -416,18 +416,13 @@ async def test_an_update_whose_writes_fail_leaves_no_log_behind(
     # A database lost in the middle of a completion (PostgreSQL restarted) answers 503 and the
     # worker sends the update again: its log lines were appended before the writes that failed,
     # and so went into the log twice.
-    import sqlalchemy as sa
-
     from flamenco_manager.services import task_updates
 
     worker, task_id = await _running(farm)
     job_id = str(farm.task(task_id).job_id)
 
-    def lost(*_: object, **__: object) -> None:
-        raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
-
     with monkeypatch.context() as patched:
-        patched.setattr(task_updates, "refresh_job_status", lost)
+        patched.setattr(task_updates, "refresh_job_status", database_lost)
         answer = await farm.update(worker, task_id, task_status="completed", log="Task completed")
     assert answer.status_code == 503
     assert b"Task completed" not in farm.manager.logs.read_whole(job_id, task_id)
