@@ -630,19 +630,13 @@ def test_rotation_gzips_a_small_run_at_once(
 ) -> None:
     # Handing every small gzip to the thread made 10 workers re-running 100 tasks get 182
     # claims a second instead of 474.
-    threads: list[str] = []
-    real = task_logs._gzip_atomically
-
-    def recorded(source: Path, target: Path, level: int) -> None:
-        threads.append(threading.current_thread().name)
-        real(source, target, level)
-
-    monkeypatch.setattr(task_logs, "_gzip_atomically", recorded)
+    gzip_run = _HeldGzip(monkeypatch)
+    gzip_run.release.set()  # never held: only where it runs matters
     for run in range(3):
         store.start_run(JOB, TASK, "x" * (task_logs.BACKGROUND_GZIP_BYTES - 100) + f"run {run}")
     name = f"task-{TASK}.txt"
     assert _names(store.job_dir(JOB)) == {name, f"{name}.1", f"{name}.2.gz"}
-    assert threads == [threading.current_thread().name]
+    assert gzip_run.threads == [threading.current_thread().name]
 
 
 def test_rotation_leaves_a_large_runs_gzip_to_the_stores_thread(
