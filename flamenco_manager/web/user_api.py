@@ -570,7 +570,7 @@ def user_api_routes(
         body = prometheus_text(
             status,
             version=__version__,
-            database=manager.database.backend,
+            database=manager.farm.database_kind(),
             event_streams=manager.events.subscriber_count,
             requests=requests,
         )
