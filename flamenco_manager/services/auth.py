@@ -4,6 +4,9 @@ Secrets are stored as scrypt hashes. Checking one costs milliseconds on purpose,
 manager paid (as bcrypt) on every request and which became its bottleneck; here a successful check
 is remembered as a fast SHA-256 digest of the presented credentials, so a worker pays the slow hash
 once per process and per :data:`CACHE_SECONDS`, and any other secret still goes through scrypt.
+The ``Authorization`` header those credentials came in is remembered with them: the worker's next
+requests, which send the same header, are recognised by one dictionary lookup, without decoding
+it or hashing it again.
 
 The cost is N = 2**12 (4 MiB, about 16 ms): worker secrets are 64 random characters made by the
 worker, so the hash has only to make a stolen database useless, which it does at any cost; what a
@@ -101,7 +104,34 @@ class WorkerAuthenticator:
     def __init__(self, lookup: Callable[[str], str | None]) -> None:
         self._lookup = lookup
         self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        # Headers of verified credentials: header -> (worker, end of the verification), and the
+        # header of each worker. Read without the lock (a dict lookup is atomic); written with it.
+        self._headers: dict[str, tuple[str, float]] = {}
+        self._header_of: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def remembered_header(self, authorization: str) -> str | None:
+        """The worker whose credentials came in this exact ``Authorization`` header, verified
+        recently and :meth:`remember_header`-ed; ``None`` otherwise (the header must then be
+        decoded and checked)."""
+        entry = self._headers.get(authorization)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def remember_header(self, authorization: str, worker_id: str, secret: str) -> None:
+        """Remember the header in which ``worker_id`` and ``secret`` came, once they have been
+        verified (:meth:`is_remembered` or :meth:`authenticate` said yes): until that
+        verification expires, :meth:`remembered_header` recognises it. Nothing happens when
+        they are no longer remembered (forgotten meanwhile)."""
+        fingerprint = _fingerprint(worker_id, secret)
+        with self._lock:
+            cached = self._verified.get(worker_id)
+            if cached is None or not hmac.compare_digest(cached[0], fingerprint):
+                return
+            self._forget_header(worker_id)
+            self._headers[authorization] = (worker_id, cached[1])
+            self._header_of[worker_id] = authorization
 
     def is_remembered(self, worker_id: str, secret: str) -> bool:
         """Whether these credentials were verified recently: a check without I/O or hashing cost.
@@ -109,7 +139,7 @@ class WorkerAuthenticator:
         Callers use it to answer most requests without leaving the event loop, and call
         :meth:`authenticate` (which may hash and read the database) only when it says no.
         """
-        fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
+        fingerprint = _fingerprint(worker_id, secret)
         with self._lock:
             cached = self._verified.get(worker_id)
             if (
@@ -125,7 +155,7 @@ class WorkerAuthenticator:
         """Whether ``secret`` is the secret of ``worker_id``."""
         if self.is_remembered(worker_id, secret):
             return True
-        fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
+        fingerprint = _fingerprint(worker_id, secret)
         now = time.monotonic()
         stored = self._lookup(worker_id)
         if stored is None or not verify_secret(secret, stored):
@@ -135,20 +165,32 @@ class WorkerAuthenticator:
 
     def remember(self, worker_id: str, secret: str) -> None:
         """Take ``secret`` as verified for ``worker_id`` (it just registered with it)."""
-        fingerprint = hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
-        self._remember(worker_id, fingerprint, time.monotonic())
+        self._remember(worker_id, _fingerprint(worker_id, secret), time.monotonic())
 
     def _remember(self, worker_id: str, fingerprint: bytes, now: float) -> None:
         with self._lock:
+            previous = self._verified.get(worker_id)
+            if previous is not None and previous[0] != fingerprint:
+                self._forget_header(worker_id)  # it came with other credentials
             self._verified[worker_id] = (fingerprint, now + CACHE_SECONDS)
             self._verified.move_to_end(worker_id)
             while len(self._verified) > CACHE_SIZE:
-                self._verified.popitem(last=False)
+                self._forget_header(self._verified.popitem(last=False)[0])
 
     def forget(self, worker_id: str) -> None:
         """Drop what is remembered of a worker (it was forgotten or registered again)."""
         with self._lock:
             self._verified.pop(worker_id, None)
+            self._forget_header(worker_id)
+
+    def _forget_header(self, worker_id: str) -> None:
+        header = self._header_of.pop(worker_id, None)
+        if header is not None:
+            self._headers.pop(header, None)
+
+
+def _fingerprint(worker_id: str, secret: str) -> bytes:
+    return hashlib.sha256(f"{worker_id}\0{secret}".encode()).digest()
 
 
 class RegistrationRefused(Exception):

@@ -82,8 +82,8 @@ def peer(request: Request) -> Peer:
     return Peer(client[0] if client else "", header(request, b"user-agent") or "")
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    scheme, _, encoded = (header(request, b"authorization") or "").partition(" ")
+def _basic_credentials(authorization: str) -> tuple[str, str] | None:
+    scheme, _, encoded = authorization.partition(" ")
     if scheme != "Basic":
         return None
     try:
@@ -188,18 +188,30 @@ class WorkerAPI:
         """``handler`` for authenticated workers; ``refused`` spells the 401 of this route."""
         authenticator = self.manager.workers.authenticator
 
-        async def authenticated(request: Request) -> Response:
-            credentials = _basic_credentials(request)
+        async def verified(authorization: str) -> str | None:
+            """The worker these credentials are of, checked (on a thread unless they were
+            verified recently) and their header remembered; ``None`` when they are wrong."""
+            credentials = _basic_credentials(authorization)
             if credentials is None:
-                return refused("401 Unauthorized")
+                return None
             worker_id, secret = credentials[0].lower(), credentials[1]
-            # Most requests come from a worker verified moments ago: no thread hop for those.
             if not authenticator.is_remembered(worker_id, secret) and not (
                 await run_in_threadpool(authenticator.authenticate, worker_id, secret)
             ):
-                return refused("401 Unauthorized")
+                return None
+            authenticator.remember_header(authorization, worker_id, secret)
+            return worker_id
+
+        async def authenticated(request: Request) -> Response:
+            authorization = header(request, b"authorization") or ""
+            # Most requests come from a worker verified moments ago, in the same header.
+            worker_id = authenticator.remembered_header(authorization)
+            if worker_id is None:
+                worker_id = await verified(authorization)
+                if worker_id is None:
+                    return refused("401 Unauthorized")
             try:
-                return await handler(request, credentials[0].lower())
+                return await handler(request, worker_id)
             except UnknownWorker as exc:
                 # Remembered credentials of a worker deleted since: a failed login, so that the
                 # real worker re-registers (it does so only on a 401 from /sign-on).

@@ -16,7 +16,7 @@ from flamenco_manager.services import auth
 from flamenco_manager.storage import workers as worker_store
 from flamenco_protocol.documents import WorkerRegistration
 
-from .harness import make_settings
+from .harness import Farm, WorkerHandle, make_settings, spec
 
 
 def test_a_new_worker_is_not_hashed_again_on_its_first_request(
@@ -128,3 +128,83 @@ async def test_checking_a_new_worker_never_holds_up_the_event_loops_writes(
         assert took < 1, f"the write waited {took:.1f} s for the credential check"
     finally:
         manager.close()
+
+
+@pytest.mark.anyio
+async def test_a_workers_next_requests_are_recognised_by_their_header_alone(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After one checked request, the same ``Authorization`` header is a dictionary lookup: no
+    decoding, no digest, no thread. Any other header is still checked."""
+    worker = await farm.register()
+    farm.job(spec())
+    assert (await farm.fetch(worker)).status_code == 200
+    authenticator = farm.manager.workers.authenticator
+
+    def not_again(*args: Any) -> bool:
+        raise AssertionError("the credentials were checked again")
+
+    monkeypatch.setattr(authenticator, "is_remembered", not_again)
+    monkeypatch.setattr(authenticator, "authenticate", not_again)
+    assert (await farm.fetch(worker)).status_code == 200
+    task = farm.worker(worker).current_task
+    assert (await farm.update(worker, str(task), activity="rendering")).status_code == 204
+    assert (await farm.may_i_run(worker, str(task)))["may_keep_running"]
+    monkeypatch.undo()
+
+    for wrong in (
+        WorkerHandle(worker.id, worker.secret + "x", worker.nickname),  # another secret
+        WorkerHandle("5f1e0c0a2b3c4d5e6f708192", worker.secret, "ghost"),  # another worker
+    ):
+        assert (await farm.fetch(wrong)).status_code == 401
+
+
+@pytest.mark.anyio
+async def test_a_remembered_header_goes_with_its_worker_and_its_verification(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = await farm.register()
+    assert (await farm.fetch(worker)).status_code == 204
+    checks: list[str] = []
+    real_verify = auth.verify_secret
+
+    def counting_verify(secret: str, stored: str) -> bool:
+        checks.append(secret)
+        return real_verify(secret, stored)
+
+    monkeypatch.setattr(auth, "verify_secret", counting_verify)
+    assert (await farm.fetch(worker)).status_code == 204
+    assert checks == []
+
+    # The verification expires, and the header with it: the secret goes through scrypt again.
+    later = time.monotonic() + auth.CACHE_SECONDS + 1
+    monkeypatch.setattr(auth.time, "monotonic", lambda: later)
+    assert (await farm.fetch(worker)).status_code == 204
+    assert checks == [worker.secret]
+    assert (await farm.fetch(worker)).status_code == 204
+    assert checks == [worker.secret]
+
+    # Forgetting the worker forgets its header: deleted, it is refused.
+    farm.manager.workers.forget(worker.id)
+    assert (await farm.fetch(worker)).status_code == 401
+
+
+def test_a_header_is_remembered_only_for_credentials_still_verified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "CACHE_SIZE", 1)
+    authenticator = auth.WorkerAuthenticator(lambda worker_id: None)
+    authenticator.remember("a" * 24, "secret-a")
+    authenticator.remember_header("Basic aaa", "a" * 24, "wrong")  # not what was verified
+    assert authenticator.remembered_header("Basic aaa") is None
+    authenticator.remember_header("Basic aaa", "a" * 24, "secret-a")
+    assert authenticator.remembered_header("Basic aaa") == "a" * 24
+    # Another secret verified for the same worker: the old header goes.
+    authenticator.remember("a" * 24, "secret-a2")
+    assert authenticator.remembered_header("Basic aaa") is None
+    authenticator.remember_header("Basic aaa2", "a" * 24, "secret-a2")
+    # A worker pushed out of the cache takes its header along.
+    authenticator.remember("b" * 24, "secret-b")
+    assert authenticator.remembered_header("Basic aaa2") is None
+    authenticator.remember_header("Basic bbb", "b" * 24, "secret-b")
+    assert authenticator.remembered_header("Basic bbb") == "b" * 24
