@@ -114,7 +114,7 @@ class _Savepoint:
         self.info.pop(BEFORE_WRITE, None)
         if self.outer is not None and not self.outer.made:
             self.outer()
-        _SAVEPOINT.rowcount(self.connection, {})
+        _SAVEPOINT.control(self.connection)
         self.made = True
 
     def close(self) -> None:
@@ -204,8 +204,8 @@ class _GroupedTransaction:
         connection = group.connection
         if kind is not None and savepoint.made:
             try:
-                _ROLLBACK_TO.rowcount(connection, {})
-                _RELEASE.rowcount(connection, {})
+                _ROLLBACK_TO.control(connection)
+                _RELEASE.control(connection)
             except BaseException:
                 self._database._fail_group(group)
         if not connection.invalidated:
@@ -218,7 +218,7 @@ class _GroupedTransaction:
             return  # the error goes on
         if savepoint.made:
             try:
-                _RELEASE.rowcount(connection, {})
+                _RELEASE.control(connection)
             except BaseException:
                 self._database._fail_group(group)  # its changes must not commit with others
                 raise
@@ -535,10 +535,10 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         if connection.info.get(_READ_ONLY):
-            _BEGIN_DEFERRED.rowcount(connection, {})
+            _BEGIN_DEFERRED.control(connection)
         else:
             # Take the write lock up front, so two processes never deadlock upgrading read locks.
-            _BEGIN_IMMEDIATE.rowcount(connection, {})
+            _BEGIN_IMMEDIATE.control(connection)
 
     return engine
 

@@ -210,6 +210,21 @@ class HotStatement:
             cursor.close()
         return count
 
+    def control(self, connection: Connection) -> None:
+        """Run a statement without parameters or rows (``SAVEPOINT``, ``RELEASE``, ``BEGIN``)
+        straight on the driver's connection: every request that writes runs two, for which
+        :meth:`rowcount`'s parameters and cursor cost more than the statement itself."""
+        dialect = connection.dialect
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            plan = self._plans[dialect.name] = self._compile(dialect, ())
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        try:
+            raw.execute(plan.sql)
+        except dialect.loaded_dbapi.Error as error:
+            raise self._translate(connection, error, plan.sql, (), raw) from error
+
     def _first(
         self, connection: Connection, values: Mapping[str, Any]
     ) -> tuple[_Plan, tuple[Any, ...] | None]:

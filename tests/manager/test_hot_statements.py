@@ -227,3 +227,26 @@ def test_sqlite_keeps_times_in_sqlalchemys_own_text_form(
             )
             (read,) = HotStatement(_BY_STATUS).rows(connection, {"status": "awake"})
             assert read[1] == datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_transaction_control_runs_on_the_driver_and_fails_as_sqlalchemy_would(
+    database: Database,
+) -> None:
+    savepoint = HotStatement(sa.text("SAVEPOINT checked"), writes=False)
+    rollback = HotStatement(sa.text("ROLLBACK TO checked"), writes=False)
+    release = HotStatement(sa.text("RELEASE checked"), writes=False)
+    with database.transaction() as connection:
+        savepoint.control(connection)
+        HotStatement(_UPDATE).rowcount(connection, {"key": WORKER, "nickname": "renamed"})
+        rollback.control(connection)
+        release.control(connection)
+        nickname = connection.execute(sa.select(workers.c.nickname)).scalar_one()
+    assert nickname == "render-01"
+    # No such savepoint: the driver's error, as SQLAlchemy gives it to Connection.execute.
+    with pytest.raises(sa.exc.DBAPIError) as raised, database.transaction() as connection:
+        release.control(connection)
+    with pytest.raises(sa.exc.DBAPIError) as expected, database.transaction() as connection:
+        connection.exec_driver_sql("RELEASE checked")
+    assert type(raised.value) is type(expected.value)
+    assert type(raised.value.orig) is type(expected.value.orig)
+    assert raised.value.statement == "RELEASE checked"
