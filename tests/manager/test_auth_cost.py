@@ -184,7 +184,11 @@ async def test_a_remembered_header_goes_with_its_worker_and_its_verification(
     assert (await farm.fetch(worker)).status_code == 204
     assert checks == [worker.secret]
 
-    # Forgetting the worker forgets its header: deleted, it is refused.
+    # Credentials forgotten take their header along: the next request is checked again.
+    farm.manager.workers.authenticator.forget(worker.id)
+    assert (await farm.fetch(worker)).status_code == 204
+    assert checks == [worker.secret, worker.secret]
+    # A deleted worker is refused.
     farm.manager.workers.forget(worker.id)
     assert (await farm.fetch(worker)).status_code == 401
 
