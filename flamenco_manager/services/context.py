@@ -18,7 +18,7 @@ import attrs
 from sqlalchemy.engine import Connection
 
 from flamenco_manager.config import Settings
-from flamenco_manager.storage.database import AFTER_COMMIT, Database
+from flamenco_manager.storage.database import AFTER_COMMIT, ON_ROLLBACK, Database
 
 from .events import Event, EventBus, stage
 from .task_logs import TaskLogStore
@@ -48,6 +48,12 @@ def log_change(
         callbacks.append(line)
 
 
+def _on_rollback(connection: Connection, undo: Callable[[], None]) -> None:
+    pending: list[Callable[[], None]] | None = connection.info.get(ON_ROLLBACK)
+    if pending is not None:
+        pending.append(undo)
+
+
 def utc_now() -> datetime:
     """The current time, in UTC."""
     return datetime.now(UTC)
@@ -68,6 +74,18 @@ class ServiceContext:
     clock: Clock = utc_now
     events: EventBus = attrs.field(factory=EventBus)
     """Where services announce changes to jobs, tasks and workers."""
+
+    def append_log(self, connection: Connection, job_id: str, task_id: str, text: str) -> None:
+        """Append ``text`` to a task's log (:meth:`TaskLogStore.append`), taken back if the
+        transaction of ``connection`` rolls back (its block fails, or its commit)."""
+        self.logs.append(job_id, task_id, text)
+        _on_rollback(connection, functools.partial(self.logs.take_back, job_id, task_id, text))
+
+    def start_log_run(self, connection: Connection, job_id: str, task_id: str, text: str) -> None:
+        """Start a new run of a task's log (:meth:`TaskLogStore.start_run`), taken back if the
+        transaction of ``connection`` rolls back."""
+        self.logs.start_run(job_id, task_id, text)
+        _on_rollback(connection, functools.partial(self.logs.take_back_run, job_id, task_id, text))
 
     def announce(self, connection: Connection, kind: str, id: object, **data: object) -> None:
         """Publish an event about ``kind`` ``id`` once the transaction of ``connection`` commits."""

@@ -58,7 +58,8 @@ class Housekeeping:
                 )
                 ident = worker.identifier if worker else task.worker_nickname or "-no worker-"
                 since = task.last_worker_ping.isoformat() if task.last_worker_ping else "never"
-                self.context.logs.append(
+                self.context.append_log(
+                    connection,
                     str(task.job_id),
                     str(task.id),
                     f"{log_timestamp(now)}: Task {task.name} ({task.id}) timed out, was active but "

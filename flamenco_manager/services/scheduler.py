@@ -175,9 +175,9 @@ class Scheduler:
             # and a run started before the failure would be rotated out as a run of its own.
             if claimed:
                 # A new run of the task starts a new log file; the previous run's is kept.
-                self.context.logs.start_run(str(task.job_id), str(task.id), line)
+                self.context.start_log_run(connection, str(task.job_id), str(task.id), line)
             else:
-                self.context.logs.append(str(task.job_id), str(task.id), line)
+                self.context.append_log(connection, str(task.job_id), str(task.id), line)
             return Assigned(document)
 
     def _running(self, connection: Connection, worker: WorkerRecord) -> TaskRecord | None:

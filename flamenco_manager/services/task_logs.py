@@ -377,6 +377,43 @@ class TaskLogStore:
         else:
             self._open.append(path, data)
 
+    def take_back(self, job_id: str, task_id: str, text: str) -> None:
+        """Undo an :meth:`append` of ``text`` whose transaction was rolled back: its line is cut
+        from the end of the log, if it is still what the log ends with (nothing was appended
+        since). The request that appended it is answered with an error and sent again; without
+        this its lines would be in the log twice. Never raises: a failure is logged."""
+        if not text or not job_id:
+            return
+        path, data = self._file(job_id, task_id), _line(text)
+        try:
+            with open(path, "r+b") as file:
+                end = file.seek(0, os.SEEK_END)
+                if end >= len(data):
+                    file.seek(end - len(data))
+                    if file.read(len(data)) == data:
+                        file.truncate(end - len(data))
+        except OSError as exc:
+            _log.warning(
+                "cannot take back a task log line", extra={"path": path, "error": str(exc)}
+            )
+
+    def take_back_run(self, job_id: str, task_id: str, text: str) -> None:
+        """Undo a :meth:`start_run` whose transaction was rolled back: the new run's log is
+        removed if ``text`` is still all it holds. The previous run stays rotated, so the claim
+        made again starts its run without rotating anything. Never raises: a failure is logged."""
+        path, data = self._file(job_id, task_id), _line(text)
+        if self._open is not None:
+            self._open.close(path)
+        try:
+            with open(path, "rb") as file:
+                held = file.read(len(data) + 1)
+            if held == data:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _log.warning("cannot take back a task log run", extra={"path": path, "error": str(exc)})
+
     def start_run(self, job_id: str, task_id: str, text: str) -> None:
         """Begin the log of a new run of the task with ``text`` (a final newline added, as
         :meth:`append` adds it).

@@ -228,7 +228,7 @@ class TaskUpdates:
                 )
             # Last: when a write fails (the database lost), the worker sends the update again,
             # and lines appended before the failure would go into the log twice.
-            self._append_log(str(task.job_id), task_id, update.log)
+            self._append_log(connection, str(task.job_id), task_id, update.log)
 
     def _remember_seen(self, worker: WorkerRecord) -> None:
         """Keep what the row of a worker just marked seen says (see :class:`_Seen`)."""
@@ -268,7 +268,7 @@ class TaskUpdates:
         if stored is None:
             return False
         job_id, activity = stored
-        self._append_log(job_id, task_id, update.log)
+        self._append_log(connection, job_id, task_id, update.log)
         self.context.announce(
             connection,
             "task",
@@ -280,9 +280,9 @@ class TaskUpdates:
         )
         return True
 
-    def _append_log(self, job_id: str, task_id: str, text: str) -> None:
+    def _append_log(self, connection: Connection, job_id: str, task_id: str, text: str) -> None:
         try:
-            self.context.logs.append(job_id, task_id, text)
+            self.context.append_log(connection, job_id, task_id, text)
         except TaskLogError as exc:
             raise StorageFailure(f"Unable to store update: {exc}") from exc
 

@@ -170,7 +170,8 @@ def return_task(
         f"{reason}",
         last_updated=now,
     )
-    context.logs.append(
+    context.append_log(
+        connection,
         str(task.job_id),
         str(task.id),
         f"{log_timestamp(now)}: Manager {verb} task after unassigning it from worker "

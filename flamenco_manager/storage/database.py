@@ -43,6 +43,9 @@ from .hot import BEFORE_WRITE, HotStatement, is_read
 MIGRATIONS = Path(__file__).with_name("migrations")
 AFTER_COMMIT: Final = "flamenco.after_commit"
 """Key of ``Connection.info`` holding the callables to run once the transaction commits."""
+ON_ROLLBACK: Final = "flamenco.on_rollback"
+"""Key of ``Connection.info`` holding the callables that take back, when the transaction's
+writes are rolled back (its block failed, or its commit), what it did outside the database."""
 KEPT_CONNECTIONS: Final = 4
 """How many SQLite connections stay checked out between transactions, ready for the next."""
 CHECKPOINT_SECONDS: Final = 1.0
@@ -68,6 +71,7 @@ class _CommitGroup:
         self.waiters: list[asyncio.Future[None]] = []
         """One future per request waiting for the end: cancelling one cancels no other."""
         self.after_commit: list[Callable[[], None]] = []
+        self.on_rollback: list[Callable[[], None]] = []
         self.transactions = 0
 
     def end(self, error: Exception | None = None) -> None:
@@ -84,6 +88,16 @@ class _CommitGroup:
         """Raise the error of a failed commit (with its own traceback, for every waiter)."""
         if self.error is not None:
             raise self.error.with_traceback(self._error_traceback)
+
+
+def take_back(undo: list[Callable[[], None]]) -> None:
+    """Run the :data:`ON_ROLLBACK` callables of rolled-back transactions, newest first; one that
+    fails is logged, and the others still run."""
+    while undo:
+        try:
+            undo.pop()()
+        except Exception:
+            _log.exception("taking back what a rolled-back transaction did failed")
 
 
 _JOINED: ContextVar[list[_CommitGroup] | None] = ContextVar("flamenco_commit_groups", default=None)
@@ -169,7 +183,9 @@ class _GroupedTransaction:
         "_joined",
         "_loop",
         "_outer",
+        "_outer_undo",
         "_save",
+        "_undo",
     )
 
     def __init__(
@@ -192,6 +208,9 @@ class _GroupedTransaction:
         self._save = _Savepoint(connection, info)
         self._callbacks: list[Callable[[], None]] = []
         info[AFTER_COMMIT] = self._callbacks
+        self._outer_undo: list[Callable[[], None]] | None = info.get(ON_ROLLBACK)
+        self._undo: list[Callable[[], None]] = []
+        info[ON_ROLLBACK] = self._undo
         return connection
 
     def __exit__(
@@ -211,22 +230,29 @@ class _GroupedTransaction:
         if not connection.invalidated:
             if self._outer is None:
                 self._info.pop(AFTER_COMMIT, None)
+                self._info.pop(ON_ROLLBACK, None)
             else:
                 self._info[AFTER_COMMIT] = self._outer
+                self._info[ON_ROLLBACK] = self._outer_undo
             savepoint.close()
         if kind is not None:
+            take_back(self._undo)
             return  # the error goes on
         if savepoint.made:
             try:
                 _RELEASE.control(connection)
             except BaseException:
+                take_back(self._undo)
                 self._database._fail_group(group)  # its changes must not commit with others
                 raise
         if self._outer is not None:
             self._outer.extend(self._callbacks)
+            if self._outer_undo is not None:
+                self._outer_undo.extend(self._undo)
             return
         group.transactions += 1
         group.after_commit.extend(self._callbacks)
+        group.on_rollback.extend(self._undo)
 
 
 class Database:
@@ -293,10 +319,12 @@ class Database:
         if group is not None and (loop is group.loop or group.loop.is_closed()):
             self._commit_group(group)  # SQLite's one writer: the group's lock goes first
         callbacks: list[Callable[[], None]] = []
+        undo: list[Callable[[], None]] = []
         connection = self._checkout()
         try:
             with connection.begin():
                 connection.info[AFTER_COMMIT] = callbacks
+                connection.info[ON_ROLLBACK] = undo
                 try:
                     yield connection
                 finally:
@@ -305,6 +333,10 @@ class Database:
                     # failure.
                     if not connection.invalidated:
                         connection.info.pop(AFTER_COMMIT, None)
+                        connection.info.pop(ON_ROLLBACK, None)
+        except BaseException:
+            take_back(undo)  # the block failed, or the commit
+            raise
         finally:
             self._checkin(connection)
         for callback in callbacks:
@@ -413,6 +445,7 @@ class Database:
         with suppress(Exception):
             group.connection.rollback()
         group.connection.close()  # not kept: its state is unknown
+        take_back(group.on_rollback)
         group.end(error)
 
     def _checkout(self) -> Connection:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,6 +227,23 @@ async def farm(tmp_path: Path, database_url: str) -> AsyncIterator[Farm]:
 def database_lost(*_: object, **__: object) -> NoReturn:
     """Stands in for a storage call in the middle of a request: the database is gone."""
     raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+
+
+def fail_next_commit(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next commit on ``engine`` made by this thread (the requests', not a background
+    thread's) fail in the driver, as when the server goes away (or SQLite's disk) between a
+    request's statements and their commit."""
+    dialect = engine.dialect
+    real = type(dialect).do_commit
+    requests_thread = threading.get_ident()
+
+    def fail_once(self: Any, dbapi_connection: Any) -> None:
+        if threading.get_ident() != requests_thread:
+            return real(self, dbapi_connection)
+        monkeypatch.setattr(type(dialect), "do_commit", real)
+        raise dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(type(dialect), "do_commit", fail_once)
 
 
 def count_commits(engine: sa.Engine) -> list[object]:

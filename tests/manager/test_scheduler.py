@@ -15,7 +15,7 @@ from flamenco_manager.services.workers import Peer
 from flamenco_manager.storage import tasks as task_store
 from flamenco_protocol.documents import WorkerRegistration
 
-from .harness import Farm, database_lost, spec
+from .harness import Farm, database_lost, fail_next_commit, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -288,3 +288,29 @@ async def test_a_claim_whose_writes_fail_starts_no_run_of_the_tasks_log(
     assert not farm.manager.logs.path(str(job.id), task_id).exists()
     assert (await farm.fetch(worker)).json()["_id"] == task_id
     assert farm.manager.logs.rotated(str(job.id), task_id) == []
+
+
+async def test_a_claim_whose_commit_fails_leaves_no_run_behind(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run's log goes; a re-run's previous run stays as the one before the next."""
+    job = farm.job(spec())
+    (task_id,) = farm.task_ids(job)
+    logs, job_id = farm.manager.logs, str(job.id)
+    worker = await farm.register("w")
+
+    fail_next_commit(farm.manager.database.engine, monkeypatch)
+    assert (await farm.fetch(worker)).status_code == 503
+    assert not logs.path(job_id, task_id).exists()
+    assert (await farm.fetch(worker)).json()["_id"] == task_id
+    assert logs.read_whole(job_id, task_id).count(b"Manager assigned task") == 1
+    assert logs.rotated(job_id, task_id) == []
+
+    first_run = logs.read_whole(job_id, task_id)
+    assert (await farm.call(worker, "POST", f"/tasks/{task_id}/return")).status_code == 204
+    fail_next_commit(farm.manager.database.engine, monkeypatch)
+    assert (await farm.fetch(worker)).status_code == 503
+    assert (await farm.fetch(worker)).json()["_id"] == task_id
+    assert logs.read_whole(job_id, task_id).count(b"Manager assigned task") == 1
+    assert [number for number, _ in logs.rotated(job_id, task_id)] == [1]
+    assert logs.read_whole(job_id, task_id, run=1).startswith(first_run)

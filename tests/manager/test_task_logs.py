@@ -920,3 +920,29 @@ def test_serving_never_loses_head_or_tail_bytes(lines: list[bytes], extra: int) 
     assert body.endswith(expected_tail)
     # The tail shows whole lines where it can, and nothing else is cut.
     assert len(body) == HEAD_BYTES + len(view.skipped_text) + len(expected_tail)
+
+
+def test_taking_back_a_line_leaves_what_came_after_it(store: TaskLogStore) -> None:
+    for line in ("first", "second", "third"):
+        store.append(JOB, TASK, line)
+    store.take_back(JOB, TASK, "second")  # no longer the last line: it stays
+    assert store.read_whole(JOB, TASK) == b"first\nsecond\nthird\n"
+    store.take_back(JOB, TASK, "third")
+    store.append(JOB, TASK, "fourth")
+    assert store.read_whole(JOB, TASK) == b"first\nsecond\nfourth\n"
+    store.take_back(JOB, "5f1d7a0e9c3b2a1d0e9f8a72", "no log")  # nothing to take back
+
+
+def test_taking_back_a_run_removes_it_only_while_it_holds_its_first_line(
+    store: TaskLogStore,
+) -> None:
+    store.start_run(JOB, TASK, "run one")
+    store.start_run(JOB, TASK, "run two")
+    store.take_back_run(JOB, TASK, "run two")
+    assert not store.path(JOB, TASK).exists()
+    assert store.read_whole(JOB, TASK, run=1) == b"run one\n"
+    store.start_run(JOB, TASK, "run two")  # nothing to rotate: run one stays the previous run
+    store.append(JOB, TASK, "working")
+    store.take_back_run(JOB, TASK, "run two")  # the run went on: it stays
+    assert store.read_whole(JOB, TASK) == b"run two\nworking\n"
+    assert [number for number, _ in store.rotated(JOB, TASK)] == [1]

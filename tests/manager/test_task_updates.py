@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import open_files_under
 
-from .harness import Farm, WorkerHandle, database_lost, spec
+from .harness import Farm, WorkerHandle, database_lost, fail_next_commit, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -430,3 +430,23 @@ async def test_an_update_whose_writes_fail_leaves_no_log_behind(
     assert answer.status_code == 204
     assert farm.manager.logs.read_whole(job_id, task_id).count(b"Task completed") == 1
     assert farm.task(task_id).status == "completed"
+
+
+@pytest.mark.parametrize("status", ["active", "completed"])
+async def test_an_update_whose_commit_fails_takes_its_log_lines_back(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    """The worker is answered 503 and sends the update again: its lines go in once."""
+    worker, task_id = await _running(farm)
+    job_id = str(farm.task(task_id).job_id)
+    assert (await farm.update(worker, task_id, log="frame 1 started")).status_code == 204
+    before = farm.manager.logs.read_whole(job_id, task_id)
+
+    fail_next_commit(farm.manager.database.engine, monkeypatch)
+    answer = await farm.update(worker, task_id, task_status=status, log="frame 1 done\nsaved")
+    assert answer.status_code == 503
+    assert farm.manager.logs.read_whole(job_id, task_id) == before
+    answer = await farm.update(worker, task_id, task_status=status, log="frame 1 done\nsaved")
+    assert answer.status_code == 204
+    assert farm.manager.logs.read_whole(job_id, task_id) == before + b"frame 1 done\nsaved\n"
+    assert farm.task(task_id).status == status
