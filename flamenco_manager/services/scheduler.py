@@ -171,8 +171,9 @@ class Scheduler:
             document = task_document(
                 connection, task, self.variables, worker.platform, activity=message
             )
-            # The log last: when a statement fails (the database lost), the worker asks again,
-            # and a run started before the failure would be rotated out as a run of its own.
+            # The log last, so that a statement failing (the database lost) leaves no run to
+            # take back; a commit failing takes the run back (ServiceContext.start_log_run), and
+            # the worker asks again.
             if claimed:
                 # A new run of the task starts a new log file; the previous run's is kept.
                 self.context.start_log_run(connection, str(task.job_id), str(task.id), line)

@@ -226,8 +226,9 @@ class TaskUpdates:
                     failed_ratio=self.context.settings.failed_task_ratio,
                     events=self.context.events,
                 )
-            # Last: when a write fails (the database lost), the worker sends the update again,
-            # and lines appended before the failure would go into the log twice.
+            # Last, so that a write failing (the database lost) has no lines to take back; a
+            # commit failing takes them back (ServiceContext.append_log), and the worker sends
+            # the update again.
             self._append_log(connection, str(task.job_id), task_id, update.log)
 
     def _remember_seen(self, worker: WorkerRecord) -> None:
