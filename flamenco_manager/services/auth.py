@@ -95,6 +95,9 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+_Verified = tuple[bytes, float, str | None]
+
+
 class WorkerAuthenticator:
     """Checks worker credentials, remembering recent successes.
 
@@ -103,11 +106,12 @@ class WorkerAuthenticator:
 
     def __init__(self, lookup: Callable[[str], str | None]) -> None:
         self._lookup = lookup
-        self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        # Headers of verified credentials: header -> (worker, end of the verification), and the
-        # header of each worker. Read without the lock (a dict lookup is atomic); written with it.
+        # By worker: the credentials' digest, the end of their verification, and the header they
+        # came in once remembered.
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        # The remembered headers: header -> (worker, end of the verification). Read without the
+        # lock (a dict lookup is atomic); written with it.
         self._headers: dict[str, tuple[str, float]] = {}
-        self._header_of: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def remembered_header(self, authorization: str) -> str | None:
@@ -129,9 +133,9 @@ class WorkerAuthenticator:
             cached = self._verified.get(worker_id)
             if cached is None or not hmac.compare_digest(cached[0], fingerprint):
                 return
-            self._forget_header(worker_id)
+            self._drop_header(cached)
+            self._verified[worker_id] = (cached[0], cached[1], authorization)
             self._headers[authorization] = (worker_id, cached[1])
-            self._header_of[worker_id] = authorization
 
     def is_remembered(self, worker_id: str, secret: str) -> bool:
         """Whether these credentials were verified recently: a check without I/O or hashing cost.
@@ -169,24 +173,21 @@ class WorkerAuthenticator:
 
     def _remember(self, worker_id: str, fingerprint: bytes, now: float) -> None:
         with self._lock:
-            previous = self._verified.get(worker_id)
-            if previous is not None and previous[0] != fingerprint:
-                self._forget_header(worker_id)  # it came with other credentials
-            self._verified[worker_id] = (fingerprint, now + CACHE_SECONDS)
+            # A new verification: the header is remembered again with it (remember_header).
+            self._drop_header(self._verified.get(worker_id))
+            self._verified[worker_id] = (fingerprint, now + CACHE_SECONDS, None)
             self._verified.move_to_end(worker_id)
             while len(self._verified) > CACHE_SIZE:
-                self._forget_header(self._verified.popitem(last=False)[0])
+                self._drop_header(self._verified.popitem(last=False)[1])
 
     def forget(self, worker_id: str) -> None:
         """Drop what is remembered of a worker (it was forgotten or registered again)."""
         with self._lock:
-            self._verified.pop(worker_id, None)
-            self._forget_header(worker_id)
+            self._drop_header(self._verified.pop(worker_id, None))
 
-    def _forget_header(self, worker_id: str) -> None:
-        header = self._header_of.pop(worker_id, None)
-        if header is not None:
-            self._headers.pop(header, None)
+    def _drop_header(self, verified: _Verified | None) -> None:
+        if verified is not None and verified[2] is not None:
+            self._headers.pop(verified[2], None)
 
 
 def _fingerprint(worker_id: str, secret: str) -> bytes:
