@@ -241,7 +241,7 @@ async def test_failed_upload_does_not_disturb_a_parallel_one(
             await asyncio.sleep(0.005)
             yield data[start : start + 2**19]
 
-    corrupt = payload[:-1] + b"\x00"
+    corrupt = payload[:-1] + bytes([payload[-1] ^ 0xFF])  # always another last byte
     good, bad = await asyncio.gather(
         client.post(url, content=body(payload)), client.post(url, content=body(corrupt))
     )
