@@ -16,7 +16,9 @@ writes its first line.
 The store is synchronous; call it from a worker thread when the event loop must not wait on the
 disk. A store that is the only writer of its logs (one manager process) may keep logs open
 (``keep_open``), appending to a log without opening and closing it each time, and closes it
-before renaming or removing it.
+before renaming or removing it. Where several processes write the logs (PostgreSQL), each
+append holds a shared ``flock`` on its log while it writes, and taking a line or a run back an
+exclusive one, so that a line another process appends meanwhile is neither cut nor lost.
 
 The slow disk work is left to threads of the store's own, one for gzips and one for removals,
 so that the caller (a claim or a deletion on the event loop) does not wait for it. Rotation
@@ -49,6 +51,11 @@ from pathlib import Path
 from typing import Final
 
 import attrs
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock: logs are written unlocked
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "HEAD_BYTES",
@@ -371,7 +378,7 @@ class TaskLogStore:
         path = self._file(job_id, task_id)
         data = _line(text)
         if self._open is None:
-            fd = _opened(path)
+            fd = _locked_for_append(path)
             _write(fd, path, data)
             os.close(fd)
         else:
@@ -387,6 +394,7 @@ class TaskLogStore:
         path, data = self._file(job_id, task_id), _line(text)
         try:
             with open(path, "r+b") as file:
+                _lock(file.fileno(), exclusive=True)  # no append between the check and the cut
                 end = file.seek(0, os.SEEK_END)
                 if end >= len(data):
                     file.seek(end - len(data))
@@ -406,9 +414,11 @@ class TaskLogStore:
             self._open.close(path)
         try:
             with open(path, "rb") as file:
-                held = file.read(len(data) + 1)
-            if held == data:
-                os.unlink(path)
+                # Held until the log is removed: an append waiting for it then finds the
+                # file gone, and starts the log again (_locked_for_append).
+                _lock(file.fileno(), exclusive=True)
+                if file.read(len(data) + 1) == data:
+                    os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -810,6 +820,34 @@ def _opened(path: str) -> int:
         return _open_append(path)
     except OSError as exc:
         raise TaskLogError(f"cannot open task log {path}", _reason(exc)) from exc
+
+
+def _lock(fd: int, *, exclusive: bool) -> None:
+    """``flock`` an open log, shared (appending) or exclusive (taking back), waiting for it.
+
+    A file system without locks (some network and FUSE ones) leaves the log unlocked rather
+    than refusing the write: the lock only narrows a window that exists without it.
+    """
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+
+def _locked_for_append(path: str) -> int:
+    """Open a log for appending (see :func:`_opened`) under a shared lock (see :func:`_lock`).
+
+    A log removed while the lock was awaited (a run taken back) is opened again by name.
+    """
+    while True:
+        fd = _opened(path)
+        _lock(fd, exclusive=False)
+        try:
+            if os.fstat(fd).st_nlink:
+                return fd
+        except OSError as exc:
+            os.close(fd)
+            raise TaskLogError(f"cannot open task log {path}", _reason(exc)) from exc
+        os.close(fd)
 
 
 def _started(path: str, rotate: Callable[[], None]) -> int:

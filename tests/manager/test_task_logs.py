@@ -946,3 +946,66 @@ def test_taking_back_a_run_removes_it_only_while_it_holds_its_first_line(
     store.take_back_run(JOB, TASK, "run two")  # the run went on: it stays
     assert store.read_whole(JOB, TASK) == b"run two\nworking\n"
     assert [number for number, _ in store.rotated(JOB, TASK)] == [1]
+
+
+class _AppendWhileTakingBack:
+    """Another manager process (a store of its own on the same logs) appends ``line`` while a
+    take-back has read the log's end and not yet cut it: the module's ``open`` hands out files
+    whose first read starts that append, and waits a moment for it to land."""
+
+    def __init__(self, root: Path, line: str) -> None:
+        self.other = TaskLogStore(root)  # opens its logs for each append, as with PostgreSQL
+        self.line = line
+        self.appender: threading.Thread | None = None
+
+    def open(self, path: str, mode: str = "r", *args: object) -> object:
+        file = open(path, mode, *args)  # noqa: SIM115 - closed by the code under test
+        real_read, spy = file.read, self
+
+        def read(*read_args: object) -> bytes:
+            data: bytes = real_read(*read_args)
+            if spy.appender is None:
+                spy.appender = threading.Thread(
+                    target=spy.other.append, args=(JOB, TASK, spy.line), daemon=True
+                )
+                spy.appender.start()
+                spy.appender.join(0.5)  # done at once unless the log is locked against it
+            return data
+
+        file.read = read
+        return file
+
+    def finish(self) -> None:
+        assert self.appender is not None, "the take-back never read the log"
+        self.appender.join(10)
+        assert not self.appender.is_alive()
+
+
+def test_a_line_appended_by_another_process_during_a_take_back_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "task-logs"
+    store = TaskLogStore(root)
+    for line in ("first", "second"):
+        store.append(JOB, TASK, line)
+    racer = _AppendWhileTakingBack(root, "from elsewhere")
+    monkeypatch.setattr(task_logs, "open", racer.open, raising=False)
+    store.take_back(JOB, TASK, "second")
+    racer.finish()
+    assert store.read_whole(JOB, TASK) == b"first\nfrom elsewhere\n"
+
+
+def test_a_line_appended_by_another_process_during_a_run_take_back_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "task-logs"
+    store = TaskLogStore(root)
+    store.start_run(JOB, TASK, "run one")
+    store.start_run(JOB, TASK, "run two")
+    racer = _AppendWhileTakingBack(root, "from elsewhere")
+    monkeypatch.setattr(task_logs, "open", racer.open, raising=False)
+    store.take_back_run(JOB, TASK, "run two")
+    racer.finish()
+    # The run was taken back; the line written meanwhile starts the log again.
+    assert store.read_whole(JOB, TASK) == b"from elsewhere\n"
+    assert store.read_whole(JOB, TASK, run=1) == b"run one\n"
