@@ -16,9 +16,10 @@ writes its first line.
 The store is synchronous; call it from a worker thread when the event loop must not wait on the
 disk. A store that is the only writer of its logs (one manager process) may keep logs open
 (``keep_open``), appending to a log without opening and closing it each time, and closes it
-before renaming or removing it. Where several processes write the logs (PostgreSQL), each
-append holds a shared ``flock`` on its log while it writes, and taking a line or a run back an
-exclusive one, so that a line another process appends meanwhile is neither cut nor lost.
+before renaming or removing it. A store that keeps none open, as where several processes write
+the logs (PostgreSQL), holds a shared ``flock`` on a log while it appends, and every store an
+exclusive one while it takes a line or a run back, so that a line another process appends
+meanwhile is neither cut nor lost.
 
 The slow disk work is left to threads of the store's own, one for gzips and one for removals,
 so that the caller (a claim or a deletion on the event loop) does not wait for it. Rotation
