@@ -8,13 +8,11 @@ variable or in ``flamenco-manager.toml``; ``flamenco-manager serve --help`` list
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,59 +26,15 @@ from flamenco_manager.config import (
     setting_names,
     settings_to_json,
 )
+from flamenco_manager.log_format import configure_logging
 
 __all__ = ["main"]
 
-# Attributes every log record has; anything else was passed in `extra` and is printed as a field.
-_STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
-    "message",
-    "asctime",
-    "color_message",
-}
 # Workers poll every few seconds; a keep-alive shorter than that makes every poll race the
 # server closing the idle connection (the Go manager kept idle connections for 600 s).
 KEEP_ALIVE_SECONDS: Final = 120
-_SECRET_WORDS: Final = ("secret", "password", "token", "authorization")
 STRONG_SECRET_BYTES: Final = 32
 """Below this, ``serve`` warns that the worker registration secret is short (RFC 7518 §3.2)."""
-
-
-class StructuredFormatter(logging.Formatter):
-    """One line per record: time, level, logger, message, then ``key=value`` fields.
-
-    Fields whose name mentions a secret are masked, so a secret never reaches the log.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        parts = [
-            moment,
-            record.levelname.lower(),
-            str(record.name),
-            json.dumps(record.getMessage()),
-        ]
-        for key, value in record.__dict__.items():
-            if key in _STANDARD or key.startswith("_"):
-                continue
-            shown = "***" if any(word in key.lower() for word in _SECRET_WORDS) else value
-            parts.append(f"{key}={json.dumps(shown, default=str)}")
-        line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def configure_logging(level: str) -> None:
-    """Structured logs on standard error, Python's warnings among them."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(StructuredFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.captureWarnings(True)
-    # PyJWT's warning of a short key (2.11 and later), at the first registration, repeats what
-    # serve says at start about the registration secret.
-    warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from flamenco_manager.log_format import configure_logging
 from flamenco_manager.manager import Manager
 from shaman_core.asgi import shaman_routes
 
@@ -38,10 +39,14 @@ SETTINGS_VARIABLE = "FLAMENCO_MANAGER_SETTINGS"
 
 
 def app_from_environment() -> Starlette:
-    """The app of one of several manager processes, from the settings its parent handed on."""
+    """The app of one of several manager processes, from the settings its parent handed on.
+
+    The process logs as its parent does: a process that uvicorn starts has no log handler.
+    """
     from flamenco_manager.config import settings_from_json
 
     settings = settings_from_json(os.environ[SETTINGS_VARIABLE])
+    configure_logging(settings.log_level)
     return create_app(Manager(settings), serving=True)
 
 

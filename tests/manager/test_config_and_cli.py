@@ -11,8 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from flamenco_manager.cli import StructuredFormatter
 from flamenco_manager.config import ConfigError, Settings, load_settings, parse_duration
+from flamenco_manager.log_format import StructuredFormatter
 
 
 def test_zero_configuration_defaults() -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from flamenco_manager.config import Settings
+from flamenco_manager.config import Settings, settings_to_json
 from flamenco_manager.manager import Manager
 from flamenco_manager.storage import tasks as task_store
+from flamenco_manager.web.app import SETTINGS_VARIABLE
 from tests.support import free_port, serve_command, wait_until_serving
 
 from .harness import POSTGRES_URL_VARIABLE, spec
@@ -44,14 +47,14 @@ def test_two_processes_and_200_workers_never_share_or_lose_a_task(
     )
     seeding.close()
     port = free_port()
-    server = subprocess.Popen(
-        serve_command(
-            tmp_path, port, "--processes", "2", "--database", database_url, "--log-level", "warning"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    output = tmp_path / "serve.log"
+    with output.open("w") as sink:
+        server = subprocess.Popen(
+            serve_command(tmp_path, port, "--processes", "2", "--database", database_url),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_serving(base, server)
@@ -69,6 +72,33 @@ def test_two_processes_and_200_workers_never_share_or_lose_a_task(
     checking.close()
     assert {str(task.id) for task in stored} == set(handed_out)
     assert {task.status for task in stored} == {"completed"}
+    # The serving processes log as serve does: every registration is told, once, as a structured
+    # line of its own.
+    registered = [line for line in output.read_text().splitlines() if '"worker registered"' in line]
+    assert len(registered) == 200
+    assert all(re.match(r"\S+Z info flamenco_manager\.\S+ ", line) for line in registered)
+
+
+def test_a_process_of_several_logs_as_serve_does(tmp_path: Path) -> None:
+    # What `serve --processes N` has uvicorn run in each process it starts: no handler was set up
+    # there, and the processes' info lines were lost.
+    settings = Settings(data_dir=tmp_path, log_level="info")
+    script = (
+        "import logging\n"
+        "from flamenco_manager.web.app import app_from_environment\n"
+        "app_from_environment()\n"
+        "logging.getLogger('flamenco_manager.farm').info('told', extra={'worker': 'w1'})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, SETTINGS_VARIABLE: settings_to_json(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r'^\S+Z info flamenco_manager\.farm "told" worker="w1"$', result.stderr, re.M)
 
 
 async def _run_workers(base: str, count: int) -> list[str]:
