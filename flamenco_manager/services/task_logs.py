@@ -372,7 +372,8 @@ class TaskLogStore:
 
         Empty text, or an empty job ID (the Go manager's "unknown job"), writes nothing. The text
         goes in with one append, and a failed append is undone, so a full disk never leaves half a
-        line behind. Raises :class:`TaskLogError` when the disk refuses.
+        line behind, unless another process appended a line after it: that line is not cut.
+        Raises :class:`TaskLogError` when the disk refuses.
         """
         if not text or not job_id:
             return
@@ -888,10 +889,22 @@ def _write_all_or_nothing(fd: int, data: bytes) -> None:
             written += count
     except OSError:
         if written:
-            # Take back our partial line; O_APPEND put it at the very end of the file.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, os.fstat(fd).st_size - written)
+                _cut_partial_line(fd, written)
         raise
+
+
+def _cut_partial_line(fd: int, written: int) -> None:
+    """Take back the ``written`` bytes a failed append left at the end of its log.
+
+    Under an exclusive lock, and only while they still end the log: with O_APPEND, the log's
+    offset after them is where they end, and a line another process appended since (appends
+    share their lock) lies past it. That line is kept, and the partial one with it.
+    """
+    _lock(fd, exclusive=True)
+    end = os.lseek(fd, 0, os.SEEK_CUR)
+    if os.fstat(fd).st_size == end:
+        os.ftruncate(fd, end - written)
 
 
 def _gzip_atomically(source: Path, target: Path, level: int) -> None:

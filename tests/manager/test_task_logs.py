@@ -1009,3 +1009,35 @@ def test_a_line_appended_by_another_process_during_a_run_take_back_is_kept(
     # The run was taken back; the line written meanwhile starts the log again.
     assert store.read_whole(JOB, TASK) == b"from elsewhere\n"
     assert store.read_whole(JOB, TASK, run=1) == b"run one\n"
+
+
+def test_a_full_disk_never_cuts_a_line_another_process_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "task-logs"
+    store = TaskLogStore(root)
+    store.append(JOB, TASK, "first line")
+    other = TaskLogStore(root)  # another manager process, on the same logs
+    real_write = os.write
+
+    calls: list[int] = []
+
+    def write_half_then_fail(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        count = real_write(fd, bytes(data[:4]))
+        # The other process's append lands after the half line, before the disk fills up.
+        monkeypatch.setattr(task_logs.os, "write", real_write)
+        appender = threading.Thread(target=other.append, args=(JOB, TASK, "from elsewhere"))
+        appender.start()
+        appender.join(10)
+        monkeypatch.setattr(task_logs.os, "write", write_half_then_fail)
+        return count
+
+    monkeypatch.setattr(task_logs.os, "write", write_half_then_fail)
+    with pytest.raises(TaskLogError):
+        store.append(JOB, TASK, "second line that does not fit")
+    monkeypatch.undo()
+    # The other line is whole; the half line before it stays, since cutting it would cut that.
+    assert store.path(JOB, TASK).read_text() == "first line\nsecofrom elsewhere\n"
