@@ -148,15 +148,18 @@ class Scheduler:
                 worker=worker_id,
             )
             line = f"{log_timestamp(now)}: {message}"
+            # A task sent again is worth a line too: a worker that asks for work while it holds
+            # a task lost it, or finished it and has yet to send the update saying so (after a
+            # manager restart, say), and runs it again.
+            log_change(
+                connection,
+                "task assigned" if claimed else "task sent again to the worker holding it",
+                task=str(task.id),
+                job=str(task.job_id),
+                worker=worker_id,
+                nickname=worker.nickname,
+            )
             if claimed:
-                log_change(
-                    connection,
-                    "task assigned",
-                    task=str(task.id),
-                    job=str(task.job_id),
-                    worker=worker_id,
-                    nickname=worker.nickname,
-                )
                 # A newly claimed task may start its job; a task sent again changes nothing.
                 refresh_job_status(
                     connection,

@@ -47,6 +47,23 @@ async def test_a_job_from_worker_sign_on_to_completion(
     assert {line.levelno for line in told} == {logging.INFO}
 
 
+async def test_a_task_sent_again_to_the_worker_holding_it_is_told(
+    farm: Farm, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker asks for work while it holds a task: after a manager restart, the real worker may
+    # still have the update completing it queued. It gets the same task again, and the log says so.
+    caplog.set_level(logging.INFO, logger="flamenco_manager.farm")
+    worker = await farm.register("w1")
+    farm.job(spec())
+    task_id = (await farm.fetch(worker)).json()["_id"]
+    caplog.clear()
+    assert (await farm.fetch(worker)).json()["_id"] == task_id
+    told = _told(caplog)
+    assert [line.getMessage() for line in told] == ["task sent again to the worker holding it"]
+    assert (told[0].task, told[0].worker) == (task_id, worker.id)  # type: ignore[attr-defined]
+    assert told[0].levelno == logging.INFO
+
+
 async def test_failures_are_warnings(farm: Farm, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="flamenco_manager.farm")
     worker = await farm.register("w1")
