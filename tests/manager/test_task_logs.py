@@ -948,15 +948,22 @@ def test_taking_back_a_run_removes_it_only_while_it_holds_its_first_line(
     assert [number for number, _ in store.rotated(JOB, TASK)] == [1]
 
 
+@pytest.fixture
+def shared_store(tmp_path: Path) -> TaskLogStore:
+    """A store that opens its logs for each append, as where other processes write them too."""
+    return TaskLogStore(tmp_path / "task-logs")
+
+
 class _AppendWhileTakingBack:
     """Another manager process (a store of its own on the same logs) appends ``line`` while a
     take-back has read the log's end and not yet cut it: the module's ``open`` hands out files
     whose first read starts that append, and waits a moment for it to land."""
 
-    def __init__(self, root: Path, line: str) -> None:
-        self.other = TaskLogStore(root)  # opens its logs for each append, as with PostgreSQL
+    def __init__(self, root: Path, line: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.other = TaskLogStore(root)
         self.line = line
         self.appender: threading.Thread | None = None
+        monkeypatch.setattr(task_logs, "open", self.open, raising=False)
 
     def open(self, path: str, mode: str = "r", *args: object) -> object:
         file = open(path, mode, *args)  # noqa: SIM115 - closed by the code under test
@@ -982,50 +989,42 @@ class _AppendWhileTakingBack:
 
 
 def test_a_line_appended_by_another_process_during_a_take_back_stays(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_store: TaskLogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = tmp_path / "task-logs"
-    store = TaskLogStore(root)
     for line in ("first", "second"):
-        store.append(JOB, TASK, line)
-    racer = _AppendWhileTakingBack(root, "from elsewhere")
-    monkeypatch.setattr(task_logs, "open", racer.open, raising=False)
-    store.take_back(JOB, TASK, "second")
+        shared_store.append(JOB, TASK, line)
+    racer = _AppendWhileTakingBack(shared_store.root, "from elsewhere", monkeypatch)
+    shared_store.take_back(JOB, TASK, "second")
     racer.finish()
-    assert store.read_whole(JOB, TASK) == b"first\nfrom elsewhere\n"
+    assert shared_store.read_whole(JOB, TASK) == b"first\nfrom elsewhere\n"
 
 
 def test_a_line_appended_by_another_process_during_a_run_take_back_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_store: TaskLogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = tmp_path / "task-logs"
-    store = TaskLogStore(root)
-    store.start_run(JOB, TASK, "run one")
-    store.start_run(JOB, TASK, "run two")
-    racer = _AppendWhileTakingBack(root, "from elsewhere")
-    monkeypatch.setattr(task_logs, "open", racer.open, raising=False)
-    store.take_back_run(JOB, TASK, "run two")
+    shared_store.start_run(JOB, TASK, "run one")
+    shared_store.start_run(JOB, TASK, "run two")
+    racer = _AppendWhileTakingBack(shared_store.root, "from elsewhere", monkeypatch)
+    shared_store.take_back_run(JOB, TASK, "run two")
     racer.finish()
     # The run was taken back; the line written meanwhile starts the log again.
-    assert store.read_whole(JOB, TASK) == b"from elsewhere\n"
-    assert store.read_whole(JOB, TASK, run=1) == b"run one\n"
+    assert shared_store.read_whole(JOB, TASK) == b"from elsewhere\n"
+    assert shared_store.read_whole(JOB, TASK, run=1) == b"run one\n"
 
 
 def test_a_full_disk_never_cuts_a_line_another_process_appended(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_store: TaskLogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = tmp_path / "task-logs"
-    store = TaskLogStore(root)
-    store.append(JOB, TASK, "first line")
-    other = TaskLogStore(root)  # another manager process, on the same logs
+    shared_store.append(JOB, TASK, "first line")
+    other = TaskLogStore(shared_store.root)  # another manager process, on the same logs
     real_write = os.write
-
-    calls: list[int] = []
+    wrote_half = False
 
     def write_half_then_fail(fd: int, data: bytes) -> int:
-        calls.append(len(data))
-        if len(calls) > 1:
+        nonlocal wrote_half
+        if wrote_half:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        wrote_half = True
         count = real_write(fd, bytes(data[:4]))
         # The other process's append lands after the half line, before the disk fills up.
         monkeypatch.setattr(task_logs.os, "write", real_write)
@@ -1037,7 +1036,7 @@ def test_a_full_disk_never_cuts_a_line_another_process_appended(
 
     monkeypatch.setattr(task_logs.os, "write", write_half_then_fail)
     with pytest.raises(TaskLogError):
-        store.append(JOB, TASK, "second line that does not fit")
+        shared_store.append(JOB, TASK, "second line that does not fit")
     monkeypatch.undo()
     # The other line is whole; the half line before it stays, since cutting it would cut that.
-    assert store.path(JOB, TASK).read_text() == "first line\nsecofrom elsewhere\n"
+    assert shared_store.path(JOB, TASK).read_text() == "first line\nsecofrom elsewhere\n"
