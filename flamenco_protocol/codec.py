@@ -41,6 +41,7 @@ from .statuses import (
 )
 
 __all__ = [
+    "MAX_NESTING",
     "DecodeError",
     "converter",
     "decode",
@@ -48,6 +49,7 @@ __all__ = [
     "encode",
     "format_time",
     "loads",
+    "parse_json",
     "parse_time",
 ]
 
@@ -433,17 +435,52 @@ def decode(document: type[D], data: Any) -> D:
         raise DecodeError(document.__name__, _paths(exc, "$")) from None
 
 
+MAX_NESTING: Final = 100
+"""How deep arrays and objects may nest in a document's JSON; the protocol's nest a few levels."""
+
+
+def parse_json(text: str | bytes | bytearray) -> Any:
+    """JSON text as Python values, as :func:`json.loads` gives them, for text a document may be.
+
+    Raises :class:`ValueError` for text that is not JSON, that nests arrays and objects more than
+    :data:`MAX_NESTING` levels deep, or whose strings hold a lone UTF-16 surrogate (``"\\ud800"``,
+    which no UTF-8 text can hold); :class:`UnicodeDecodeError` for bytes that are not UTF-8,
+    UTF-16 or UTF-32.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"arrays and objects nested more than {MAX_NESTING} deep") from None
+    pending: list[tuple[Any, int]] = [(value, 0)]  # a stack: no recursion on deep values
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValueError("a string holds a lone UTF-16 surrogate: UTF-8 cannot encode it")
+        elif isinstance(item, (dict, list)):
+            if depth == MAX_NESTING:
+                raise ValueError(f"arrays and objects nested more than {MAX_NESTING} deep")
+            if isinstance(item, dict):
+                pending.extend((key, depth) for key in item)
+                item = item.values()
+            pending.extend((child, depth + 1) for child in item)
+    return value
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def loads(
     document: type[D],
     text: str | bytes | bytearray,
     *,
-    parse: Callable[[str | bytes | bytearray], Any] = json.loads,
+    parse: Callable[[str | bytes | bytearray], Any] = parse_json,
 ) -> D:
     """Parse JSON text and build ``document`` from it; raise :class:`DecodeError`.
 
     ``parse`` turns the text into Python values, raising :class:`ValueError` (or
     :class:`UnicodeDecodeError`) for text that is not JSON: a faster parser may stand in for
-    :func:`json.loads` if it accepts and gives the same.
+    :func:`parse_json` if it accepts, refuses and gives the same.
     """
     try:
         data = parse(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -56,16 +55,16 @@ def header(request: Request, name: bytes) -> str | None:
 
 
 def parse_json(text: str | bytes | bytearray) -> Any:
-    """JSON text as Python values, exactly as :func:`json.loads` gives them (and raising what it
-    raises), parsed by ``orjson`` where it can: a task update's log takes the standard parser
-    three times as long. What ``orjson`` refuses goes to :func:`json.loads`, which accepts more
-    (``NaN``, lone surrogates, numbers beyond a float's range, UTF-16 text) or says what is
-    wrong."""
+    """JSON text as Python values, exactly as :func:`flamenco_protocol.codec.parse_json` gives
+    them (and raising what it raises), parsed by ``orjson`` where it can: a task update's log
+    takes the standard parser three times as long. What ``orjson`` refuses goes to the standard
+    parser, which accepts more (``NaN``, numbers beyond a float's range, UTF-16 text) or says what
+    is wrong."""
     try:
         value = orjson.loads(text)
     except ValueError:
-        return json.loads(text)
-    return json.loads(text) if _may_be_a_big_integer(value) else value
+        return codec.parse_json(text)
+    return codec.parse_json(text) if _needs_standard_parser(value) else value
 
 
 def load_document(document: type[D], body: bytes) -> D:
@@ -77,21 +76,26 @@ def load_document(document: type[D], body: bytes) -> D:
 _BEYOND_64_BITS: Final = 2.0**63
 
 
-def _may_be_a_big_integer(value: Any) -> bool:
-    """Whether ``value`` holds a float that orjson may have made of an integer: it reads integers
-    beyond 64 bits as floats, where :func:`json.loads` gives integers. Such a float is a whole
-    number of 2**63 or more; every other float is the same in both (the real worker reports its
-    timings as floats)."""
-    pending = [value]  # a stack, not recursion: documents may nest deeper than Python recurses
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float):
-            if abs(item) >= _BEYOND_64_BITS and item.is_integer():
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+def _needs_standard_parser(value: Any) -> bool:
+    """Whether the standard parser could answer otherwise than orjson did for ``value``.
+
+    orjson reads integers beyond 64 bits as floats, where the standard parser gives integers:
+    such a float is a whole number of 2**63 or more; every other float is the same in both (the
+    real worker reports its timings as floats). And orjson nests deeper than a document may
+    (:data:`~flamenco_protocol.codec.MAX_NESTING`), where the standard parser says so.
+    """
+    level, depth = [value], 0  # level by level, not recursion: values may nest deep
+    while level:
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, float):
+                if abs(item) >= _BEYOND_64_BITS and item.is_integer():
+                    return True
+            elif isinstance(item, (dict, list)):
+                if depth == codec.MAX_NESTING:
+                    return True
+                below.extend(item.values() if isinstance(item, dict) else item)
+        level, depth = below, depth + 1
     return False
 
 

@@ -95,6 +95,22 @@ async def test_garbage_bodies(user: User) -> None:
     assert (await user.post("/api/jobs", content=huge)).status_code == 413
 
 
+async def test_lone_surrogates_and_deep_nesting_are_400_saying_so(user: User) -> None:
+    # Both used to be 500s: the surrogate at the database's insert, the nesting in the parser.
+    bodies = {
+        b'{"name": "shot\\ud800", "type": "sleep", "settings": {}}': "surrogate",
+        b'{"name": "x", "type": "sleep", "settings": {"a": ' + b"[" * 200 + b"]" * 200 + b"}}": (
+            "nested"
+        ),
+        b"[" * 5000 + b"]" * 5000: "nested",
+    }
+    for raw, wrong in bodies.items():
+        response = await user.post("/api/jobs", content=raw)
+        assert response.status_code == 400, raw[:40]
+        assert any(wrong in error for error in response.json()["errors"])
+    assert (await user.get("/api/jobs")).json()["jobs"] == []
+
+
 async def test_listing_filters_searches_and_pages(user: User) -> None:
     ids = [(await user.submit(name=f"shot {index:02d}"))["_id"] for index in range(5)]
     await user.post(f"/api/jobs/{ids[0]}/status", json={"status": "cancel-requested"})

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from flamenco_manager.web import responses
 from flamenco_manager.web.responses import BodyTooLarge, header, parse_json, read_body
+from flamenco_protocol import codec
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +82,7 @@ def test_a_header_reads_as_starlette_reads_it(
     assert header(request, b"user-agent") == expected == request.headers.get("user-agent")
 
 
-# --- JSON parsing: orjson where it can, json.loads' answers always ----------------------------
+# --- JSON parsing: orjson where it can, the standard parser's answers always ------------------
 
 _SCALARS = (
     st.none()
@@ -112,12 +112,12 @@ def _outcome(parse: Callable[[Any], Any], text: str | bytes) -> tuple[str, str]:
     ensure_ascii=st.booleans(),
     encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32", None]),
 )
-def test_parse_json_gives_what_json_loads_gives(
+def test_parse_json_gives_what_the_standard_parser_gives(
     value: object, ensure_ascii: bool, encoding: str | None
 ) -> None:
     text = json.dumps(value, ensure_ascii=ensure_ascii)
     raw: str | bytes = text if encoding is None else text.encode(encoding, "surrogatepass")
-    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
+    assert _outcome(parse_json, raw) == _outcome(codec.parse_json, raw)
 
 
 _NUMBERS = st.from_regex(
@@ -127,10 +127,10 @@ _NUMBERS = st.from_regex(
 
 @settings(max_examples=500, deadline=None)
 @given(numbers=st.lists(_NUMBERS, min_size=1, max_size=4))
-def test_parse_json_reads_every_number_as_json_loads_does(numbers: list[str]) -> None:
+def test_parse_json_reads_every_number_as_the_standard_parser_does(numbers: list[str]) -> None:
     # Integers beyond 64 bits, floats beyond a float's range, whole floats, tiny ones.
     raw = "[" + ", ".join(numbers) + "]"
-    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
+    assert _outcome(parse_json, raw) == _outcome(codec.parse_json, raw)
 
 
 def test_timings_as_floats_are_parsed_without_the_standard_parser(
@@ -140,7 +140,7 @@ def test_timings_as_floats_are_parsed_without_the_standard_parser(
     # standard parser takes three times as long to read.
     body = b'{"metrics": {"timing": {"total": 7.25, "blender": 1e3}}, "log": "frame 1"}'
     expected = json.loads(body)
-    monkeypatch.setattr(responses.json, "loads", _refuse)
+    monkeypatch.setattr(codec, "parse_json", _refuse)
     assert parse_json(body) == expected
 
 
@@ -150,8 +150,8 @@ def _refuse(*_: object) -> object:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64) | st.text(max_size=64))
-def test_parse_json_refuses_what_json_loads_refuses(raw: bytes | str) -> None:
-    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
+def test_parse_json_refuses_what_the_standard_parser_refuses(raw: bytes | str) -> None:
+    assert _outcome(parse_json, raw) == _outcome(codec.parse_json, raw)
 
 
 @pytest.mark.parametrize(
@@ -168,9 +168,15 @@ def test_parse_json_refuses_what_json_loads_refuses(raw: bytes | str) -> None:
         b"[" * 5000 + b"]" * 5000,
         b"[" * 1000 + b"1.5" + b"]" * 1000,
         b"[" * 900 + b"]" * 900,
+        b"[" * 100 + b"]" * 100,
+        b"[" * 101 + b"]" * 101,
+        b'{"a": [' * 50 + b"1" + b"]}" * 50,
+        b'{"a": [' * 50 + b"{}" + b"]}" * 50,
+        b'{"\\udc80": 1}',
+        b'["\\ud83d\\ude00"]',
         b"{} x",
         b"\xff",
     ],
 )
 def test_parse_json_on_the_edges_of_json(raw: bytes | str) -> None:
-    assert _outcome(parse_json, raw) == _outcome(json.loads, raw)
+    assert _outcome(parse_json, raw) == _outcome(codec.parse_json, raw)

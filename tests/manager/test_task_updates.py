@@ -238,6 +238,13 @@ async def test_garbage_bodies_are_400_naming_the_field(farm: Farm) -> None:
     assert response.status_code == 400
     assert response.text.startswith("Unable to decode JSON:")
     assert farm.task(task_id).status == "active"
+    deep = b'{"metrics": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for raw in (b'{"log": "frame 1\\udc80\\n"}', deep):
+        response = await farm.call(worker, "POST", f"/tasks/{task_id}/update", content=raw)
+        assert response.status_code == 400, raw[:40]
+        assert "surrogate" in response.text or "nested" in response.text
+    log = farm.manager.logs.read_whole(str(farm.task(task_id).job_id), task_id)
+    assert b"frame 1" not in log
 
 
 async def test_statuses_a_worker_may_not_report_are_400(farm: Farm) -> None:

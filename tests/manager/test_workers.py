@@ -54,6 +54,11 @@ async def test_registration_garbage_is_400(farm: Farm) -> None:
     assert response.status_code == 400
     assert "$.secret" in response.text
     assert farm.manager.workers.list() == []
+    body = b'{"secret": "s", "platform": "linux", "nickname": "render\\ud800"}'
+    response = await farm.client.post("/register-worker", content=body)
+    assert response.status_code == 400
+    assert "surrogate" in response.text
+    assert farm.manager.workers.list() == []
 
 
 async def _psk_farm(tmp_path: object, database_url: str, secret: str) -> tuple[Manager, object]:

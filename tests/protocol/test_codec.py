@@ -417,3 +417,26 @@ def test_user_documents_follow_the_same_rules() -> None:
     assert codec.encode(_Pipeline(name="x")) == {"Name": "x"}
     with pytest.raises(DecodeError, match=r"\$\.Name"):
         codec.loads(_Pipeline, b'{"name": 1}')
+
+
+@pytest.mark.parametrize(
+    ("text", "wrong"),
+    [
+        ('{"nickname": "render\\ud800"}', "lone UTF-16 surrogate"),
+        ('{"\\udc80": 1}', "lone UTF-16 surrogate"),
+        ('{"metrics": ' + "[" * codec.MAX_NESTING + "]" * codec.MAX_NESTING + "}", "nested"),
+        ("[" * 5000 + "]" * 5000, "nested"),
+        ("[" * 5000, "nested"),
+    ],
+)
+def test_text_no_document_may_be_is_refused_saying_why(text: str, wrong: str) -> None:
+    # A lone surrogate cannot be stored or sent as UTF-8, and deep nesting would overflow
+    # Python's stack further on: both are bad input, not a server's failure.
+    with pytest.raises(DecodeError, match=f"not valid JSON.*{wrong}"):
+        codec.loads(d.WorkerSignonDoc, text)
+
+
+def test_nesting_up_to_the_limit_and_surrogate_pairs_are_accepted() -> None:
+    deepest = "[" * (codec.MAX_NESTING - 1) + "]" * (codec.MAX_NESTING - 1)
+    assert codec.parse_json('{"a": ' + deepest + "}") == {"a": json.loads(deepest)}
+    assert codec.loads(d.WorkerSignonDoc, '{"nickname": "\\ud83d\\ude00"}').nickname == "😀"
