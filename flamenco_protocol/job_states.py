@@ -17,7 +17,11 @@ Flamenco 2 server's job handling, adapted to a manager without a server (docs/co
   A running task that waits again while the job is paused (returned, timed out, soft-failed) is
   held too;
 * a job whose tasks have all finished, not all completed, ends ``failed`` (some failed) or
-  ``canceled``, instead of staying ``active`` for ever.
+  ``canceled``, instead of staying ``active`` for ever;
+* a job where nothing runs and every waiting task has a parent that failed or was canceled, so
+  that none can ever start, ends ``failed`` and its waiting tasks ``canceled``, as soon as that
+  is so (the Flamenco 2 server found such jobs with a check every ten minutes, and canceled
+  their running tasks too).
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class JobEvent(Enum):
     ALL_STOPPED = "all-stopped"
     """Nothing runs or waits any more and not all completed: a canceling (or live) job is
     canceled, a failing one failed."""
+    TASKS_BLOCKED = "tasks-blocked"
+    """Nothing runs, and every waiting task has a parent that failed or was canceled: none of
+    them can ever start."""
 
 
 E = JobEvent
@@ -105,6 +112,7 @@ def _table() -> dict[JobStatus, dict[JobEvent, JobStatus]]:
             E.ALL_COMPLETED: J.COMPLETED,
             E.TOO_MANY_FAILED: J.FAILED,
             E.ALL_STOPPED: J.CANCELED,
+            E.TASKS_BLOCKED: J.FAILED,
         }
     table[J.PAUSED] = {
         E.CANCEL: J.CANCEL_REQUESTED,
@@ -146,6 +154,7 @@ _TASK_EVENTS: Final = {
     E.RESUME: TaskEvent.JOB_RESUMED,
     E.REQUEUE: TaskEvent.REQUEUED,
     E.TOO_MANY_FAILED: TaskEvent.JOB_CANCELED,
+    E.TASKS_BLOCKED: TaskEvent.JOB_CANCELED,
     E.HOLD_TASKS: TaskEvent.JOB_PAUSED,
 }
 
@@ -199,6 +208,7 @@ def derive_job_status(
     task_counts: Mapping[TaskStatus | str, int],
     *,
     failed_ratio: float = DEFAULT_FAILED_TASK_RATIO,
+    any_runnable: bool = True,
 ) -> JobChange | None:
     """The change its tasks make to a job, or ``None`` when nothing changes.
 
@@ -206,6 +216,9 @@ def derive_job_status(
     a task that waits again.
 
     ``task_counts`` is the number of the job's tasks per status, after the task change.
+    ``any_runnable`` says whether some waiting task has every parent completed, so that it may
+    start: callers need to find out only when no task runs (``active`` or ``cancel-requested``)
+    and some wait (``queued``, ``claimed-by-manager`` or ``soft-failed``).
     """
     try:
         current = JobStatus(status)
@@ -238,13 +251,17 @@ def derive_job_status(
     elif running == 0 and waiting == 0:
         # Everything finished, nothing failed, not all completed: some were canceled.
         event = E.ALL_STOPPED
+    elif running == 0 and not any_runnable:
+        event = E.TASKS_BLOCKED
+        reason = f"{waiting} of its tasks wait for a parent that failed or was canceled"
     else:
         event = _progress_event(running, waiting, total - waiting - running)
 
     if event is None:
         return None
     new_status = next_job_status(current, event)
-    task_event = _TASK_EVENTS.get(event) if event in (E.TOO_MANY_FAILED, E.HOLD_TASKS) else None
+    with_tasks = (E.TOO_MANY_FAILED, E.TASKS_BLOCKED, E.HOLD_TASKS)
+    task_event = _TASK_EVENTS.get(event) if event in with_tasks else None
     if new_status is current and task_event is None:
         return None
     return JobChange(event=event, status=new_status, task_event=task_event, reason=reason)

@@ -25,7 +25,12 @@ from flamenco_protocol.documents import Command, WorkerRef
 from flamenco_protocol.errors import InvalidTransition
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.job_states import JobEvent, derive_job_status, plan_job_action
-from flamenco_protocol.statuses import FINISHED_JOB_STATUSES, JobStatus, TaskStatus
+from flamenco_protocol.statuses import (
+    FINISHED_JOB_STATUSES,
+    SCHEDULABLE_TASK_STATUSES,
+    JobStatus,
+    TaskStatus,
+)
 from flamenco_protocol.task_states import TaskEvent, next_task_status
 
 from .context import ServiceContext, log_change
@@ -56,6 +61,7 @@ _RUNNING_TASK_STATUSES: Final = (TaskStatus.ACTIVE.value, TaskStatus.CANCEL_REQU
 
 # A job settles in at most a few steps (e.g. too many failures -> failed -> tasks canceled).
 _MAX_SETTLE_STEPS = 5
+_RUNNING: Final = (TaskStatus.ACTIVE, TaskStatus.CANCEL_REQUESTED)
 
 
 @attrs.frozen(kw_only=True)
@@ -130,7 +136,16 @@ def refresh_job_status(
     status, stored_reason = stored
     for _ in range(_MAX_SETTLE_STEPS):
         counts = task_store.status_counts(connection, job_id)
-        change = derive_job_status(status, counts, failed_ratio=failed_ratio)
+        running = any(counts.get(name) for name in _RUNNING)
+        waiting = any(counts.get(name) for name in SCHEDULABLE_TASK_STATUSES)
+        change = derive_job_status(
+            status,
+            counts,
+            failed_ratio=failed_ratio,
+            any_runnable=running
+            or not waiting
+            or task_store.has_runnable_task(connection, job_id),
+        )
         if change is None:
             break
         reason = change.reason and f"Failing job {job_id} because {change.reason}"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from flamenco_protocol.ids import ObjectId
-from flamenco_protocol.statuses import TaskStatus, parse_task_status
+from flamenco_protocol.statuses import SCHEDULABLE_TASK_STATUSES, TaskStatus, parse_task_status
 from flamenco_protocol.task_states import TASK_TRANSITIONS, TaskEvent
 
 from .hot import HotStatement
@@ -452,6 +452,20 @@ def recount_unfinished_parents(connection: Connection, job_id: str) -> None:
     connection.execute(
         tasks.update().where(tasks.c.job_id == job_id).values(unfinished_parents=unfinished)
     )
+
+
+def has_runnable_task(connection: Connection, job_id: str) -> bool:
+    """Whether a task of the job waits with every parent completed, so that it may start."""
+    found = connection.execute(
+        sa.select(tasks.c.id)
+        .where(
+            tasks.c.job_id == job_id,
+            tasks.c.status.in_(sorted(SCHEDULABLE_TASK_STATUSES)),
+            tasks.c.unfinished_parents == 0,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def status_counts(connection: Connection, job_id: str) -> dict[str, int]:

@@ -457,3 +457,52 @@ async def test_an_update_whose_commit_fails_takes_its_log_lines_back(
     assert answer.status_code == 204
     assert farm.manager.logs.read_whole(job_id, task_id) == before + b"frame 1 done\nsaved\n"
     assert farm.task(task_id).status == status
+
+
+async def test_a_job_whose_waiting_task_has_a_failed_parent_fails_once_nothing_runs(
+    farm: Farm,
+) -> None:
+    # 1 hard failure in 20 tasks is under the 10 % limit, but the failed task's child can never
+    # start: the job used to stay active for ever, the child queued.
+    job = farm.job(spec("parent"), spec("child", parents=(0,)), *(spec(f"t{i}") for i in range(18)))
+    parent, child, *others = farm.task_ids(job)
+    only = await farm.register("only")
+    assert (await farm.fetch(only)).json()["_id"] == parent
+    await farm.update(only, parent, task_status="failed")  # nobody else may run it: hard
+    assert farm.task(parent).status == "failed"
+    for task_id in others:
+        assert farm.job_status(job) == "active"
+        assert (await farm.fetch(only)).json()["_id"] == task_id
+        await farm.update(only, task_id, task_status="completed")
+    assert farm.job_status(job) == "failed"
+    record = farm.manager.jobs.get(str(job.id))
+    assert record.status_reason == (
+        f"Failing job {job.id} because 1 of its tasks wait for a parent that failed or was "
+        "canceled"
+    )
+    assert farm.task(child).status == "canceled"
+    assert (await farm.fetch(only)).status_code == 204
+
+
+async def test_canceling_a_task_whose_children_wait_fails_the_job_when_nothing_runs(
+    farm: Farm,
+) -> None:
+    job = farm.job(spec("a"), spec("b", parents=(0,)), spec("c", parents=(1,)), spec("d"))
+    a, b, c, d = farm.task_ids(job)
+    worker = await farm.register()
+    assert (await farm.fetch(worker)).json()["_id"] == a
+    await farm.update(worker, a, task_status="completed")
+    assert (await farm.fetch(worker)).json()["_id"] == b
+    farm.manager.jobs.cancel_task(b)  # running: cancel-requested until its worker stops
+    await farm.update(worker, b, task_status="canceled")
+    # d waits and may start: the job goes on.
+    assert farm.job_status(job) == "active"
+    assert (await farm.fetch(worker)).json()["_id"] == d
+    await farm.update(worker, d, task_status="completed")
+    assert farm.job_status(job) == "failed"
+    assert [farm.task(task_id).status for task_id in (a, b, c, d)] == [
+        "completed",
+        "canceled",
+        "canceled",
+        "completed",
+    ]

@@ -104,6 +104,22 @@ def test_one_failure_in_four_fails_the_job_and_cancels_the_rest() -> None:
     assert change.reason == "1 of its 4 tasks (25%) failed"
 
 
+def test_a_job_whose_waiting_tasks_can_never_start_fails_once_nothing_runs() -> None:
+    # 1 failed of 30 is under the limit, but the one waiting task is its child.
+    counts = {T.COMPLETED: 28, T.FAILED: 1, T.QUEUED: 1}
+    assert derive_job_status(J.ACTIVE, counts) is None  # were it runnable, it would wait
+    change = derive_job_status(J.ACTIVE, counts, any_runnable=False)
+    assert change is not None
+    assert change.status is J.FAILED
+    assert change.task_event is TaskEvent.JOB_CANCELED
+    assert change.reason == "1 of its tasks wait for a parent that failed or was canceled"
+    # While a task runs, the job goes on: what runs finishes first.
+    running = {T.COMPLETED: 27, T.FAILED: 1, T.QUEUED: 1, T.ACTIVE: 1}
+    assert derive_job_status(J.ACTIVE, running, any_runnable=False) is None
+    # A paused job holds its tasks; a canceling one waits for its running tasks.
+    assert derive_job_status(J.PAUSED, {T.CANCELED: 1, T.PAUSED: 2}, any_runnable=False) is None
+
+
 def test_nine_failures_in_a_hundred_keep_the_job_active() -> None:
     assert derive_job_status(J.ACTIVE, {T.FAILED: 9, T.QUEUED: 90, T.ACTIVE: 1}) is None
     change = derive_job_status(J.ACTIVE, {T.FAILED: 10, T.QUEUED: 89, T.ACTIVE: 1})
