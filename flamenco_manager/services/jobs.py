@@ -142,9 +142,7 @@ def refresh_job_status(
             status,
             counts,
             failed_ratio=failed_ratio,
-            any_runnable=running
-            or not waiting
-            or task_store.has_runnable_task(connection, job_id),
+            any_runnable=running or not waiting or task_store.has_runnable_task(connection, job_id),
         )
         if change is None:
             break

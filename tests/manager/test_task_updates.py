@@ -477,8 +477,7 @@ async def test_a_job_whose_waiting_task_has_a_failed_parent_fails_once_nothing_r
     assert farm.job_status(job) == "failed"
     record = farm.manager.jobs.get(str(job.id))
     assert record.status_reason == (
-        f"Failing job {job.id} because 1 of its tasks wait for a parent that failed or was "
-        "canceled"
+        f"Failing job {job.id} because 1 of its tasks wait for a parent that failed or was canceled"
     )
     assert farm.task(child).status == "canceled"
     assert (await farm.fetch(only)).status_code == 204
