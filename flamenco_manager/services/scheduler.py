@@ -34,12 +34,13 @@ from .context import ServiceContext, log_change, log_timestamp
 from .errors import UnknownWorker
 from .jobs import TaskDetails, refresh_job_status
 from .variables import Variables
-from .workers import Peer, mark_seen
+from .workers import Peer, mark_seen, return_task
 
 __all__ = ["Assigned", "FetchResult", "NoTask", "NoTaskTypes", "Scheduler", "StatusChange"]
 
 # Another request may claim the chosen task between selection and claim; try again this often.
 _CLAIM_ATTEMPTS: Final = 5
+_ASKED_FOR_WORK: Final = "the worker asked for new work"
 
 
 @attrs.frozen
@@ -185,8 +186,18 @@ class Scheduler:
             return Assigned(document)
 
     def _running(self, connection: Connection, worker: WorkerRecord) -> TaskRecord | None:
-        """The task the worker already runs, if any."""
-        running = task_store.active_task_of(connection, str(worker.id))
+        """The task the worker already runs, if any.
+
+        A worker asking for work runs none of its ``cancel-requested`` tasks (one that restarted
+        after its task was canceled, say): they are canceled now. Handed a new task instead, it
+        would hold both, and the old one's timeout would take the new one from it too.
+        """
+        running = None
+        for task_id, status in task_store.running_tasks_of(connection, str(worker.id)):
+            if status == TaskStatus.CANCEL_REQUESTED:
+                return_task(self.context, connection, str(task_id), worker, _ASKED_FOR_WORK)
+            elif running is None:
+                running = task_id
         return None if running is None else task_store.get(connection, str(running))
 
     def _claim(

@@ -172,14 +172,16 @@ _JOB_OF_TASK: dict[str, str] = {}
 """The job of tasks recently updated while running (a task never changes job): a guess that
 :func:`update_running` checks in its write."""
 _JOB_OF_TASK_LIMIT: Final = 100_000
-_ACTIVE_OF = HotStatement(
-    sa.select(tasks.c.id)
+_HELD_BY = HotStatement(
+    sa.select(tasks.c.id, tasks.c.status)
     .where(
         tasks.c.worker_id == sa.bindparam("worker_key"),
-        tasks.c.status == TaskStatus.ACTIVE.value,
+        sa.or_(
+            tasks.c.status == TaskStatus.ACTIVE.value,
+            tasks.c.status == TaskStatus.CANCEL_REQUESTED.value,
+        ),
     )
     .order_by(tasks.c.id)
-    .limit(1)
 )
 _NEXT_OF_TYPE_QUERY = (
     sa.select(tasks)
@@ -293,10 +295,11 @@ def clear_failures(connection: Connection, task_ids: Iterable[str]) -> None:
     connection.execute(task_failures.delete().where(task_failures.c.task_id.in_(list(task_ids))))
 
 
-def active_task_of(connection: Connection, worker_id: str) -> ObjectId | None:
-    """The first ``active`` task held by a worker, if any."""
-    row = _ACTIVE_OF.first(connection, {"worker_key": worker_id})
-    return None if row is None else ObjectId(row[0])
+def running_tasks_of(connection: Connection, worker_id: str) -> list[tuple[ObjectId, str]]:
+    """The ``active`` and ``cancel-requested`` tasks a worker holds, with their statuses, oldest
+    first."""
+    rows = _HELD_BY.rows(connection, {"worker_key": worker_id})
+    return [(ObjectId(task_id), str(status)) for task_id, status in rows]
 
 
 def held_by(connection: Connection, worker_id: str, statuses: Iterable[str]) -> list[ObjectId]:

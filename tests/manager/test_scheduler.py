@@ -314,3 +314,23 @@ async def test_a_claim_whose_commit_fails_leaves_no_run_behind(
     assert logs.read_whole(job_id, task_id).count(b"Manager assigned task") == 1
     assert [number for number, _ in logs.rotated(job_id, task_id)] == [1]
     assert logs.read_whole(job_id, task_id, run=1).startswith(first_run)
+
+
+async def test_a_worker_asking_for_work_runs_none_of_its_canceling_tasks(farm: Farm) -> None:
+    # A worker restarted while its task was being canceled asks for work without stopping it.
+    job = farm.job(spec("first"), spec("second"))
+    first, second = farm.task_ids(job)
+    worker = await farm.register()
+    assert (await farm.fetch(worker)).json()["_id"] == first
+    farm.manager.jobs.cancel_task(first)
+    assert farm.task(first).status == "cancel-requested"
+    assert (await farm.fetch(worker)).json()["_id"] == second
+    assert farm.task(first).status == "canceled"
+    assert "the worker asked for new work" in farm.task(first).activity
+    # It used to hold both: the canceled task's timeout then took the running one from it.
+    for _ in range(3):
+        farm.clock.advance(minutes=4)
+        await farm.update(worker, second, task_status="active", activity="rendering")
+        farm.manager.housekeeping.check_timeouts()
+    assert (farm.task(second).status, farm.task(second).worker_id) == ("active", worker.id)
+    assert farm.worker(worker).status == "awake"
