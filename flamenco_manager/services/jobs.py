@@ -694,7 +694,14 @@ class JobService:
             )
             self._refresh(connection, str(task.job_id), now)
             updated = task_store.get(connection, task_id)
-        assert updated is not None
+            assert updated is not None
+            if updated.status != new_status:
+                # The job's rules undid the requeue at once (the job failed again): say so.
+                _, reason = job_store.status_of(connection, str(task.job_id)) or ("", "")
+                raise Conflict(
+                    f"Requeueing task {task_id} alone would fail its job again at once: {reason}. "
+                    "Requeue the job, or its failed tasks first."
+                )
         return updated
 
     def _announce(self, connection: Connection, job: JobRecord) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import pytest
 
+from flamenco_manager.services.errors import Conflict
 from tests.support import open_files_under
 
 from .harness import Farm, WorkerHandle, database_lost, fail_next_commit, spec
@@ -415,6 +416,26 @@ async def test_one_failed_task_in_four_fails_the_job_and_cancels_the_rest(farm: 
     assert farm.job_status(job) == "failed"
     assert [farm.task(task_id).status for task_id in ids[1:]] == ["canceled"] * 3
     assert (await farm.fetch(only)).status_code == 204
+
+
+async def test_requeueing_one_task_that_would_fail_the_job_again_is_refused_saying_why(
+    farm: Farm,
+) -> None:
+    job = farm.job(*(spec(f"t{i}") for i in range(4)))
+    failed, canceled, *_ = farm.task_ids(job)
+    only = await farm.register("only")
+    await farm.fetch(only)
+    await farm.update(only, failed, task_status="failed")
+    assert (farm.job_status(job), farm.task(canceled).status) == ("failed", "canceled")
+    # 1 of 4 tasks still failed: the job would fail at once and cancel the task again. It used
+    # to answer with the task, canceled, as if it had been requeued.
+    with pytest.raises(Conflict, match=r"would fail its job again at once: .*1 of its 4 tasks"):
+        farm.manager.jobs.requeue_task(canceled)
+    assert (farm.job_status(job), farm.task(canceled).status) == ("failed", "canceled")
+    # Requeueing the failed task first brings the job back; then the other one may follow.
+    assert farm.manager.jobs.requeue_task(failed).status == "queued"
+    assert farm.manager.jobs.requeue_task(canceled).status == "queued"
+    assert farm.job_status(job) == "active"
 
 
 async def test_an_update_whose_writes_fail_leaves_no_log_behind(
