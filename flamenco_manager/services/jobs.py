@@ -255,14 +255,18 @@ class JobService:
         )
         job_id = str(job.record.id)
         try:
+            priority = job.record.priority
             for start in range(0, len(job.tasks), BUILD_STEP):
                 with self.context.database.transaction() as connection:
                     if start == 0:
                         job_store.insert(connection, job.record)
                     else:
-                        self._still_building(connection, job_id)
+                        # A user may have changed the priority since the last step.
+                        priority = self._still_building(connection, job_id).priority
                     step = job.tasks[start : start + BUILD_STEP]
-                    self._insert_tasks(connection, job, step, TaskStatus.UNDER_CONSTRUCTION)
+                    self._insert_tasks(
+                        connection, job, step, TaskStatus.UNDER_CONSTRUCTION, priority
+                    )
                 await asyncio.sleep(0)
             compiled = TaskEvent.COMPILED_PAUSED if start_paused else TaskEvent.COMPILED
             with self.context.database.transaction() as connection:
@@ -339,7 +343,7 @@ class JobService:
     def _store_at_once(self, job: _NewJob) -> JobRecord:
         with self.context.database.transaction() as connection:
             job_store.insert(connection, job.record)
-            self._insert_tasks(connection, job, job.tasks, job.task_status)
+            self._insert_tasks(connection, job, job.tasks, job.task_status, job.record.priority)
             return self._created(connection, job)
 
     def _insert_tasks(
@@ -348,12 +352,13 @@ class JobService:
         job: _NewJob,
         new_tasks: Sequence[task_store.NewTask],
         status: TaskStatus,
+        job_priority: int,
     ) -> None:
         task_store.insert_many(
             connection,
             job_id=str(job.record.id),
             job_type=job.record.job_type,
-            job_priority=job.record.priority,
+            job_priority=job_priority,
             status=status,
             new_tasks=new_tasks,
             now=job.record.created,
@@ -378,15 +383,16 @@ class JobService:
         )
         return stored
 
-    def _still_building(self, connection: Connection, job_id: str) -> None:
-        """Mark a build step (so the build is not taken as abandoned); :class:`NotFound` when
-        the job was deleted meanwhile."""
+    def _still_building(self, connection: Connection, job_id: str) -> JobRecord:
+        """Mark a build step (so the build is not taken as abandoned) and give the job as it is
+        now; :class:`NotFound` when the job was deleted meanwhile."""
         job = job_store.get(connection, job_id, for_update=True)
         if job is None or job.status != JobStatus.UNDER_CONSTRUCTION:
             raise NotFound(f"Job {job_id} was deleted while it was being built.")
         job_store.set_status(
             connection, job_id, JobStatus.UNDER_CONSTRUCTION, "", self.context.clock()
         )
+        return job
 
     def _delete_unbuilt(self, job_id: str, before: datetime | None = None) -> bool:
         """Delete a job still under construction (and untouched since ``before``, if given)."""

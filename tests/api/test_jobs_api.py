@@ -419,6 +419,36 @@ async def test_a_job_deleted_while_being_built_is_not_finished(
     assert farm.manager.jobs.page(limit=5).jobs == []
 
 
+async def test_a_priority_changed_while_the_job_is_built_reaches_every_task(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flamenco_manager.services import jobs
+
+    monkeypatch.setattr(jobs, "BUILD_STEP", 10)
+    built = farm.manager.jobs.build_job(
+        name="shot", job_type="test", priority=10, tasks=[spec(f"t{n}") for n in range(50)]
+    )
+    changed = anyio.Event()
+
+    async def build() -> None:
+        await built
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(build)
+        for _ in range(100):  # let the first steps in
+            await anyio.sleep(0)
+            page = farm.manager.jobs.page(limit=5).jobs
+            if page and sum(page[0].task_counts.values()) >= 20:
+                farm.manager.jobs.set_priority(str(page[0].job.id), 99)
+                changed.set()
+                break
+    assert changed.is_set()
+    (job,) = farm.manager.jobs.page(limit=5).jobs
+    assert (job.job.status, job.job.priority) == ("queued", 99)
+    # The steps after the change used to store the priority of the submission.
+    assert {task.job_priority for task in farm.tasks(job.job)} == {99}
+
+
 async def test_a_build_left_by_a_stopped_process_is_removed(
     farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
