@@ -186,7 +186,7 @@ class TaskUpdates:
                 raise Conflict(f"Task {task_id} is assigned to another worker.")
             if outcome.verdict is UpdateVerdict.UNKNOWN_STATUS:
                 raise Invalid(
-                    f"task_status {update.task_status!r} cannot be reported by a worker; "
+                    f"task_status {str(update.task_status)!r} cannot be reported by a worker; "
                     "expected active, completed, failed or canceled"
                 )
 

@@ -252,7 +252,9 @@ async def test_statuses_a_worker_may_not_report_are_400(farm: Farm) -> None:
     worker, task_id = await _running(farm)
     response = await farm.update(worker, task_id, task_status="queued")
     assert response.status_code == 400
-    assert "cannot be reported by a worker" in response.text
+    assert "task_status 'queued' cannot be reported by a worker" in response.text
+    response = await farm.update(worker, task_id, task_status="rendering")
+    assert "task_status 'rendering' cannot be reported by a worker" in response.text
     assert farm.task(task_id).status == "active"
 
 
