@@ -416,29 +416,31 @@ def apply_event_to_job(
     *,
     include_completed: bool = True,
     activity: str = "",
-) -> dict[str, int]:
+) -> int:
     """Send ``event`` to every task of a job; tasks with no such transition keep their status.
 
-    Returns how many tasks moved, per new status.
+    One statement, so that each task moves once even where one status moves into another that
+    moves on too (a requeue sends ``active`` tasks to ``queued`` and ``cancel-requested`` ones to
+    ``active``). Returns how many tasks moved.
     """
-    moved: dict[str, int] = {}
+    moves = {
+        old.value: new.value
+        for old, row in TASK_TRANSITIONS.items()
+        if (new := row.get(event)) is not None
+        and new is not old
+        and (include_completed or old is not TaskStatus.COMPLETED)
+    }
+    if not moves:
+        return 0
     values: dict[str, Any] = {"last_updated": now}
     if activity:
         values["activity"] = activity
-    touched_completed = False
-    for old, row in TASK_TRANSITIONS.items():
-        new = row.get(event)
-        if new is None or new is old or (old is TaskStatus.COMPLETED and not include_completed):
-            continue
-        result = connection.execute(
-            tasks.update()
-            .where(tasks.c.job_id == job_id, tasks.c.status == old.value)
-            .values(status=new.value, **values)
-        )
-        if result.rowcount:
-            moved[new.value] = moved.get(new.value, 0) + result.rowcount
-            touched_completed |= TaskStatus.COMPLETED in (old, new)
-    if touched_completed:
+    moved: int = connection.execute(
+        tasks.update()
+        .where(tasks.c.job_id == job_id, tasks.c.status.in_(list(moves)))
+        .values(status=sa.case(moves, value=tasks.c.status), **values)
+    ).rowcount
+    if moved and COMPLETED in (*moves, *moves.values()):
         recount_unfinished_parents(connection, job_id)
     return moved
 
