@@ -136,7 +136,8 @@ def _table() -> dict[TaskStatus, dict[TaskEvent, TaskStatus]]:
         E.HARD_FAILED: S.FAILED,
         E.WORKER_STOPPED: S.CANCELED,
         E.PING_TIMEOUT: S.CANCELED,
-        E.REQUEUED: S.QUEUED,
+        # Its worker still runs it: queued, it could go to a second worker at once.
+        E.REQUEUED: S.ACTIVE,
     }
     for finished in _FINISHED:
         table[finished][E.REQUEUED] = S.QUEUED

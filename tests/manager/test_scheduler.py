@@ -334,3 +334,36 @@ async def test_a_worker_asking_for_work_runs_none_of_its_canceling_tasks(farm: F
         farm.manager.housekeeping.check_timeouts()
     assert (farm.task(second).status, farm.task(second).worker_id) == ("active", worker.id)
     assert farm.worker(worker).status == "awake"
+
+
+async def test_a_requeued_job_gives_its_canceling_tasks_back_to_the_workers_running_them(
+    farm: Farm,
+) -> None:
+    job = farm.job(spec("a", task_type="a"), *(spec(f"b{i}", task_type="b") for i in range(3)))
+    a, b0, b1, _ = farm.task_ids(job)
+    only_a, runs_b = await farm.register("a", ("a",)), await farm.register("b", ("b",))
+    assert (await farm.fetch(only_a)).json()["_id"] == a
+    assert (await farm.fetch(runs_b)).json()["_id"] == b0
+    await farm.update(only_a, a, task_status="failed")  # nobody else runs type a: 1 in 4 failed
+    assert (farm.job_status(job), farm.task(b0).status) == ("failed", "cancel-requested")
+    farm.manager.jobs.request_status(str(job.id), "requeued")
+    # b0 goes back to the worker still running it; queued, it went to a second worker at once.
+    assert (farm.task(b0).status, farm.task(b0).worker_id) == ("active", runs_b.id)
+    assert (await farm.may_i_run(runs_b, b0))["may_keep_running"] is True
+    another_b = await farm.register("b2", ("b",))
+    assert (await farm.fetch(another_b)).json()["_id"] == b1
+    await farm.update(runs_b, b0, task_status="completed")
+    assert farm.task(b0).status == "completed"
+
+
+async def test_a_canceling_task_requeued_alone_goes_back_to_its_worker(farm: Farm) -> None:
+    job = farm.job(spec("first"), spec("second"))
+    first, second = farm.task_ids(job)
+    worker = await farm.register()
+    assert (await farm.fetch(worker)).json()["_id"] == first
+    farm.manager.jobs.cancel_task(first)
+    assert farm.manager.jobs.requeue_task(first).status == "active"
+    assert (await farm.may_i_run(worker, first))["may_keep_running"] is True
+    # A worker that had stopped it returns it: it waits for the next worker.
+    assert (await farm.call(worker, "POST", f"/tasks/{first}/return")).status_code == 204
+    assert farm.task(first).status == "claimed-by-manager"
