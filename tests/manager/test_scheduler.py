@@ -358,7 +358,7 @@ async def test_a_requeued_job_gives_its_canceling_tasks_back_to_the_workers_runn
 
 async def test_a_canceling_task_requeued_alone_goes_back_to_its_worker(farm: Farm) -> None:
     job = farm.job(spec("first"), spec("second"))
-    first, second = farm.task_ids(job)
+    first, _ = farm.task_ids(job)
     worker = await farm.register()
     assert (await farm.fetch(worker)).json()["_id"] == first
     farm.manager.jobs.cancel_task(first)
