@@ -5,6 +5,10 @@ in any checkout tree resolves to it (both sides compared as fully resolved real 
 symlinked or relative store path cannot make an in-use blob look unused); and its mtime did not
 change while the sweep ran (a blob touched by a concurrent requirements or checkout call is
 kept). A checkout tree that cannot be scanned aborts the sweep before anything is deleted.
+
+Each sweep first removes what dead processes left behind: temp files of uploads
+(`FileStore.remove_stale_uploads`) and half-built checkouts (`remove_stale_builds`), whose links
+then keep nothing alive. Builds in progress count like checkouts.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 
 import attrs
 
+from shaman_core.checkout import is_build_name, remove_stale_builds
 from shaman_core.errors import GarbageCollectionError
 from shaman_core.store import FileStore
 
@@ -28,7 +33,8 @@ log = logging.getLogger(__name__)
 
 @attrs.define
 class GCReport:
-    """What one sweep found and did. In a dry run `deleted` lists what would be deleted."""
+    """What one sweep found and did. In a dry run `deleted` lists what would be deleted, and
+    `stale_uploads` and `stale_builds` count the crash leftovers that would be removed."""
 
     dry_run: bool
     old_blobs: int = 0
@@ -37,6 +43,8 @@ class GCReport:
     deleted: list[Path] = attrs.Factory(list)
     kept_touched: int = 0
     bytes_freed: int = 0
+    stale_uploads: int = 0
+    stale_builds: int = 0
 
 
 def collect_garbage(
@@ -49,17 +57,23 @@ def collect_garbage(
 ) -> GCReport:
     """Run one sweep over `store`, keeping every blob linked from `checkout_roots`.
 
-    `max_age` is in seconds. Raises `GarbageCollectionError` (deleting nothing) when a checkout
-    root cannot be walked.
+    `max_age` is in seconds. Crash leftovers (unheld upload temp files and build directories)
+    are removed first. Raises `GarbageCollectionError` (deleting no blob) when a checkout root
+    cannot be walked.
     """
     report = GCReport(dry_run=dry_run)
+    report.stale_uploads = store.remove_stale_uploads(dry_run=dry_run)
+    stale_builds = {
+        str(path) for root in checkout_roots for path in remove_stale_builds(root, dry_run=dry_run)
+    }
+    report.stale_builds = len(stale_builds)
     threshold = round((time.time() if now is None else now) - max_age)
     candidates = _old_blobs(store, threshold)
     report.old_blobs = len(candidates)
     if not candidates:
         return report
     for root in checkout_roots:
-        for target in _symlink_targets(Path(root)):
+        for target in _symlink_targets(Path(root), skip=stale_builds):
             report.symlinks_checked += 1
             if candidates.pop(target, None) is not None:
                 report.still_used += 1
@@ -84,12 +98,15 @@ def collect_garbage(
             continue
         store._remove_empty_parents(Path(walked_path).parent, store.stored_dir)
     log.info(
-        "GC %s: %d old blobs, %d still used, %d deleted, %d bytes freed",
+        "GC %s: %d old blobs, %d still used, %d deleted, %d bytes freed; "
+        "crash leftovers: %d upload temp files, %d half-built checkouts",
         "dry run" if dry_run else "sweep",
         report.old_blobs,
         report.still_used,
         len(report.deleted),
         report.bytes_freed,
+        report.stale_uploads,
+        report.stale_builds,
     )
     return report
 
@@ -112,8 +129,14 @@ def _old_blobs(store: FileStore, threshold: float) -> dict[str, tuple[str, int]]
     return found
 
 
-def _symlink_targets(root: Path) -> Iterable[str]:
+def _symlink_targets(root: Path, skip: Container[str] = ()) -> Iterable[str]:
+    """Real paths of every symlink under `root`, except in the directories in `skip` (absolute)."""
+
     def fail(error: OSError) -> None:
+        if isinstance(error, FileNotFoundError) and _in_build(root, error.filename):
+            # Moved into place (or given up) since it was listed. Its create touched its blobs
+            # before linking them, so they are younger than any candidate or kept as touched.
+            return
         raise GarbageCollectionError(f"cannot scan checkout tree {root}: {error}") from error
 
     if not root.is_dir():
@@ -124,6 +147,20 @@ def _symlink_targets(root: Path) -> Iterable[str]:
             path = os.path.join(dirpath, name)
             if os.path.islink(path):
                 yield os.path.realpath(path)
+        if skip:
+            dirnames[:] = [
+                name
+                for name in dirnames
+                if os.path.abspath(os.path.join(dirpath, name)) not in skip
+            ]
+
+
+def _in_build(root: Path, path: object) -> bool:
+    """Whether `path` is a checkout build directory (``{fan-out}/.build-*``) or inside one."""
+    if not isinstance(path, str):
+        return False
+    parts = Path(os.path.relpath(path, root)).parts
+    return len(parts) >= 2 and is_build_name(parts[1])
 
 
 async def run_periodically(

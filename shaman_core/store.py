@@ -7,7 +7,7 @@ A blob only ever appears under ``stored/`` by an atomic rename of a temp file wh
 SHA-256 were verified and whose content was fsynced, so a partial or wrong file is never visible
 as stored. Every upload holds an exclusive ``flock`` on its temp file while it runs; a temp file
 nobody holds is a crash leftover and `FileStore.remove_stale_uploads` deletes it (the store does
-so when it opens).
+so when it opens, and so does every garbage collection sweep).
 """
 
 from __future__ import annotations
@@ -139,13 +139,20 @@ class FileStore:
                 if name.endswith(".tmp"):
                     yield Path(dirpath) / name
 
-    def remove_stale_uploads(self) -> int:
-        """Delete temp files no live upload holds (crash leftovers); return how many."""
+    def remove_stale_uploads(self, *, dry_run: bool = False) -> int:
+        """Delete temp files no live upload holds (crash leftovers); return how many.
+
+        A temp file younger than a few seconds is kept: its upload may not have locked it yet.
+        A `dry_run` only counts them.
+        """
         removed = 0
         now = time.time()
         for path in self.iter_temp_files():
             try:
                 if now - path.stat().st_mtime < _STALE_GRACE_SECONDS or _is_locked(path):
+                    continue
+                if dry_run:
+                    removed += 1
                     continue
                 path.unlink()
             except FileNotFoundError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,9 +91,9 @@ def test_candidate_touched_during_sweep_is_kept(
 
     real_targets = gc_module._symlink_targets
 
-    def touching_walk(root: Path):  # type: ignore[no-untyped-def]
+    def touching_walk(root: Path, **options):  # type: ignore[no-untyped-def]
         store.touch(*blob)  # e.g. /checkout/requirements arrives mid-sweep
-        yield from real_targets(root)
+        yield from real_targets(root, **options)
 
     monkeypatch.setattr(gc_module, "_symlink_targets", touching_walk)
     report = collect_garbage(store, [builder.root], max_age=MAX_AGE)
@@ -190,3 +192,39 @@ async def test_periodic_collector_sweeps_at_once_and_survives_errors(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+DIE_MID_UPLOAD = """
+import os, sys
+from shaman_core.store import FileStore
+
+upload = FileStore(sys.argv[1]).begin_upload("d" * 64, 10)
+upload.write(b"half")
+upload.flush()
+os._exit(0)  # killed mid-upload: its flock goes, its temp file stays
+"""
+
+
+def test_sweep_removes_upload_leftovers_of_a_process_that_died_meanwhile(
+    layout: tuple[FileStore, CheckoutBuilder, Path],
+) -> None:
+    store, builder, extra = layout
+    subprocess.run([sys.executable, "-c", DIE_MID_UPLOAD, str(store.root)], check=True, timeout=60)
+    [leftover] = store.iter_temp_files()
+    restarted = FileStore(store.root)  # its replacement opens the store a second later
+    assert leftover.exists()  # too young to tell from an upload that has not locked it yet
+    live = restarted.begin_upload(sha256(b"writingand"), 10)
+    live.write(b"writing")
+    live.flush()
+    for path in (leftover, live.temp_path):  # the next sweep comes minutes later
+        when = time.time() - 600
+        os.utime(path, (when, when))
+    dry = collect_garbage(restarted, [builder.root, extra], max_age=MAX_AGE, dry_run=True)
+    assert leftover.exists()
+    report = collect_garbage(restarted, [builder.root, extra], max_age=MAX_AGE)
+    assert not leftover.exists()
+    assert not leftover.parent.exists()
+    assert live.temp_path.read_bytes() == b"writing"
+    live.write(b"and")
+    assert live.finish().read_bytes() == b"writingand"
+    assert (dry.stale_uploads, report.stale_uploads) == (1, 1)
