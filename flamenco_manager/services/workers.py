@@ -387,7 +387,6 @@ class WorkerService:
             self.apply_sleep_schedule(connection, worker, schedule)
             updated = worker_store.get(connection, worker_id)
             assert updated is not None
-            self._announce(connection, updated)
         return updated
 
     def apply_sleep_schedule(
@@ -395,7 +394,8 @@ class WorkerService:
     ) -> None:
         """Store a schedule with its next check, and request the status it wants now, if any.
 
-        The request is immediate and replaces any other, as the Go sleep scheduler's did.
+        The request is immediate and replaces any other, as the Go sleep scheduler's did. The
+        worker is announced, and a request logged, as a user's request is.
         """
         now = self.context.clock().astimezone(self.context.zone)
         decision = refresh(schedule, now, str(worker.status), worker.status_requested)
@@ -407,6 +407,16 @@ class WorkerService:
             values["status_requested"] = decision.request.value
             values["lazy_status_request"] = False
         worker_store.update(connection, str(worker.id), **values)
+        self._announce_stored(connection, str(worker.id))
+        if decision.request is not None:
+            _log_worker_change(
+                connection,
+                "worker asked to change status",
+                worker,
+                status=decision.request.value,
+                lazy=False,
+                by="sleep schedule",
+            )
 
     def get(self, worker_id: str) -> WorkerRecord:
         """A worker; :class:`NotFound` if there is none."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -72,9 +74,14 @@ async def test_the_loop_puts_a_worker_to_sleep_and_wakes_it(
         )
         assert farm.worker(worker).status_requested == ""  # 07:00: awake is right
         clock.advance(hours=1, seconds=1)
+        heard = manager.context.events.subscribe(["worker"])
         assert manager.housekeeping.apply_sleep_schedules() == 1
         record = farm.worker(worker)
         assert (record.status_requested, record.lazy_status_request) == ("asleep", False)
+        # The dashboard hears of it: it used to learn of the loop's requests only from the ack.
+        event = await asyncio.wait_for(heard.get(), 5)
+        assert event is not None
+        assert (event.id, event.data["status_requested"]) == (worker.id, "asleep")
         response = await farm.fetch(worker)
         assert (response.status_code, response.json()) == (423, {"status_requested": "asleep"})
         await farm.call(worker, "POST", "/ack-status-change/asleep")
@@ -86,3 +93,15 @@ async def test_the_loop_puts_a_worker_to_sleep_and_wakes_it(
         response = await farm.call(worker, "GET", "/status-change")
         assert response.json() == {"status_requested": "awake"}
     manager.close()
+
+
+async def test_a_request_of_the_schedule_is_logged_as_a_users_is(
+    farm: Farm, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = await farm.register("w1")
+    await farm.fetch(worker)  # awake
+    caplog.set_level(logging.INFO, logger="flamenco_manager.farm")
+    everything = ScheduleInfo(schedule_active=True, time_start=TimeOfDay(0, 0))
+    farm.manager.workers.set_sleep_schedule(worker.id, everything)
+    (told,) = [line for line in caplog.records if line.getMessage().startswith("worker asked")]
+    assert (told.worker, told.status, told.by) == (worker.id, "asleep", "sleep schedule")  # type: ignore[attr-defined]
