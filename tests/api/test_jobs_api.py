@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import pytest
 
 from flamenco_manager.services.errors import NotFound
+from flamenco_manager.services.jobs import JobSummary
 from tests.manager.harness import Farm, spec
 from tests.support import loop_turns
 
@@ -398,25 +401,33 @@ async def test_a_job_deleted_while_being_built_is_not_finished(
     built = farm.manager.jobs.build_job(
         name="doomed", job_type="test", tasks=[spec(f"t{n}") for n in range(50)]
     )
-    building = anyio.Event()
 
     async def build() -> None:
         with pytest.raises(NotFound, match="deleted while it was being built"):
             await built
 
+    def delete(summary: JobSummary) -> bool:
+        assert summary.job.status == "under-construction"
+        farm.manager.jobs.delete(str(summary.job.id))
+        return True
+
+    await _between_build_steps(farm, build, delete)
+    assert farm.manager.jobs.page(limit=5).jobs == []
+
+
+async def _between_build_steps(
+    farm: Farm, build: Callable[[], Awaitable[None]], act: Callable[[JobSummary], bool]
+) -> None:
+    """Run ``build``, calling ``act`` with the job being built between its steps until ``act``
+    says it is done."""
     async with anyio.create_task_group() as group:
         group.start_soon(build)
         for _ in range(100):  # let the first steps in
             await anyio.sleep(0)
             page = farm.manager.jobs.page(limit=5).jobs
-            if page:
-                (summary,) = page
-                assert summary.job.status == "under-construction"
-                farm.manager.jobs.delete(str(summary.job.id))
-                building.set()
-                break
-    assert building.is_set()
-    assert farm.manager.jobs.page(limit=5).jobs == []
+            if page and act(page[0]):
+                return
+    raise AssertionError("the build ended before it was done with")
 
 
 async def test_a_priority_changed_while_the_job_is_built_reaches_every_task(
@@ -428,21 +439,17 @@ async def test_a_priority_changed_while_the_job_is_built_reaches_every_task(
     built = farm.manager.jobs.build_job(
         name="shot", job_type="test", priority=10, tasks=[spec(f"t{n}") for n in range(50)]
     )
-    changed = anyio.Event()
 
     async def build() -> None:
         await built
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(build)
-        for _ in range(100):  # let the first steps in
-            await anyio.sleep(0)
-            page = farm.manager.jobs.page(limit=5).jobs
-            if page and sum(page[0].task_counts.values()) >= 20:
-                farm.manager.jobs.set_priority(str(page[0].job.id), 99)
-                changed.set()
-                break
-    assert changed.is_set()
+    def change_priority(summary: JobSummary) -> bool:
+        if sum(summary.task_counts.values()) < 20:
+            return False
+        farm.manager.jobs.set_priority(str(summary.job.id), 99)
+        return True
+
+    await _between_build_steps(farm, build, change_priority)
     (job,) = farm.manager.jobs.page(limit=5).jobs
     assert (job.job.status, job.job.priority) == ("queued", 99)
     # The steps after the change used to store the priority of the submission.
