@@ -61,7 +61,6 @@ _RUNNING_TASK_STATUSES: Final = (TaskStatus.ACTIVE.value, TaskStatus.CANCEL_REQU
 
 # A job settles in at most a few steps (e.g. too many failures -> failed -> tasks canceled).
 _MAX_SETTLE_STEPS = 5
-_RUNNING: Final = (TaskStatus.ACTIVE, TaskStatus.CANCEL_REQUESTED)
 
 
 @attrs.frozen(kw_only=True)
@@ -136,7 +135,7 @@ def refresh_job_status(
     status, stored_reason = stored
     for _ in range(_MAX_SETTLE_STEPS):
         counts = task_store.status_counts(connection, job_id)
-        running = any(counts.get(name) for name in _RUNNING)
+        running = any(counts.get(name) for name in _RUNNING_TASK_STATUSES)
         waiting = any(counts.get(name) for name in SCHEDULABLE_TASK_STATUSES)
         change = derive_job_status(
             status,
