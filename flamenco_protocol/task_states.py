@@ -120,7 +120,9 @@ def _table() -> dict[TaskStatus, dict[TaskEvent, TaskStatus]]:
     table[S.ACTIVE] = {
         E.WORKER_REPORTED_ACTIVE: S.ACTIVE,
         E.WORKER_REPORTED_COMPLETED: S.COMPLETED,
-        E.WORKER_REPORTED_CANCELED: S.CANCELED,
+        # Nobody asked: its worker stopped it on its own (the real worker does when a signal
+        # puts it to sleep). The task still has to be done.
+        E.WORKER_REPORTED_CANCELED: S.CLAIMED_BY_MANAGER,
         E.SOFT_FAILED: S.SOFT_FAILED,
         E.HARD_FAILED: S.FAILED,
         E.WORKER_STOPPED: S.CLAIMED_BY_MANAGER,

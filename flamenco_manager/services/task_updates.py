@@ -209,9 +209,10 @@ class TaskUpdates:
                 task_store.update(connection, task_id, **values)
             else:
                 task_store.set_status(connection, task, outcome.new_status, **values)
+                requeued = outcome.new_status == TaskStatus.CLAIMED_BY_MANAGER
                 log_change(
                     connection,
-                    f"task {outcome.new_status}",
+                    "task re-queued" if requeued else f"task {outcome.new_status}",
                     logging.WARNING if outcome.new_status in _FAILED else logging.INFO,
                     task=task_id,
                     job=str(task.job_id),

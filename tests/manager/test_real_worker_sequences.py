@@ -661,8 +661,10 @@ async def test_12_asleep_through_may_i_run_then_signals(farm: Farm, worker: Real
     assert (await worker.post_empty("/ack-status-change/asleep")).status_code == 204
     canceled = finished("canceled", "Task was canceled", 0, ["sleep: Starting"])
     assert (await worker.update(again["_id"], canceled)).status_code == 204
-    assert farm.task(again["_id"]).status == "canceled"
-    assert farm.job_status(job) == "active"  # task B still to do
+    # Nobody asked for it: back in the queue. Taken as canceled, it ended its job canceled
+    # once the other tasks were done.
+    assert farm.task(again["_id"]).status == "claimed-by-manager"
+    assert farm.job_status(job) == "queued"  # both tasks to do, neither running
 
     assert (await worker.post_empty("/sign-off")).status_code == 204
     assert farm.manager.workers.get(worker_id).status == "offline"
