@@ -20,6 +20,7 @@ from typing import Any, Final, TextIO
 import httpx
 
 from flamenco_protocol import codec
+from flamenco_protocol.ids import ObjectId
 
 from .config import ConfigError, parse_duration
 
@@ -31,6 +32,13 @@ DEFAULT_URL: Final = "http://localhost:8080"
 
 class ApiFailure(Exception):
     """The manager refused a request, or could not be reached; the message says why."""
+
+
+def _object_id(value: str) -> str:
+    """An ID argument: 24 hexadecimal digits, nothing that could make another path of the API."""
+    if not ObjectId.is_valid(value):
+        raise argparse.ArgumentTypeError(f"not a 24-character hexadecimal ID: {value!r}")
+    return value.lower()
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -93,7 +101,7 @@ def add_commands(commands: Any) -> None:
     types = job.add_parser("types", help="the job types and their settings")
     _common(types)
     show = job.add_parser("show", help="a job and its tasks")
-    show.add_argument("id")
+    show.add_argument("id", type=_object_id)
     _common(show)
     for action, text in (
         ("cancel", "cancel a job"),
@@ -102,15 +110,15 @@ def add_commands(commands: Any) -> None:
         ("requeue", "run a job again (every task not completed)"),
     ):
         parser = job.add_parser(action, help=text)
-        parser.add_argument("id")
+        parser.add_argument("id", type=_object_id)
         parser.add_argument("--reason", default="", help="why, kept as the status reason")
         _common(parser)
     priority = job.add_parser("priority", help="change a job's priority")
-    priority.add_argument("id")
+    priority.add_argument("id", type=_object_id)
     priority.add_argument("priority", type=int)
     _common(priority)
     delete = job.add_parser("delete", help="delete a job, its tasks and logs")
-    delete.add_argument("id")
+    delete.add_argument("id", type=_object_id)
     _common(delete)
     finished = job.add_parser(
         "delete-finished",
@@ -130,7 +138,7 @@ def add_commands(commands: Any) -> None:
         ("cancel", "cancel one task"),
     ):
         parser = task.add_parser(action, help=text)
-        parser.add_argument("id")
+        parser.add_argument("id", type=_object_id)
         _common(parser)
 
     worker = commands.add_parser("worker", help="list and control workers").add_subparsers(
@@ -139,7 +147,7 @@ def add_commands(commands: Any) -> None:
     _common(worker.add_parser("list", help="every worker"))
     for action, text in (("show", "a worker and its blocklist"), ("forget", "forget a worker")):
         parser = worker.add_parser(action, help=text)
-        parser.add_argument("id")
+        parser.add_argument("id", type=_object_id)
         _common(parser)
     for action, text in (
         ("sleep", "send a worker to sleep"),
@@ -147,7 +155,7 @@ def add_commands(commands: Any) -> None:
         ("shutdown", "shut a worker down"),
     ):
         parser = worker.add_parser(action, help=text)
-        parser.add_argument("id")
+        parser.add_argument("id", type=_object_id)
         parser.add_argument("--lazy", action="store_true", help="after its current task")
         _common(parser)
 

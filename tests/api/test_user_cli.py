@@ -281,3 +281,22 @@ def test_the_environment_gives_url_and_token(
     assert main(["worker", "list"]) == 1
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
     assert os.environ["FLAMENCO_TOKEN"] == "t"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["job", "delete", "../workers/" + "a" * 24],
+        ["job", "show", "a" * 24 + "?x=1"],
+        ["task", "requeue", "not-an-id"],
+        ["worker", "forget", "a" * 23],
+    ],
+)
+def test_an_id_that_is_not_one_is_refused_before_any_request(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # IDs went into the request's path as given: "job delete ../workers/ID" forgot a worker.
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, "--url", f"http://127.0.0.1:{free_port()}", "--token", "t"])
+    assert exit.value.code == 2
+    assert "not a 24-character hexadecimal ID" in capsys.readouterr().err
