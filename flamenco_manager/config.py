@@ -20,8 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
+
+from flamenco_protocol.statuses import WorkerStatus
 
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
 
@@ -62,6 +65,8 @@ def parse_duration(value: str | float | timedelta) -> timedelta:
         return timedelta(0)
     try:
         return timedelta(seconds=sign * float(text))
+    except OverflowError:
+        raise ConfigError(f"not a duration this program can hold: {value!r}") from None
     except ValueError:
         pass
     position = 0
@@ -84,7 +89,13 @@ def _setting(default: Any, help: str, *, converter: Any = None, factory: Any = N
 
 
 def _duration(value: Any) -> timedelta:
-    return parse_duration(value)
+    try:
+        duration = parse_duration(value)
+    except OverflowError:  # a number of seconds beyond what a timedelta holds
+        raise ConfigError(f"not a duration this program can hold: {value!r}") from None
+    if duration < timedelta(0):
+        raise ConfigError(f"a duration may not be negative: {value!r}")
+    return duration
 
 
 def _period(value: Any) -> timedelta:
@@ -117,6 +128,60 @@ def _int(value: Any) -> int:
         raise ConfigError(f"not an integer: {value!r}") from None
 
 
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ConfigError(f"expected 1 or more, got {number}")
+    return number
+
+
+def _ratio(value: Any) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"not a number: {value!r}") from None
+    if not 0 <= ratio <= 1:  # NaN too
+        raise ConfigError(f"expected a share from 0 to 1, got {value!r}")
+    return ratio
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"expected text, got {value!r}")
+    return value
+
+
+def _zone(value: Any) -> str:
+    name = _text(value).strip()
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ConfigError(f"not a time zone known here: {name!r}") from None
+    return name
+
+
+def _log_level(value: Any) -> str:
+    level = _text(value).strip().lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def _worker_statuses(value: Any) -> tuple[str, ...]:
+    statuses = _strings(value)
+    known = {str(status) for status in WorkerStatus if status}
+    unknown = [status for status in statuses if status not in known]
+    if unknown:
+        raise ConfigError(
+            f"not worker statuses: {', '.join(unknown)} (expected among {', '.join(sorted(known))})"
+        )
+    return statuses
+
+
 def _runs_kept(value: Any) -> int:
     number = _int(value)
     if number < -1:
@@ -144,16 +209,19 @@ class Settings:
         "directory for the database, task logs, keys and the latest image",
         converter=_path,
     )
-    listen: str = _setting("0.0.0.0:8080", "HOST:PORT to listen on")
+    listen: str = _setting("0.0.0.0:8080", "HOST:PORT to listen on", converter=_text)
     processes: int = _setting(
-        1, "manager processes serving requests (more than 1 needs PostgreSQL)", converter=_int
+        1,
+        "manager processes serving requests (more than 1 needs PostgreSQL)",
+        converter=_positive_int,
     )
     database: str = _setting(
         "",
         "database URL: sqlite:///PATH or postgresql://USER@HOST/DB; "
         "empty means SQLite in the data directory",
+        converter=_text,
     )
-    manager_name: str = _setting("Flamenco Manager", "name shown on the dashboard")
+    manager_name: str = _setting("Flamenco Manager", "name shown on the dashboard", converter=_text)
     task_logs_path: Path | None = _setting(
         None,
         "task log directory; empty means task-logs in the data directory",
@@ -165,10 +233,14 @@ class Settings:
         converter=_runs_kept,
     )
     timezone: str = _setting(
-        "", "time zone of sleep schedules (e.g. Europe/Amsterdam); empty means the machine's"
+        "",
+        "time zone of sleep schedules (e.g. Europe/Amsterdam); empty means the machine's",
+        converter=_zone,
     )
     worker_registration_secret: str = _setting(
-        "", "pre-shared secret workers must sign their registration with; empty means open"
+        "",
+        "pre-shared secret workers must sign their registration with; empty means open",
+        converter=_text,
     )
     active_task_timeout_interval: timedelta = _setting(
         timedelta(minutes=10),
@@ -196,7 +268,9 @@ class Settings:
         converter=_duration,
     )
     worker_cleanup_status: tuple[str, ...] = _setting(
-        ("offline",), "statuses of workers the worker remover may forget", converter=_strings
+        ("offline",),
+        "statuses of workers the worker remover may forget",
+        converter=_worker_statuses,
     )
     job_cleanup_max_age: timedelta = _setting(
         timedelta(0),
@@ -205,13 +279,15 @@ class Settings:
         converter=_duration,
     )
     blacklist_threshold: int = _setting(
-        3, "failures of one job's task type before a worker is blocked from it", converter=_int
+        3,
+        "failures of one job's task type before a worker is blocked from it",
+        converter=_positive_int,
     )
     task_fail_after_softfail_count: int = _setting(
-        3, "workers that may fail a task before it fails for good", converter=_int
+        3, "workers that may fail a task before it fails for good", converter=_positive_int
     )
     failed_task_ratio: float = _setting(
-        0.1, "share of a job's tasks that may fail before the job fails", converter=float
+        0.1, "share of a job's tasks that may fail before the job fails", converter=_ratio
     )
     blocklist_max_age: timedelta = _setting(
         timedelta(days=7), "blocklist entries expire after this long", converter=_duration
@@ -248,7 +324,7 @@ class Settings:
         "unreferenced stored files older than this are deleted",
         converter=_duration,
     )
-    log_level: str = _setting("info", "debug, info, warning or error")
+    log_level: str = _setting("info", "debug, info, warning or error", converter=_log_level)
 
     @property
     def database_url(self) -> str:
@@ -370,6 +446,14 @@ def load_settings(
         values.update(from_file)
     values.update(from_env)
     values.update({key: value for key, value in flags.items() if value is not None})
+    fields = attrs.fields_dict(Settings)
+    for name, value in values.items():
+        converter = fields[name].converter
+        try:
+            if callable(converter):
+                converter(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     try:
         return Settings(**values)
     except (TypeError, ValueError) as exc:

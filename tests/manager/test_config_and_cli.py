@@ -89,6 +89,20 @@ def test_the_toml_in_the_data_directory_is_read(tmp_path: Path) -> None:
         ('timeout_check_interval = "0s"\n', "longer than 0"),
         ("task_log_runs_kept = -2\n", "expected -1"),
         ("listen = \n", "cannot read"),
+        # Each of these used to be taken (or to fail later, with a traceback).
+        ('timezone = "Mars/Olympus"\n', "timezone: not a time zone"),
+        ('shaman_garbage_collect_max_age = "-1h"\n', "max_age: a duration may not be negative"),
+        ('active_task_timeout_interval = "-5m"\n', "may not be negative"),
+        ("job_cleanup_max_age = inf\n", "job_cleanup_max_age: not a duration this program"),
+        ("failed_task_ratio = -3\n", "failed_task_ratio: expected a share from 0 to 1"),
+        ("failed_task_ratio = nan\n", "expected a share"),
+        ('failed_task_ratio = "x"\n', "failed_task_ratio: not a number"),
+        ("blacklist_threshold = -2\n", "blacklist_threshold: expected 1 or more"),
+        ("processes = 0\n", "processes: expected 1 or more"),
+        ('worker_cleanup_status = "bogus"\n', "not worker statuses: bogus"),
+        ("listen = 8080\n", "listen: expected text"),
+        ("log_level = 5\n", "log_level: expected text"),
+        ('log_level = "loud"\n', "log_level: expected one of debug"),
     ],
 )
 def test_bad_settings_name_what_is_wrong(tmp_path: Path, toml: str, message: str) -> None:
