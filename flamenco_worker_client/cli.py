@@ -22,10 +22,19 @@ from . import __version__
 from .commands import ProcessLimits
 from .events import StateChanged, TaskFinished, TaskProgress, TaskStarted, WorkerEvent
 from .reporter import ReportIntervals
-from .worker import Worker, WorkerTimings, default_data_dir
+from .worker import (
+    EXIT_DATA_DIR_IN_USE,
+    DataDirError,
+    DataDirInUse,
+    Worker,
+    WorkerTimings,
+    default_data_dir,
+)
 
 __all__ = ["ConsoleDisplay", "WorkerConfig", "load_config", "main"]
 
+EXIT_CONFIG_ERROR = 2
+"""Exit status for a config file, flag or data directory that cannot be used."""
 SECTION = "flamenco-worker"
 DEFAULT_CONFIG = Path("flamenco-worker.cfg")
 DEFAULT_TASK_TYPES = ("sleep", "blender-render", "file-management", "exr-merge", "video-encoding")
@@ -125,7 +134,11 @@ def load_config(path: Path | None) -> WorkerConfig:
     if not parser.has_section(SECTION):
         return config
     changes: dict[str, Any] = {}
-    for key, value in parser.items(SECTION):
+    try:
+        items = parser.items(SECTION)  # interpolation happens here: "$" alone is an error
+    except configparser.Error as error:
+        raise ConfigError(f"cannot read {path}: {error} (write $$ for a literal $)") from None
+    for key, value in items:
         if key not in _KEYS:
             continue
         field, convert = _KEYS[key]
@@ -247,8 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = build_worker(arguments)
     except ConfigError as error:
         print(f"flamenco-worker: {error}", file=sys.stderr)
-        return 2
-    return worker.run()
+        return EXIT_CONFIG_ERROR
+    try:
+        return worker.run()
+    except DataDirInUse as error:
+        print(f"flamenco-worker: {error}", file=sys.stderr)
+        return EXIT_DATA_DIR_IN_USE
+    except DataDirError as error:
+        print(f"flamenco-worker: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ def manager_root(manager_url: str) -> str:
     parts = urlsplit(manager_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not an http(s) manager URL: {manager_url!r}")
+    try:
+        parts.port  # noqa: B018 -- urlsplit checks the port only when it is read
+    except ValueError as error:
+        raise ValueError(f"bad port in manager URL {manager_url!r}: {error}") from None
     return f"{parts.scheme}://{parts.netloc}"
 
 

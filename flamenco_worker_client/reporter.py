@@ -13,6 +13,11 @@ queue when:
 
 A task shorter than both intervals thus produces two updates: ``active`` and its final status
 with the whole log.
+
+The manager refuses bodies over 32 MiB (413), so one update carries at most
+:data:`MAX_UPDATE_LOG_BYTES` of log lines (more waiting lines are pushed first), and a line or
+activity longer than :data:`MAX_LINE_BYTES` is cut, ending in a marker that says how many bytes
+were cut. Surrogates (undecodable bytes of file names) are written out as ``\\xNN``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,31 @@ import attrs
 from flamenco_protocol import TaskMetrics, TaskStatus, TaskUpdate
 
 from .calls import encode_task_update
-from .update_queue import UpdateQueue
+from .update_queue import UpdateQueue, replace_surrogates
 
-__all__ = ["ReportIntervals", "TaskReporter", "format_log_line"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "MAX_UPDATE_LOG_BYTES",
+    "ReportIntervals",
+    "TaskReporter",
+    "format_log_line",
+]
+
+MAX_LINE_BYTES = 1 << 20
+"""Longest log line or activity (UTF-8 bytes); longer ones are cut."""
+MAX_UPDATE_LOG_BYTES = 4 << 20
+"""Most log bytes in one update. JSON escapes grow text at most sixfold (``\\u0001``), so an
+update stays below the manager's 32 MiB limit."""
+
+
+def _cut(text: str, limit: int = MAX_LINE_BYTES) -> str:
+    """``text`` made encodable and cut to ``limit`` UTF-8 bytes, with a marker when cut."""
+    clean = replace_surrogates(text)
+    data = clean.encode()
+    if len(data) <= limit:
+        return clean
+    kept = data[:limit].decode("utf-8", errors="ignore")
+    return f"{kept} [... {len(data) - len(kept.encode())} more bytes cut]"
 
 
 def format_log_line(text: str, moment: datetime | None = None) -> str:
@@ -73,6 +100,7 @@ class TaskReporter:
         self.command_progress = 0
         self.timing: dict[str, float] = {}
         self._lines: list[str] = []
+        self._log_bytes = 0
         self._last_push = clock()
         self._last_log_push = clock()
         self._deferred: asyncio.TimerHandle | None = None
@@ -101,7 +129,7 @@ class TaskReporter:
         """A new task status; pushed at once together with everything waiting."""
         self.task_status = status
         if activity is not None:
-            self.activity = activity
+            self.activity = _cut(activity)
         self.push()
 
     def set_activity(
@@ -116,7 +144,7 @@ class TaskReporter:
             self.command_index = command_index
         if command_progress is not None:
             self.command_progress = max(0, min(100, command_progress))
-        self.activity = activity
+        self.activity = _cut(activity)
         self._changed()
         if self._clock() - self._last_push > self._intervals.activity_interval:
             self.push()
@@ -130,7 +158,12 @@ class TaskReporter:
 
     def log(self, text: str) -> None:
         """Add a line to the task log; pushed within ``log_interval``."""
-        self._lines.append(format_log_line(text))
+        line = format_log_line(_cut(text))
+        size = len(line.encode()) + 1
+        if self._lines and self._log_bytes + size > MAX_UPDATE_LOG_BYTES:
+            self.push()  # this line would make the update too large: send what waits first
+        self._lines.append(line)
+        self._log_bytes += size
         self._changed()
         if (
             len(self._lines) > self._intervals.log_max_entries
@@ -180,6 +213,7 @@ class TaskReporter:
         if with_log:
             self._last_log_push = now
         self._lines = []
+        self._log_bytes = 0
         self._cancel_deferred()
         self._on_push()
 

@@ -13,6 +13,8 @@ What the manager answers decides what happens to a row (as with the real worker)
   with a warning;
 * 400: the manager cannot read it, and never will: deleted, with an error (the real worker
   retries it for ever, which blocks every later update);
+* 413: too large for the manager, now and later: deleted, with a warning (the reporter keeps
+  updates far below the manager's limit, so only a foreign row can be this large);
 * anything else, or no answer: kept; delivery stops and is tried again later from that row.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +31,13 @@ from typing import Any
 import attrs
 
 from .client import AsyncClient
-from .exceptions import BadRequest, FlamencoClientError, TaskConflict, TaskNotFound
+from .exceptions import (
+    BadRequest,
+    FlamencoClientError,
+    TaskConflict,
+    TaskNotFound,
+    UnexpectedStatus,
+)
 
 __all__ = ["QueuedUpdate", "UpdateQueue", "deliver_queued_updates"]
 
@@ -41,6 +50,25 @@ CREATE TABLE IF NOT EXISTS task_updates (
     body TEXT NOT NULL
 )
 """
+
+# Surrogate code points cannot be encoded as UTF-8 (SQLite, HTTP), and the manager answers 400
+# to JSON with lone surrogate escapes; they come from undecodable bytes (surrogateescape).
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _surrogate_as_text(match: re.Match[str]) -> str:
+    """A surrogate as readable text: U+DC80..U+DCFF (an undecodable byte) as ``\\xNN``,
+    any other as ``\\uXXXX``."""
+    point = ord(match.group())
+    if 0xDC80 <= point <= 0xDCFF:
+        return f"\\x{point - 0xDC00:02x}"
+    return f"\\u{point:04x}"
+
+
+def replace_surrogates(text: str) -> str:
+    """``text`` with every surrogate code point written out as ``\\xNN`` / ``\\uXXXX``, so it
+    encodes as UTF-8."""
+    return _SURROGATE.sub(_surrogate_as_text, text)
 
 
 @attrs.frozen
@@ -74,6 +102,8 @@ class UpdateQueue:
     def push(self, task_id: str, body: dict[str, Any]) -> int:
         """Append an update; return its row ID."""
         text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        # Surrogates only occur inside JSON strings; there a backslash is written "\\".
+        text = _SURROGATE.sub(lambda m: _surrogate_as_text(m).replace("\\", "\\\\"), text)
         cursor = self._db.execute(
             "INSERT INTO task_updates (task_id, body) VALUES (?, ?)", (str(task_id), text)
         )
@@ -113,6 +143,16 @@ async def deliver_queued_updates(queue: UpdateQueue, client: AsyncClient) -> boo
             except BadRequest as error:
                 log.error(
                     "discarding update for task %s, manager cannot read it: %s", row.task_id, error
+                )
+            except UnexpectedStatus as error:
+                if error.status_code != 413:
+                    log.warning("cannot deliver update for task %s now: %s", row.task_id, error)
+                    return False
+                log.warning(
+                    "discarding update for task %s (%d bytes), too large for the manager: %s",
+                    row.task_id,
+                    len(row.body),
+                    error,
                 )
             except FlamencoClientError as error:
                 log.warning("cannot deliver update for task %s now: %s", row.task_id, error)

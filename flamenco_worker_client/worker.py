@@ -27,12 +27,13 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import attrs
 import httpx
@@ -80,8 +81,11 @@ from .retry import RetryPolicy
 from .update_queue import UpdateQueue, deliver_queued_updates
 
 __all__ = [
+    "EXIT_DATA_DIR_IN_USE",
     "EXIT_OK",
     "EXIT_REFUSED",
+    "DataDirError",
+    "DataDirInUse",
     "Worker",
     "WorkerTimings",
     "default_data_dir",
@@ -93,6 +97,53 @@ EXIT_OK: Final = 0
 """Clean shutdown."""
 EXIT_REFUSED: Final = 3
 """The manager refused the worker: registration secret wrong, or credentials refused twice."""
+EXIT_DATA_DIR_IN_USE: Final = 4
+"""``flamenco-worker`` only: another worker process holds the data directory."""
+
+LOCK_FILE = "worker.lock"
+"""Name of the lock file in the data directory."""
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used (not a directory, not writable, ...)."""
+
+
+class DataDirInUse(DataDirError):
+    """Another worker process holds the data directory (its lock file is locked)."""
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """Create ``data_dir`` and lock its lock file; the lock lasts while the file is open.
+
+    One worker per data directory: two would share credentials and the update queue, run the
+    same task twice and post every update twice.
+    """
+    path = data_dir / LOCK_FILE
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        stream = path.open("a+", encoding="utf-8")
+    except OSError as error:
+        raise DataDirError(f"cannot use data directory {data_dir}: {error}") from None
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the data directory is not locked there
+        return stream
+    try:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        stream.seek(0)
+        holder = stream.read().strip() or "unknown"
+        stream.close()
+        raise DataDirInUse(
+            f"data directory {data_dir} is in use by another worker (pid {holder}); "
+            "give each worker its own --data-dir"
+        ) from None
+    stream.seek(0)
+    stream.truncate()
+    stream.write(f"{os.getpid()}\n")
+    stream.flush()
+    return stream
+
 
 _F = Callable[[CommandFunction], CommandFunction]
 
@@ -262,15 +313,28 @@ class Worker:
         return asyncio.run(self.run_async(handle_signals=True))
 
     async def run_async(self, *, handle_signals: bool = False) -> int:
-        """Run in the current event loop until shut down; return the exit status."""
+        """Run in the current event loop until shut down; return the exit status.
+
+        :raises DataDirInUse: another worker process runs on the same data directory.
+        :raises DataDirError: the data directory cannot be created or written.
+        """
+        lock = _lock_data_dir(self.data_dir)
+        try:
+            return await self._run_locked(handle_signals)
+        finally:
+            lock.close()  # releases the lock
+
+    async def _run_locked(self, handle_signals: bool) -> int:
         self._stop = asyncio.Event()
         self._nudge = asyncio.Event()
         self._updates_waiting = asyncio.Event()
         self._delivery_lock = asyncio.Lock()
+        try:
+            queue = UpdateQueue(self.data_dir / "task-updates.sqlite")
+        except (OSError, sqlite3.Error) as error:
+            raise DataDirError(f"cannot use data directory {self.data_dir}: {error}") from None
         if handle_signals:
             self._install_signal_handlers()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        queue = UpdateQueue(self.data_dir / "task-updates.sqlite")
         self._queue = queue
         self._reporter = TaskReporter(queue, self.timings.report, self._updates_waiting.set)
         self._reporter.listener = self._report_progress

@@ -19,12 +19,17 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
+from flamenco_worker_client.reporter import MAX_LINE_BYTES
+
 from .context import TaskContext
 from .registry import CommandFailed, CommandRegistry, InvalidSettings
 
 __all__ = ["LineHandler", "register", "run_process", "stop_process"]
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+# Longest output line kept; below the reporter's cap, leaving room for the "pid=N > " prefix
+# and the marker, so the reporter does not cut the line again.
+_MAX_OUTPUT_LINE = MAX_LINE_BYTES - 4096
 
 LineHandler = Callable[[str], str | None]
 """Called with each output line; returns the text to log (after ``pid=<pid> >``), or ``None``."""
@@ -106,9 +111,26 @@ async def _output_lines(stream: asyncio.StreamReader, timeout: float) -> AsyncIt
     """Lines of ``stream``, split at ``\n``, ``\r\n`` *and* a lone ``\r``.
 
     Programs that redraw a progress line (FFmpeg, curl) end it with ``\r``; splitting there
-    makes every redraw a line of its own instead of one line that never ends.
+    makes every redraw a line of its own instead of one line that never ends. Only each new
+    chunk is searched for line breaks, and a line keeps at most ``_MAX_OUTPUT_LINE`` bytes;
+    the rest is counted and named in a marker at its end.
     """
-    pending = b""
+    pending: list[bytes] = []  # the unfinished line, without line breaks
+    kept = 0  # bytes in ``pending``
+    cut = 0  # bytes of the unfinished line dropped beyond the cap
+    held_cr = False  # the last chunk ended in "\r", maybe the first half of "\r\n"
+
+    def line(last: bytes) -> str:
+        nonlocal kept, cut
+        pending.append(last[: max(0, _MAX_OUTPUT_LINE - kept)])
+        cut += max(0, len(last) - (_MAX_OUTPUT_LINE - kept))
+        text = b"".join(pending).decode("utf-8", errors="replace")
+        if cut:
+            text += f" [... {cut} more bytes cut]"
+        pending.clear()
+        kept = cut = 0
+        return text
+
     while True:
         try:
             chunk = await asyncio.wait_for(stream.read(1 << 16), timeout)
@@ -116,16 +138,21 @@ async def _output_lines(stream: asyncio.StreamReader, timeout: float) -> AsyncIt
             raise _Silent() from None
         if not chunk:
             break
-        pending += chunk
-        # A trailing "\r" may be the first half of "\r\n": keep it until more arrives.
-        hold = pending.endswith(b"\r")
-        parts = _LINE_BREAK.split(pending[:-1] if hold else pending)
-        pending = parts.pop() + (b"\r" if hold else b"")
-        for part in parts:
-            yield part.decode("utf-8", errors="replace")
-    pending = pending.rstrip(b"\r")
-    if pending:
-        yield pending.decode("utf-8", errors="replace")
+        if held_cr:
+            chunk = b"\r" + chunk
+        held_cr = chunk.endswith(b"\r")
+        parts = _LINE_BREAK.split(chunk[:-1] if held_cr else chunk)
+        for part in parts[:-1]:
+            yield line(part)
+        rest = parts[-1]
+        room = max(0, _MAX_OUTPUT_LINE - kept)
+        pending.append(rest[:room])
+        kept += min(room, len(rest))
+        cut += max(0, len(rest) - room)
+    if pending or cut:
+        text = line(b"")
+        if text:
+            yield text
 
 
 class _Silent(Exception):

@@ -81,6 +81,8 @@ class FakeManager:
         self.scripts: dict[str, deque[Script]] = {}
         self.started = time.monotonic()
         self.on_request: Callable[[Recorded], None] | None = None
+        self.max_body = 32 << 20
+        """Bodies larger than this get a 413, as from the real manager."""
         self.app = Starlette(
             routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT"])]
         )
@@ -105,7 +107,7 @@ class FakeManager:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        status, answer = self._answer(name)
+        status, answer = (413, "body too large") if len(raw) > self.max_body else self._answer(name)
         recorded = Recorded(
             endpoint=name,
             method=request.method,

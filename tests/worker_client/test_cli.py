@@ -28,6 +28,7 @@ from flamenco_worker_client.events import (
     TaskStarted,
     WorkerState,
 )
+from flamenco_worker_client.worker import EXIT_DATA_DIR_IN_USE
 
 from .fake_manager import FakeManager, ServedManager, task
 
@@ -94,13 +95,39 @@ def test_config_file_sets_the_waits_the_real_worker_hard_codes(tmp_path: Path) -
         "[flamenco-worker]\nfetch_after_task_seconds = -1\n",
         "[flamenco-worker]\nupdate_retry_seconds = nan\n",
         "not an ini file",
+        "[flamenco-worker]\nworker_registration_secret = pa$word\n",
     ],
 )
-def test_a_bad_config_file_is_a_clear_error(tmp_path: Path, content: str) -> None:
+def test_a_bad_config_file_is_a_clear_error(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "bad.cfg"
     config.write_text(content)
     with pytest.raises(ConfigError):
         load_config(config)
+    assert main(["-c", str(config), "-m", "http://m:1/", "-d", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flamenco-worker: ")
+    assert str(config) in err
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/", "http://127.0.0.1:abc/"])
+def test_a_bad_port_is_a_clear_error(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--manager", url, "--data-dir", str(tmp_path)]) == 2
+    assert f"flamenco-worker: bad port in manager URL {url!r}" in capsys.readouterr().err
+
+
+def test_an_unusable_data_dir_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").touch()
+    data_dir = tmp_path / "afile" / "sub"
+    assert main(["--manager", "http://127.0.0.1:1/", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"flamenco-worker: cannot use data directory {data_dir}: " in err
+    assert "Traceback" not in err
 
 
 def test_flags_win_over_the_config_file(tmp_path: Path) -> None:
@@ -182,3 +209,27 @@ def test_a_signal_stops_the_worker_cleanly(tmp_path: Path, signum: int) -> None:
     assert process.returncode == 0, err
     assert manager.requests[-1].endpoint == "sign_off"
     assert "Traceback" not in err
+
+
+def test_a_second_worker_on_the_same_data_dir_exits_and_the_first_runs_on(
+    tmp_path: Path,
+) -> None:
+    manager = FakeManager()
+    with ServedManager(manager) as served:
+        first = _cli(served.url, tmp_path / "data")
+        deadline = time.monotonic() + 30
+        while not manager.calls("fetch_task"):
+            assert time.monotonic() < deadline, "the worker never asked for a task"
+            time.sleep(0.05)
+        second = _cli(served.url, tmp_path / "data")
+        _, second_err = second.communicate(timeout=30)
+        first.send_signal(signal.SIGTERM)
+        _, first_err = first.communicate(timeout=30)
+    assert second.returncode == EXIT_DATA_DIR_IN_USE == 4
+    assert f"data directory {tmp_path / 'data'} is in use by another worker (pid {first.pid})" in (
+        second_err
+    )
+    assert "Traceback" not in second_err
+    assert first.returncode == 0, first_err
+    assert [r.endpoint for r in manager.requests].count("register_worker") == 1
+    assert [r.endpoint for r in manager.requests].count("sign_off") == 1

@@ -501,7 +501,9 @@ def test_endpoints_are_joined_to_the_root_of_the_manager_url() -> None:
     assert route.called
 
 
-@pytest.mark.parametrize("url", ["h:8083", "ftp://h/", "", "http://"])
+@pytest.mark.parametrize(
+    "url", ["h:8083", "ftp://h/", "", "http://", "http://h:99999/", "http://h:abc/"]
+)
 def test_a_bad_manager_url_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="manager URL"):
         Client(url)
