@@ -32,7 +32,7 @@ from flamenco_protocol.statuses import JobStatus, TaskStatus
 from flamenco_protocol.task_states import TaskEvent, can_happen
 from shaman_core.errors import TokenError
 
-__all__ = ["STATIC_DIR", "dashboard_config", "dashboard_routes"]
+__all__ = ["STATIC_DIR", "dashboard_config", "dashboard_routes", "login_page"]
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 """The dashboard's CSS, JavaScript and icon, shipped as package data."""
@@ -71,6 +71,7 @@ def dashboard_config(manager: Manager) -> dict[str, object]:
     }
     return {
         "version": flamenco_manager.__version__,
+        "manager_name": manager.settings.manager_name,
         "auth": not manager.settings.no_auth,
         "job_actions": job_actions,
         "task_actions": task_actions,
@@ -80,16 +81,17 @@ def dashboard_config(manager: Manager) -> dict[str, object]:
 def dashboard_routes(manager: Manager) -> list[BaseRoute]:
     """``/``, ``/static/…`` and ``/dashboard/latest-image`` (whether there is one)."""
     config_json = json.dumps(dashboard_config(manager), separators=(",", ":"))
-    # "</" cannot end the JSON's <script> element early.
-    config_json = config_json.replace("</", "<\\/")
+    # No "<" at all (the manager's name may hold one): nothing can end the <script> early.
+    config_json = config_json.replace("<", "\\u003c")
+    name = manager.settings.manager_name
 
     async def index(request: Request) -> Response:
         try:
             user = manager.user_auth.authenticate(request.headers, request.cookies)
         except TokenError as exc:
             expired = exc.status == 498
-            return _page(_login_page(expired=expired, had_token=COOKIE_NAME in request.cookies))
-        return _page(_shell(user, config_json, auth=not manager.settings.no_auth))
+            return login_page(manager, expired=expired, had_token=COOKIE_NAME in request.cookies)
+        return _page(_shell(name, user, config_json, auth=not manager.settings.no_auth))
 
     async def latest_image_state(request: Request) -> Response:
         # Whether there is an image, so the page never asks for one that is not there (a 404
@@ -119,8 +121,16 @@ def dashboard_routes(manager: Manager) -> list[BaseRoute]:
     ]
 
 
-def _page(body: str) -> HTMLResponse:
-    return HTMLResponse(body, headers=SECURITY_HEADERS)
+def _page(body: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def login_page(
+    manager: Manager, *, expired: bool = False, had_token: bool = False, status_code: int = 200
+) -> HTMLResponse:
+    """The login page, saying why when a token was refused."""
+    page = _login_page(manager.settings.manager_name, expired=expired, had_token=had_token)
+    return _page(page, status_code)
 
 
 def _head(title: str) -> str:
@@ -136,7 +146,7 @@ def _head(title: str) -> str:
 </head>"""
 
 
-def _shell(user: str, config_json: str, *, auth: bool) -> str:
+def _shell(name: str, user: str, config_json: str, *, auth: bool) -> str:
     logout = (
         '<form method="get" action="/logout" class="logout">'
         f'<span class="user" title="Signed in as {html.escape(user)}">{html.escape(user)}</span>'
@@ -144,12 +154,12 @@ def _shell(user: str, config_json: str, *, auth: bool) -> str:
         if auth
         else ""
     )
-    return f"""{_head("Flamenco Manager")}
+    return f"""{_head(name)}
 <body>
 <a class="skip-link" href="#main">Skip to content</a>
 <header class="topbar">
   <a class="brand" href="#/jobs"><img src="/static/favicon.svg" alt="" width="22" height="22">
-    Flamenco Manager</a>
+    {html.escape(name)}</a>
   <nav aria-label="Views">
     <ul>
       <li><a href="#/jobs" data-nav="jobs">Jobs</a></li>
@@ -189,17 +199,17 @@ def _shell(user: str, config_json: str, *, auth: bool) -> str:
 """
 
 
-def _login_page(*, expired: bool, had_token: bool) -> str:
+def _login_page(name: str, *, expired: bool, had_token: bool) -> str:
     if expired:
         problem = '<p class="notice warn" role="alert">Your token has expired.</p>'
     elif had_token:
         problem = '<p class="notice warn" role="alert">Your token was not accepted.</p>'
     else:
         problem = ""
-    return f"""{_head("Log in · Flamenco Manager")}
+    return f"""{_head(f"Log in · {name}")}
 <body class="login-page">
 <main id="main" class="login">
-  <h1><img src="/static/favicon.svg" alt="" width="32" height="32"> Flamenco Manager</h1>
+  <h1><img src="/static/favicon.svg" alt="" width="32" height="32"> {html.escape(name)}</h1>
   {problem}
   <p>Open the link that <code>flamenco-manager serve</code> printed when it started, or paste a
   token made with <code>flamenco-manager token create --name you</code>.</p>

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from flamenco_manager.manager import Manager
 from shaman_core.errors import TokenError
 
-from .user_api import error
+from .dashboard import login_page
 
 __all__ = ["COOKIE", "login_routes"]
 
@@ -40,7 +40,10 @@ def login_routes(manager: Manager) -> list[Route]:
         try:
             manager.user_auth.authenticate({"authorization": f"Bearer {token}"}, {})
         except TokenError as exc:
-            return error(exc.status, str(exc))
+            # Someone at a browser: the login page again, saying why, not the API's JSON.
+            return login_page(
+                manager, expired=exc.status == 498, had_token=bool(token), status_code=401
+            )
         response = RedirectResponse(_next_page(request), status_code=303)
         response.set_cookie(
             COOKIE,

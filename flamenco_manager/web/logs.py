@@ -1,4 +1,8 @@
-"""``/logfile/{job_id}/{task_id}``: a task's current log, as the Go manager served it."""
+"""``/logfile/{job_id}/{task_id}``: a task's current log, as the Go manager served it.
+
+``?download=1`` (the dashboard's "Download full log") sends the whole log as an attachment,
+whatever the client; without it a large log is trimmed for all but ``curl`` and ``Wget``.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ def log_routes(manager: Manager) -> list[Route]:
                 },
                 media_type=TEXT,
             )
+        if request.query_params.get("download") == "1":
+            # The whole file, as an attachment: browsers are not curl, but want all of it too.
+            return FileResponse(view.path, media_type=TEXT, filename=view.filename)
         if view.whole:
             return FileResponse(view.path, media_type=TEXT)
         return StreamingResponse(

@@ -301,10 +301,10 @@ def extra_operations(registry: SchemaRegistry) -> dict[str, dict[str, dict[str, 
                 "responses": {
                     "303": {"description": "cookie set; see Location"},
                     "401": {
-                        "description": "the token is missing, bad or revoked",
-                        "content": error,
+                        "description": "the token is missing, bad, revoked or expired: the login "
+                        "page again, saying which",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
                     },
-                    "498": {"description": "the token has expired", "content": error},
                 },
             }
         },

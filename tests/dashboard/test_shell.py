@@ -116,3 +116,62 @@ def test_offered_job_actions_are_the_ones_the_state_machine_allows(manager: Mana
             assert (requested in offered[status.value]) is allowed, (status, requested)
     assert offered["active"] == ["cancel-requested", "paused"]
     assert offered["paused"] == ["cancel-requested", "queued", "requeued"]
+
+
+@pytest.mark.anyio
+async def test_the_manager_name_is_shown_escaped(tmp_path: Path, database_url: str) -> None:
+    name = 'Render <b>farm</b> & "co"'
+    settings = Settings(
+        data_dir=tmp_path / "named",
+        database=database_url,
+        timeout_check_initial_delay="1h",
+        manager_name=name,
+    )
+    manager = Manager(settings)
+    try:
+        transport = httpx.ASGITransport(app=create_app(manager, run_loops=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://manager") as client:
+            login = await client.get("/")
+            assert (
+                "<title>Log in · Render &lt;b&gt;farm&lt;/b&gt; &amp; &quot;co&quot;</title>"
+                in (login.text)
+            )
+            client.cookies.set("jwtToken", manager.mint_user_token("op", timedelta(minutes=5)))
+            shell = (await client.get("/")).text
+    finally:
+        manager.close()
+    escaped = "Render &lt;b&gt;farm&lt;/b&gt; &amp; &quot;co&quot;"
+    assert f"<title>{escaped}</title>" in shell
+    assert re.search(rf'class="brand".*?{re.escape(escaped)}</a>', shell, re.DOTALL)
+    assert "<b>" not in shell
+    assert "Flamenco Manager</a>" not in shell
+    # The page's own title (set per view) takes the name from the config, which has no "<".
+    match = re.search(r'id="flamenco-config">(.*?)</script>', shell)
+    assert match is not None
+    assert "<" not in match.group(1)
+    assert json.loads(match.group(1))["manager_name"] == name
+
+
+@pytest.mark.anyio
+async def test_a_refused_token_at_login_shows_the_login_page_again(
+    client: httpx.AsyncClient, manager: Manager
+) -> None:
+    from shaman_core.jwt import mint_token
+
+    response = await client.get("/login", params={"token": "not-a-token"})
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'action="/login"' in response.text
+    assert "Your token was not accepted." in response.text
+    assert "jwtToken" not in response.headers.get("set-cookie", "")
+
+    assert manager.keys is not None
+    expired = mint_token(manager.keys, "carol", lifetime=timedelta(seconds=-10))
+    response = await client.get("/login", params={"token": expired})
+    assert response.status_code == 401
+    assert "Your token has expired." in response.text
+
+    good = manager.mint_user_token("op", timedelta(minutes=5))
+    response = await client.get("/login", params={"token": good, "next": "/#/workers"})
+    assert (response.status_code, response.headers["location"]) == (303, "/#/workers")
+    assert "jwtToken=" in response.headers["set-cookie"]

@@ -69,6 +69,21 @@ async def test_large_logs_are_trimmed_unless_curl_asks(farm: Farm) -> None:
     assert "Skipped" not in whole.text
 
 
+async def test_download_sends_a_large_log_whole_to_a_browser(farm: Farm) -> None:
+    lines = "".join(f"line {index:06d} of a long render log\n" for index in range(2000))
+    job_id, task_id = await _task_with_log(farm, lines)
+    browser = {**_bearer(farm), "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120"}
+    trimmed = await farm.client.get(f"/logfile/{job_id}/{task_id}", headers=browser)
+    assert "Skipped" in trimmed.text
+    assert "content-disposition" not in trimmed.headers
+    whole = await farm.client.get(f"/logfile/{job_id}/{task_id}?download=1", headers=browser)
+    assert whole.status_code == 200
+    assert whole.headers["content-type"].startswith("text/plain")
+    assert whole.headers["content-disposition"] == f'attachment; filename="task-{task_id}.txt"'
+    assert whole.text.endswith(lines)
+    assert "Skipped" not in whole.text
+
+
 async def test_missing_and_malformed_logs(farm: Farm) -> None:
     headers = _bearer(farm)
     job, task = "5f1e0c0a2b3c4d5e6f70b002", "5f1e0c0a2b3c4d5e6f70a101"

@@ -247,6 +247,14 @@ function go(hash) {
   if (window.location.hash !== hash) window.location.hash = hash;
 }
 
+/** A deleted job: leave its page at once, so that nothing asks for the job or its task again. */
+function forgetJob(id) {
+  state.jobs.delete(id);
+  if (state.jobId !== id) return;
+  go("#/jobs");
+  applyRoute(); // Now, not at the hashchange: a reload of the job could start before it.
+}
+
 function applyRoute() {
   const route = parseRoute();
   const viewChanged = route.view !== state.view;
@@ -262,7 +270,7 @@ function applyRoute() {
     else link.removeAttribute("aria-current");
   }
   const titles = { jobs: "Jobs", workers: "Workers", image: "Latest image" };
-  document.title = `${titles[state.view]} · Flamenco Manager`;
+  document.title = `${titles[state.view]} · ${config.manager_name}`;
   if (state.view === "jobs") {
     markSelected(jobsView.tbody, state.jobId);
     if (jobChanged || viewChanged) {
@@ -519,8 +527,14 @@ function buildJobDetail() {
       );
       if (!ok) return;
       const id = state.jobId;
-      await act(event.currentTarget, () => api("DELETE", `/api/jobs/${id}`), "Job deleted.");
-      if (!state.jobs.has(id) || state.jobId === id) go("#/jobs");
+      await act(
+        event.currentTarget,
+        async () => {
+          await api("DELETE", `/api/jobs/${id}`);
+          forgetJob(id);
+        },
+        "Job deleted.",
+      );
     },
   });
   actions.append(
@@ -645,7 +659,9 @@ const loadJob = throttled(async () => {
     state.tasks = tasks.tasks;
     renderTasks();
   } catch (error) {
-    if (error.status === 404 && id === state.jobId) {
+    if (error.status === 404) {
+      // Gone while the page looked elsewhere: nothing to say about it.
+      if (id !== state.jobId) return;
       toast("That job does not exist (any more).", "error");
       go("#/jobs");
       return;
@@ -783,7 +799,8 @@ const loadTask = throttled(async () => {
   try {
     task = await api("GET", `/api/tasks/${id}?log_lines=${state.logLines}`);
   } catch (error) {
-    if (error.status === 404 && id === state.taskId) {
+    if (error.status === 404) {
+      if (id !== state.taskId) return;
       toast("That task does not exist (any more).", "error");
       go(`#/jobs/${state.jobId}`);
       return;
@@ -805,7 +822,8 @@ const loadTask = throttled(async () => {
   const allowed = config.task_actions[task.status] || [];
   allow(taskDetail.requeue, allowed.includes("requeue"), taskDetail.title);
   allow(taskDetail.cancel, allowed.includes("cancel"), taskDetail.title);
-  taskDetail.download.href = `/logfile/${task.job}/${task._id}`;
+  // ?download=1: the whole log; without it a browser gets a large one trimmed (as from Go).
+  taskDetail.download.href = `/logfile/${task.job}/${task._id}?download=1`;
   taskDetail.download.setAttribute("download", `task-${task._id}.txt`);
   const log = taskDetail.log;
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
@@ -1281,6 +1299,7 @@ const refreshDirtyJobs = throttled(async () => {
 function onEvent(kind, data) {
   loadFarm();
   if (kind === "job") {
+    if (data.deleted) forgetJob(data.id);
     if (state.view !== "jobs") return;
     if (data.deleted || !state.jobs.has(data.id)) loadJobs();
     else {
