@@ -181,9 +181,19 @@ def _raise_for_status(response: httpx.Response) -> None:
 
 
 def collect_files(source: Path) -> list[tuple[str, Path]]:
-    """Every regular file under `source` as (relative POSIX path, absolute path), sorted."""
+    """Every regular file under `source` as (relative POSIX path, absolute path), sorted.
+
+    Raises `ShamanClientError` when `source` is not a directory, or a directory under it cannot
+    be read: a pack must not become a checkout of what could be read.
+    """
+    if not source.is_dir():
+        raise ShamanClientError(f"cannot pack {str(source)!r}: not a directory")
+
+    def unreadable(error: OSError) -> None:
+        raise ShamanClientError(f"cannot pack {error.filename!r}: {error.strerror}") from error
+
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(source):
+    for dirpath, dirnames, filenames in os.walk(source, onerror=unreadable):
         dirnames.sort()
         for name in filenames:
             absolute = Path(dirpath) / name

@@ -77,6 +77,11 @@ def test_pack_errors_are_reported(tmp_path: Path, live: LiveShaman, token: str) 
     with pytest.raises(ShamanClientError) as caught:
         pack(source, "http://127.0.0.1:9/", token=token)
     assert caught.value.status == 0
+    # A missing directory, or a file, used to become an empty checkout.
+    for wrong in (tmp_path / "missing", source / "scene.blend"):
+        with pytest.raises(ShamanClientError, match="not a directory"):
+            pack(wrong, live.url, checkout_id="co_wrong", token=token)
+    assert not live.shaman.checkouts.path_of("co_wrong").exists()
 
 
 def test_parallel_packs_of_the_same_files(tmp_path: Path, live: LiveShaman, token: str) -> None:
