@@ -115,6 +115,13 @@ def create_token(settings: Settings, name: str, expires: str) -> None:
     from flamenco_manager.services.users import ensure_key_pair, issue_token
 
     lifetime = parse_duration(expires)
+    if not settings.jwt_key_dir.is_dir():
+        # Right before a first serve; otherwise a mistyped data directory: say which.
+        print(
+            f"{settings.jwt_key_dir} has no key pair: made a new one; only a manager serving "
+            f"{settings.data_dir} accepts this token",
+            file=sys.stderr,
+        )
     keys = ensure_key_pair(settings.jwt_key_dir)
     token = issue_token(keys, name, lifetime)
     print(f"Token for {name!r}, valid for {lifetime}, signed with {settings.jwt_key_dir}:")
@@ -126,6 +133,12 @@ def revoke_token(settings: Settings, token_or_id: str) -> None:
     from flamenco_manager.services.tokens import TokenRevocations
     from flamenco_manager.storage.database import Database
 
+    if not settings.database and not (settings.data_dir / "flamenco-manager.sqlite").exists():
+        # A mistyped data directory: revoking there would make a new database, and change
+        # nothing for the farm.
+        raise ConfigError(
+            f"no manager database in {settings.data_dir}: is --data-dir (or --database) right?"
+        )
     database = Database.open(settings.database_url)
     try:
         identifier, new = TokenRevocations(database).revoke(token_or_id)

@@ -79,3 +79,9 @@ def test_another_process_sees_a_revocation_within_seconds(
         manager.user_auth.authenticate(headers, {})
     assert main(["token", "revoke", *where, "not a token!"]) == 2
     manager.close()
+    if not database_url:
+        # A mistyped data directory: revoking there made a new database and said it had worked.
+        capsys.readouterr()
+        assert main(["token", "revoke", "--data-dir", str(tmp_path / "dta"), token]) == 2
+        assert "no manager database in" in capsys.readouterr().err
+        assert not (tmp_path / "dta").exists()

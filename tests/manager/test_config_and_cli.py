@@ -174,6 +174,13 @@ def test_token_create_prints_a_token_as_the_last_line(tmp_path: Path) -> None:
     claims = jwt.decode(token, public, algorithms=["ES256"])
     assert claims["sub"] == "alice"
     assert 7000 < claims["exp"] - claims["iat"] <= 7200
+    # New keys were made: it says so, for a mistyped data directory; with keys, nothing.
+    assert "has no key pair: made a new one" in result.stderr
+    again = _cli(
+        "token", "create", "--data-dir", str(tmp_path / "data"), "--name", "bob", cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
 
 
 def test_bad_flags_exit_with_a_message(tmp_path: Path) -> None:
