@@ -177,6 +177,27 @@ def backup(settings: Settings, destination: Path, config_file: Path | None) -> N
         print(f"settings: {config} -> {destination / config.name}")
 
 
+def url_host(host: str) -> str:
+    """The host of a listening address as a link to it writes it: ``localhost`` for every
+    address, an IPv6 address in brackets."""
+    if host in ("0.0.0.0", "::"):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
+def shown_database(url: str) -> str:
+    """A database URL fit for a log: without its password and its query string (where
+    libpq's ``password`` and ``sslpassword`` may be)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(a database URL that does not parse)"
+    return parsed.set(query={}).render_as_string(hide_password=True)
+
+
 def login_url(settings: Settings, manager: Any, host: str, port: int) -> str:
     """A dashboard link that logs the operator in (a token valid for a day), or the plain URL."""
     base = f"http://{host}:{port}"
@@ -220,13 +241,13 @@ def serve(settings: Settings) -> None:
             "network lets it be guessed; use 32 bytes or more",
             extra={"secret_bytes": len(secret)},
         )
-    shown_host = "localhost" if host in ("0.0.0.0", "::") else host
+    shown_host = url_host(host)
     log.info(
         "manager starting",
         extra={
             "url": f"http://{shown_host}:{port}/",
             "data_dir": str(settings.data_dir.resolve()),
-            "database": settings.database_url.split("@")[-1],
+            "database": shown_database(settings.database_url),
         },
     )
     # On the terminal, not in the log: the link carries a token.

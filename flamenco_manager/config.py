@@ -357,6 +357,10 @@ class Settings:
     def listen_host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port."""
         host, _, port = self.listen.rpartition(":")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ConfigError(
+                f"listen: write an IPv6 address in brackets, as [::1]:8080; got {self.listen!r}"
+            )
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"listen: expected HOST:PORT, got {self.listen!r}")
         return host.strip("[]") or "0.0.0.0", int(port)

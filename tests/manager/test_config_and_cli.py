@@ -11,6 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from flamenco_manager.cli import shown_database, url_host
 from flamenco_manager.config import ConfigError, Settings, load_settings, parse_duration
 from flamenco_manager.log_format import StructuredFormatter
 
@@ -115,6 +116,21 @@ def test_bad_settings_name_what_is_wrong(tmp_path: Path, toml: str, message: str
 def test_listen_must_be_host_and_port() -> None:
     with pytest.raises(ConfigError, match="HOST:PORT"):
         _ = Settings(listen="localhost").listen_host_port
+
+
+def test_ipv6_addresses_are_read_and_linked_in_brackets() -> None:
+    assert Settings(listen="[::1]:8080").listen_host_port == ("::1", 8080)
+    assert url_host("::1") == "[::1]"  # the printed link was http://::1:8080/
+    assert url_host("0.0.0.0") == url_host("::") == "localhost"
+    with pytest.raises(ConfigError, match="in brackets"):
+        _ = Settings(listen="::1").listen_host_port  # read as host ":" and port 1
+
+
+def test_the_database_is_logged_without_its_secrets() -> None:
+    # Only a password before the "@" was hidden; libpq takes one in the query string too.
+    shown = shown_database("postgresql://u:pw@db.farm/flamenco?password=QSECRET&sslmode=require")
+    assert shown == "postgresql://u:***@db.farm/flamenco"
+    assert shown_database("sqlite:////srv/flamenco/flamenco-manager.sqlite").endswith(".sqlite")
 
 
 def test_secrets_never_reach_the_log() -> None:
