@@ -140,15 +140,30 @@ class EventBus:
         """How many events were published since start."""
         self.relay: Callable[[list[Event]], None] | None = None
         """Also hands published events to the other manager processes (see event_relay)."""
+        self._ended = False
 
     def subscribe(self, kinds: Iterable[str] = KINDS) -> Subscription:
-        """A new subscription on the running event loop, for events of ``kinds``."""
+        """A new subscription on the running event loop, for events of ``kinds``; closed from
+        the start once :meth:`end_subscriptions` ran."""
         subscription = Subscription(
             self, asyncio.get_running_loop(), frozenset(kinds) or KINDS, self.backlog
         )
         with self._lock:
-            self._subscribers.add(subscription)
+            ended = self._ended
+            if not ended:
+                self._subscribers.add(subscription)
+        if ended:
+            subscription.close()
         return subscription
+
+    def end_subscriptions(self) -> None:
+        """Close every subscription, and each one made from now on: the process is stopping,
+        and a stream open for ever would hold the server's shutdown until its time runs out."""
+        with self._lock:
+            self._ended = True
+            subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            subscription.close()
 
     @property
     def subscriber_count(self) -> int:

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from flamenco_manager.log_format import configure_logging
 from flamenco_manager.manager import Manager
+from flamenco_manager.services.events import EventBus
 from shaman_core.asgi import shaman_routes
 
 from .committed import CommittedAnswers
@@ -50,6 +54,31 @@ def app_from_environment() -> Starlette:
     return create_app(Manager(settings), serving=True)
 
 
+def end_streams_on_stop(bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
+    """Have ``SIGINT`` and ``SIGTERM`` end the event streams, then do what they did.
+
+    uvicorn stops on either by waiting for every open response to end, up to its graceful
+    timeout, before it shuts the app down: an event stream (every open dashboard) never ends by
+    itself, so each stop took that long and logged the streams it then cancelled. Chained to the
+    handlers uvicorn installed, from the main thread only (where signals are handled).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGINT, signal.SIGTERM):
+        installed = signal.getsignal(number)
+        if not callable(installed):
+            continue  # the default or ignored: nobody stops gracefully on it
+
+        def chained(signum: int, frame: FrameType | None, installed: _Handler = installed) -> None:
+            loop.call_soon_threadsafe(bus.end_subscriptions)
+            installed(signum, frame)
+
+        signal.signal(number, chained)
+
+
+_Handler = Callable[[int, FrameType | None], Any]
+
+
 def create_app(
     manager: Manager,
     *,
@@ -74,6 +103,7 @@ def create_app(
         if serving:
             gc.collect()
             gc.freeze()
+            end_streams_on_stop(manager.events, asyncio.get_running_loop())
         loops = asyncio.create_task(manager.run_loops()) if run_loops else None
         try:
             yield

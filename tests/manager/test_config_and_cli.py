@@ -339,6 +339,52 @@ def test_a_stopped_manager_leaves_its_database_whole_in_one_file(tmp_path: Path)
     ]
 
 
+def test_open_event_streams_end_when_the_manager_stops(tmp_path: Path) -> None:
+    # uvicorn waits for every open response before it stops: an event stream (an open
+    # dashboard) held each stop for the whole graceful timeout, then was cancelled, logging a
+    # traceback per stream.
+    import signal
+    import threading
+
+    import httpx
+
+    from tests.support import free_port, serve_command, wait_until_serving
+
+    port = free_port()
+    data = tmp_path / "data"
+    server = subprocess.Popen(
+        serve_command(data, port, "--no-auth"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ended: list[bytes] = []
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/api/health", server)
+        opened = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/api/events", timeout=60) as stream:
+                received = b""
+                for piece in stream.iter_bytes():
+                    received += piece
+                    opened.set()
+                ended.append(received)  # the server ended the stream
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert opened.wait(30)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=60)
+    listener.join(30)
+    (received,) = ended
+    assert received.startswith(b": flamenco events")
+    assert "graceful shutdown exceeded" not in errors, errors
+    assert "Traceback" not in errors, errors
+    assert server.returncode == -signal.SIGTERM, errors
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_closing_a_manager_twice_is_harmless(tmp_path: Path, backend: str) -> None:
     # The served app closes its manager when it shuts down, and serve closes it again when
