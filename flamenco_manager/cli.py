@@ -291,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in user_cli.COMMANDS:
         return user_cli.run(args)
+    settings: Settings | None = None
     try:
         settings = load(args)
         if args.command == "serve":
@@ -304,7 +305,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"flamenco-manager: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        problem = None if settings is None else _start_problem(exc, settings)
+        if problem is None:
+            raise
+        print(f"flamenco-manager: {problem}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _start_problem(error: Exception, settings: Settings) -> str | None:
+    """What an error of opening the data directory or the database says to an operator, or
+    ``None`` for an error that is not one of those (a traceback is then the message)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, DBAPIError):
+        return f"cannot use the database {shown_database(settings.database_url)}: {error.orig}"
+    if isinstance(error, CommandError):
+        return (
+            f"the database {shown_database(settings.database_url)} has a schema this version "
+            f"does not know (made by a newer flamenco-manager?): {error}"
+        )
+    if isinstance(error, OSError):
+        return f"cannot use {error.filename or settings.data_dir}: {error.strerror or error}"
+    return None
 
 
 if __name__ == "__main__":

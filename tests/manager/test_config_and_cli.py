@@ -339,6 +339,25 @@ def test_a_stopped_manager_leaves_its_database_whole_in_one_file(tmp_path: Path)
     ]
 
 
+def test_a_data_directory_or_database_that_cannot_be_used_is_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each was a traceback (123 lines for an unreachable PostgreSQL).
+    from flamenco_manager.cli import main
+    from tests.support import free_port
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    assert main(["serve", "--data-dir", str(a_file)]) == 1
+    assert "cannot use" in capsys.readouterr().err
+    nowhere = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/farm"
+    assert main(["serve", "--data-dir", str(tmp_path / "d"), "--database", nowhere]) == 1
+    said = capsys.readouterr().err
+    assert "flamenco-manager: cannot use the database postgresql://postgres:***@" in said
+    assert "hunter2" not in said
+    assert "Traceback" not in said
+
+
 def test_open_event_streams_end_when_the_manager_stops(tmp_path: Path) -> None:
     # uvicorn waits for every open response before it stops: an event stream (an open
     # dashboard) held each stop for the whole graceful timeout, then was cancelled, logging a
