@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -165,10 +166,21 @@ def add_commands(commands: Any) -> None:
 # --- the client ------------------------------------------------------------------------------
 
 
+_TOKEN: Final = re.compile(r"[A-Za-z0-9_.\-=]+")
+"""What a user token is made of (a JWT: base64url parts joined by dots)."""
+
+
 class Client:
     """A thin synchronous client of the user API."""
 
     def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None) -> None:
+        token = token.strip()
+        if token and not _TOKEN.fullmatch(token):
+            # Said without the token: httpx's own message quoted the whole header.
+            raise ApiFailure(
+                "the token is not one line of letters, digits and '-_.' (token create prints "
+                "a line before it: take only its last line)"
+            )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(
             base_url=url.rstrip("/"), headers=headers, timeout=30.0, transport=transport
@@ -470,7 +482,11 @@ def run(
     err = err or sys.stderr
     url = args.url or os.environ.get("FLAMENCO_URL") or DEFAULT_URL
     token = args.token or os.environ.get("FLAMENCO_TOKEN", "")
-    client = Client(url, token, transport)
+    try:
+        client = Client(url, token, transport)
+    except ApiFailure as exc:
+        print(f"flamenco-manager: {exc}", file=err)
+        return 1
     try:
         result = _HANDLERS[args.command](client, args, out)
         if args.json and result is not None:

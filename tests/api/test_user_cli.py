@@ -300,3 +300,18 @@ def test_an_id_that_is_not_one_is_refused_before_any_request(
         main([*argv, "--url", f"http://127.0.0.1:{free_port()}", "--token", "t"])
     assert exit.value.code == 2
     assert "not a 24-character hexadecimal ID" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "token", ["Token for 'ci', valid for 1 day:\neyJhbGciOi.eyJzdWIi.c2ln", "tökén"]
+)
+def test_a_token_that_is_not_one_is_refused_without_being_shown(
+    token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The whole of `token create`'s output in FLAMENCO_TOKEN: httpx's error quoted the header,
+    # token and all; a non-ASCII one was a traceback.
+    assert main(["farm", "--url", f"http://127.0.0.1:{free_port()}", "--token", token]) == 1
+    said = capsys.readouterr().err
+    assert "take only its last line" in said
+    assert "eyJ" not in said
+    assert "Traceback" not in said
