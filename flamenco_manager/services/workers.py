@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from flamenco_manager.storage import tasks as task_store
 from flamenco_manager.storage import workers as worker_store
+from flamenco_manager.storage.schema import PLATFORM_LENGTH
 from flamenco_manager.storage.workers import WorkerRecord
 from flamenco_protocol import codec
 from flamenco_protocol.documents import ScheduleInfo, Worker, WorkerRegistration, WorkerSignonDoc
@@ -238,6 +239,10 @@ class WorkerService:
 
     def register(self, registration: WorkerRegistration, address: str) -> Worker:
         """Store a new worker; the document answers ``/register-worker``."""
+        if len(registration.platform) > PLATFORM_LENGTH:
+            raise Invalid(
+                f"platform: at most {PLATFORM_LENGTH} characters, not {len(registration.platform)}"
+            )
         now = self.context.clock()
         record = WorkerRecord(
             id=ObjectId.new(),

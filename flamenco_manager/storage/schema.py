@@ -86,6 +86,9 @@ ID = sa.String(24)
 _SCHEDULABLE_SQL = ", ".join(f"'{status.value}'" for status in sorted(SCHEDULABLE_TASK_STATUSES))
 
 
+PLATFORM_LENGTH: Final = 40
+"""The longest platform name a worker row holds (PostgreSQL refuses longer ones)."""
+
 workers: Final = sa.Table(
     "workers",
     metadata,
@@ -94,7 +97,7 @@ workers: Final = sa.Table(
     sa.Column("nickname", sa.Text, nullable=False, server_default=""),
     sa.Column("address", sa.Text, nullable=False, server_default=""),
     sa.Column("status", sa.String(40), nullable=False, server_default=""),
-    sa.Column("platform", sa.String(40), nullable=False, server_default=""),
+    sa.Column("platform", sa.String(PLATFORM_LENGTH), nullable=False, server_default=""),
     sa.Column("supported_task_types", sa.JSON, nullable=False),
     sa.Column("software", sa.Text, nullable=False, server_default=""),
     sa.Column("current_task", ID, nullable=True),
