@@ -195,15 +195,19 @@ def test_single_runs_one_task_then_signs_off(tmp_path: Path) -> None:
     assert f"task {TASK_ID} completed: Task completed" in err
 
 
+def _wait_for_a_fetch(manager: FakeManager) -> None:
+    deadline = time.monotonic() + 30
+    while not manager.calls("fetch_task"):
+        assert time.monotonic() < deadline, "the worker never asked for a task"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_worker_cleanly(tmp_path: Path, signum: int) -> None:
     manager = FakeManager()
     with ServedManager(manager) as served:
         process = _cli(served.url, tmp_path / "data")
-        deadline = time.monotonic() + 30
-        while not manager.calls("fetch_task"):
-            assert time.monotonic() < deadline, "the worker never asked for a task"
-            time.sleep(0.05)
+        _wait_for_a_fetch(manager)
         process.send_signal(signum)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
@@ -217,10 +221,7 @@ def test_a_second_worker_on_the_same_data_dir_exits_and_the_first_runs_on(
     manager = FakeManager()
     with ServedManager(manager) as served:
         first = _cli(served.url, tmp_path / "data")
-        deadline = time.monotonic() + 30
-        while not manager.calls("fetch_task"):
-            assert time.monotonic() < deadline, "the worker never asked for a task"
-            time.sleep(0.05)
+        _wait_for_a_fetch(manager)
         second = _cli(served.url, tmp_path / "data")
         _, second_err = second.communicate(timeout=30)
         first.send_signal(signal.SIGTERM)
