@@ -82,6 +82,7 @@ from .update_queue import UpdateQueue, deliver_queued_updates
 
 __all__ = [
     "EXIT_DATA_DIR_IN_USE",
+    "EXIT_FORCED",
     "EXIT_OK",
     "EXIT_REFUSED",
     "DataDirError",
@@ -99,6 +100,9 @@ EXIT_REFUSED: Final = 3
 """The manager refused the worker: registration secret wrong, or credentials refused twice."""
 EXIT_DATA_DIR_IN_USE: Final = 4
 """``flamenco-worker`` only: another worker process holds the data directory."""
+EXIT_FORCED: Final = 5
+"""A second SIGINT or SIGTERM ended a stop that did not finish (a command ignoring its
+cancellation): no sign-off."""
 
 LOCK_FILE = "worker.lock"
 """Name of the lock file in the data directory."""
@@ -302,6 +306,23 @@ class Worker:
         self._stop.set()
         self._nudge.set()
         self._abort_current("shutdown")
+
+    def _stop_signal(self) -> None:
+        """SIGINT or SIGTERM: stop cleanly; again while stopping, exit at once.
+
+        A command that ignores its cancellation keeps a clean stop waiting for ever; the usual
+        second Ctrl-C (or ``kill``) then ends the process, unsigned-off: the manager queues the
+        worker's task again once the worker times out. The update queue is on disk already.
+        """
+        if not self._stop.is_set():
+            self.request_shutdown()
+            return
+        log.warning(
+            "stop signal while stopping: exiting now, without signing off; the manager queues "
+            "this worker's task again when the worker times out"
+        )
+        logging.shutdown()
+        os._exit(EXIT_FORCED)
 
     def request_status(self, status: str) -> None:
         """Take ``status`` as if the manager asked for it (signals use this)."""
@@ -757,8 +778,8 @@ class Worker:
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self.request_shutdown)
-        loop.add_signal_handler(signal.SIGTERM, self.request_shutdown)
+        loop.add_signal_handler(signal.SIGINT, self._stop_signal)
+        loop.add_signal_handler(signal.SIGTERM, self._stop_signal)
         if hasattr(signal, "SIGUSR1"):
             loop.add_signal_handler(signal.SIGUSR1, self.request_status, WorkerStatus.ASLEEP)
             loop.add_signal_handler(signal.SIGUSR2, self.request_status, WorkerStatus.AWAKE)

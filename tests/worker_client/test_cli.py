@@ -28,7 +28,7 @@ from flamenco_worker_client.events import (
     TaskStarted,
     WorkerState,
 )
-from flamenco_worker_client.worker import EXIT_DATA_DIR_IN_USE
+from flamenco_worker_client.worker import EXIT_DATA_DIR_IN_USE, EXIT_FORCED
 
 from .fake_manager import FakeManager, ServedManager, task
 
@@ -234,3 +234,57 @@ def test_a_second_worker_on_the_same_data_dir_exits_and_the_first_runs_on(
     assert first.returncode == 0, first_err
     assert [r.endpoint for r in manager.requests].count("register_worker") == 1
     assert [r.endpoint for r in manager.requests].count("sign_off") == 1
+
+
+_STUBBORN_WORKER = """
+import asyncio, sys
+from flamenco_worker_client import TaskContext, Worker
+
+worker = Worker(sys.argv[1], task_types=["sleep"], data_dir=sys.argv[2], nickname="stubborn")
+
+
+@worker.command("sleep")
+async def sleep(ctx: TaskContext, time_in_seconds: float = 0) -> None:
+    ctx.log("not stopping for anybody")
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # what the docs ask command authors not to do
+
+
+sys.exit(worker.run())
+"""
+
+
+def test_a_second_stop_signal_ends_a_stop_a_stubborn_command_holds(tmp_path: Path) -> None:
+    # A command swallowing its cancellation kept the worker from stopping: every further
+    # SIGTERM or SIGINT was ignored, and only SIGKILL ended it.
+    script = tmp_path / "stubborn.py"
+    script.write_text(_STUBBORN_WORKER)
+    manager = FakeManager()
+    manager.tasks.append(task(TASK_ID, ("sleep", {"time_in_seconds": 60})))
+    with ServedManager(manager) as served:
+        process = subprocess.Popen(
+            [sys.executable, str(script), served.url, str(tmp_path / "data")],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not manager.calls("update_task"):
+                assert time.monotonic() < deadline, "the worker never started the task"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.wait(timeout=2)  # the command holds the stop
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=30)
+        finally:
+            process.kill()  # whatever happened above, no worker is left running
+            process.wait()
+    assert process.returncode == EXIT_FORCED == 5, err
+    assert "stop signal while stopping: exiting now, without signing off" in err
+    assert "sign_off" not in [request.endpoint for request in manager.requests]
