@@ -40,6 +40,7 @@ __all__ = [
     "MAX_UPDATE_LOG_BYTES",
     "ReportIntervals",
     "TaskReporter",
+    "cut_marker",
     "format_log_line",
 ]
 
@@ -57,7 +58,12 @@ def _cut(text: str, limit: int = MAX_LINE_BYTES) -> str:
     if len(data) <= limit:
         return clean
     kept = data[:limit].decode("utf-8", errors="ignore")
-    return f"{kept} [... {len(data) - len(kept.encode())} more bytes cut]"
+    return kept + cut_marker(len(data) - len(kept.encode()))
+
+
+def cut_marker(count: int) -> str:
+    """What ends a line of which ``count`` bytes were cut (nothing when none were)."""
+    return f" [... {count} more bytes cut]" if count else ""
 
 
 def format_log_line(text: str, moment: datetime | None = None) -> str:

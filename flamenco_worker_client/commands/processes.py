@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
-from flamenco_worker_client.reporter import MAX_LINE_BYTES
+from flamenco_worker_client.reporter import MAX_LINE_BYTES, cut_marker
 
 from .context import TaskContext
 from .registry import CommandFailed, CommandRegistry, InvalidSettings
@@ -120,13 +120,17 @@ async def _output_lines(stream: asyncio.StreamReader, timeout: float) -> AsyncIt
     cut = 0  # bytes of the unfinished line dropped beyond the cap
     held_cr = False  # the last chunk ended in "\r", maybe the first half of "\r\n"
 
+    def keep(piece: bytes) -> None:
+        nonlocal kept, cut
+        room = max(0, _MAX_OUTPUT_LINE - kept)
+        pending.append(piece[:room])
+        kept += min(room, len(piece))
+        cut += max(0, len(piece) - room)
+
     def line(last: bytes) -> str:
         nonlocal kept, cut
-        pending.append(last[: max(0, _MAX_OUTPUT_LINE - kept)])
-        cut += max(0, len(last) - (_MAX_OUTPUT_LINE - kept))
-        text = b"".join(pending).decode("utf-8", errors="replace")
-        if cut:
-            text += f" [... {cut} more bytes cut]"
+        keep(last)
+        text = b"".join(pending).decode("utf-8", errors="replace") + cut_marker(cut)
         pending.clear()
         kept = cut = 0
         return text
@@ -144,11 +148,7 @@ async def _output_lines(stream: asyncio.StreamReader, timeout: float) -> AsyncIt
         parts = _LINE_BREAK.split(chunk[:-1] if held_cr else chunk)
         for part in parts[:-1]:
             yield line(part)
-        rest = parts[-1]
-        room = max(0, _MAX_OUTPUT_LINE - kept)
-        pending.append(rest[:room])
-        kept += min(room, len(rest))
-        cut += max(0, len(rest) - room)
+        keep(parts[-1])
     if pending or cut:
         text = line(b"")
         if text:
