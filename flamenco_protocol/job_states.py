@@ -43,6 +43,7 @@ __all__ = [
     "JobChange",
     "JobEvent",
     "derive_job_status",
+    "needs_runnable",
     "next_job_status",
     "plan_job_action",
 ]
@@ -226,8 +227,7 @@ def derive_job_status(
         return None
     count = task_counts.get
     total = sum(task_counts.values())
-    running = count(T.ACTIVE, 0) + count(T.CANCEL_REQUESTED, 0)
-    waiting = count(T.QUEUED, 0) + count(T.CLAIMED_BY_MANAGER, 0) + count(T.SOFT_FAILED, 0)
+    running, waiting = _running_and_waiting(task_counts)
     failed = count(T.FAILED, 0)
 
     event: JobEvent | None
@@ -265,6 +265,20 @@ def derive_job_status(
     if new_status is current and task_event is None:
         return None
     return JobChange(event=event, status=new_status, task_event=task_event, reason=reason)
+
+
+def needs_runnable(task_counts: Mapping[TaskStatus | str, int]) -> bool:
+    """Whether :func:`derive_job_status` needs to know ``any_runnable`` for these counts: no
+    task runs and some wait, so that the job may be one whose waiting tasks can never start."""
+    running, waiting = _running_and_waiting(task_counts)
+    return running == 0 and waiting > 0
+
+
+def _running_and_waiting(task_counts: Mapping[TaskStatus | str, int]) -> tuple[int, int]:
+    count = task_counts.get
+    running = count(T.ACTIVE, 0) + count(T.CANCEL_REQUESTED, 0)
+    waiting = count(T.QUEUED, 0) + count(T.CLAIMED_BY_MANAGER, 0) + count(T.SOFT_FAILED, 0)
+    return running, waiting
 
 
 def _progress_event(running: int, waiting: int, finished: int) -> JobEvent:

@@ -24,13 +24,13 @@ from flamenco_manager.storage.tasks import TaskRecord
 from flamenco_protocol.documents import Command, WorkerRef
 from flamenco_protocol.errors import InvalidTransition
 from flamenco_protocol.ids import ObjectId
-from flamenco_protocol.job_states import JobEvent, derive_job_status, plan_job_action
-from flamenco_protocol.statuses import (
-    FINISHED_JOB_STATUSES,
-    SCHEDULABLE_TASK_STATUSES,
-    JobStatus,
-    TaskStatus,
+from flamenco_protocol.job_states import (
+    JobEvent,
+    derive_job_status,
+    needs_runnable,
+    plan_job_action,
 )
+from flamenco_protocol.statuses import FINISHED_JOB_STATUSES, JobStatus, TaskStatus
 from flamenco_protocol.task_states import TaskEvent, next_task_status
 
 from .context import ServiceContext, log_change
@@ -135,13 +135,12 @@ def refresh_job_status(
     status, stored_reason = stored
     for _ in range(_MAX_SETTLE_STEPS):
         counts = task_store.status_counts(connection, job_id)
-        running = any(counts.get(name) for name in _RUNNING_TASK_STATUSES)
-        waiting = any(counts.get(name) for name in SCHEDULABLE_TASK_STATUSES)
         change = derive_job_status(
             status,
             counts,
             failed_ratio=failed_ratio,
-            any_runnable=running or not waiting or task_store.has_runnable_task(connection, job_id),
+            any_runnable=not needs_runnable(counts)
+            or task_store.has_runnable_task(connection, job_id),
         )
         if change is None:
             break

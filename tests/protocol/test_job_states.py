@@ -14,6 +14,7 @@ from flamenco_protocol.job_states import (
     USER_ACTIONS,
     JobEvent,
     derive_job_status,
+    needs_runnable,
     next_job_status,
     plan_job_action,
 )
@@ -118,6 +119,12 @@ def test_a_job_whose_waiting_tasks_can_never_start_fails_once_nothing_runs() -> 
     assert derive_job_status(J.ACTIVE, running, any_runnable=False) is None
     # A paused job holds its tasks; a canceling one waits for its running tasks.
     assert derive_job_status(J.PAUSED, {T.CANCELED: 1, T.PAUSED: 2}, any_runnable=False) is None
+
+
+def test_whether_a_job_may_be_blocked_is_asked_only_when_nothing_runs_and_some_wait() -> None:
+    assert needs_runnable({T.COMPLETED: 28, T.FAILED: 1, T.QUEUED: 1})
+    assert not needs_runnable({T.QUEUED: 1, T.CANCEL_REQUESTED: 1})
+    assert not needs_runnable({T.COMPLETED: 2, T.CANCELED: 1})
 
 
 def test_nine_failures_in_a_hundred_keep_the_job_active() -> None:
