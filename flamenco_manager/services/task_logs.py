@@ -637,10 +637,14 @@ class TaskLogStore:
 
     # Serving
 
-    def serve(self, job_id: str, task_id: str, user_agent: str = "") -> LogView | None:
+    def serve(
+        self, job_id: str, task_id: str, user_agent: str = "", *, whole: bool = False
+    ) -> LogView | None:
         """What ``/logfile/{job}/{task}`` sends (spec §9.4), or ``None`` when there is no log.
 
-        Raises :class:`TaskLogError` when the log exists but cannot be read (the route's 500).
+        A large log is trimmed to its head and tail unless ``whole`` is asked for or the client
+        is ``curl`` or ``Wget``. Raises :class:`TaskLogError` when the log exists but cannot be
+        read (the route's 500).
         """
         current = self.path(job_id, task_id)
         try:
@@ -658,7 +662,7 @@ class TaskLogStore:
                     gzip=True,
                 )
             size = stat.st_size
-            if size < HEAD_BYTES + TAIL_BYTES or user_agent.startswith(_WHOLE_FILE_AGENTS):
+            if whole or size < HEAD_BYTES + TAIL_BYTES or user_agent.startswith(_WHOLE_FILE_AGENTS):
                 return LogView(path=current, filename=current.name, size=size, whole=True)
             tail_start = size - TAIL_BYTES
             with current.open("rb") as file:

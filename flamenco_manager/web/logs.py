@@ -28,9 +28,14 @@ def log_routes(manager: Manager) -> list[Route]:
         for name, value in (("job-id", job_id), ("task-id", task_id)):
             if not ObjectId.is_valid(value):
                 return text(404, f"Invalid ObjectID used for {name}: {value}")
+        # The dashboard's "Download full log": all of it, as an attachment, to any client.
+        download = request.query_params.get("download") == "1"
         try:
             view = manager.logs.serve(
-                job_id.lower(), task_id.lower(), request.headers.get("user-agent", "")
+                job_id.lower(),
+                task_id.lower(),
+                request.headers.get("user-agent", ""),
+                whole=download,
             )
         except TaskLogError:
             return text(500, "unable to access task log file")
@@ -45,11 +50,9 @@ def log_routes(manager: Manager) -> list[Route]:
                 },
                 media_type=TEXT,
             )
-        if request.query_params.get("download") == "1":
-            # The whole file, as an attachment: browsers are not curl, but want all of it too.
-            return FileResponse(view.path, media_type=TEXT, filename=view.filename)
         if view.whole:
-            return FileResponse(view.path, media_type=TEXT)
+            filename = view.filename if download else None
+            return FileResponse(view.path, media_type=TEXT, filename=filename)
         return StreamingResponse(
             iterate_in_threadpool(view.iter_bytes()),
             media_type=TEXT,
