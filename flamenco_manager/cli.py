@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -207,6 +208,25 @@ def login_url(settings: Settings, manager: Any, host: str, port: int) -> str:
     return f"{base}/login?token={token}"
 
 
+def dashboard_greeting(
+    settings: Settings, manager: Any, host: str, port: int, terminal: bool
+) -> str:
+    """Where the dashboard is, the line ``serve`` prints when it starts.
+
+    On a terminal, a login link (:func:`login_url`). Anywhere else (a systemd unit's journal, a
+    file) the plain address and how to make a token: the link carries an operator token valid
+    for a day, which must not be kept where logs are kept and read.
+    """
+    if terminal or settings.no_auth:
+        return f"Open the dashboard: {login_url(settings, manager, host, port)}"
+    return (
+        f"Open the dashboard: http://{host}:{port}/ and log in with a token made by "
+        f"flamenco-manager token create --data-dir {shlex.quote(str(settings.data_dir))} "
+        "--name NAME (no login link: standard output is not a terminal, and the link holds "
+        "a token)"
+    )
+
+
 def serve(settings: Settings) -> None:
     """Run the manager until interrupted."""
     import uvicorn
@@ -250,8 +270,7 @@ def serve(settings: Settings) -> None:
             "database": shown_database(settings.database_url),
         },
     )
-    # On the terminal, not in the log: the link carries a token.
-    print(f"Open the dashboard: {login_url(settings, manager, shown_host, port)}", flush=True)
+    print(dashboard_greeting(settings, manager, shown_host, port, sys.stdout.isatty()), flush=True)
     if settings.processes > 1:
         # The parent has migrated the schema; the children each build their own manager.
         manager.close()

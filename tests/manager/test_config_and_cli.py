@@ -415,3 +415,43 @@ def test_closing_a_manager_twice_is_harmless(tmp_path: Path, backend: str) -> No
         manager = Manager(Settings(data_dir=tmp_path, database=database))
         manager.close()
         manager.close()
+
+
+def _first_line_of_serve(data_dir: Path, terminal: bool) -> str:
+    """What ``serve`` prints first, to a pipe or to a terminal (a pseudo-terminal)."""
+    import os
+    import pty
+    import select
+
+    from tests.support import free_port, serve_command
+
+    port = free_port()
+    reading, writing = pty.openpty() if terminal else os.pipe()
+    server = subprocess.Popen(
+        serve_command(data_dir, port), stdout=writing, stderr=subprocess.DEVNULL
+    )
+    os.close(writing)
+    output = b""
+    try:
+        while b"\n" not in output:
+            ready, _, _ = select.select([reading], [], [], 60)
+            assert ready, f"serve printed nothing in 60 s: {output!r}"
+            output += os.read(reading, 4096)
+    finally:
+        server.terminate()
+        server.wait(30)
+        os.close(reading)
+    return output.decode().splitlines()[0]
+
+
+def test_serve_prints_its_login_link_on_a_terminal_only(tmp_path: Path) -> None:
+    # A systemd unit sends standard output to the journal, where a day's operator token in a
+    # link would be kept and read by anyone allowed to read logs.
+    piped = _first_line_of_serve(tmp_path / "data", terminal=False)
+    assert piped.startswith("Open the dashboard: http://127.0.0.1:")
+    assert "token=" not in piped
+    assert "eyJ" not in piped
+    assert f"token create --data-dir {tmp_path / 'data'} --name NAME" in piped
+
+    shown = _first_line_of_serve(tmp_path / "data", terminal=True)
+    assert "/login?token=eyJ" in shown
