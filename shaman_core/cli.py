@@ -12,13 +12,41 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from shaman_core.errors import ShamanError
 
 __all__ = ["main"]
+
+
+def _number(
+    kind: type[float] | type[int], least: float, most: float = math.inf, *, above: bool = False
+) -> Any:
+    """An argparse type: a finite number of `kind` from `least` (excluded when `above`) to
+    `most`, or an error that says which numbers are taken."""
+    noun = "whole number" if kind is int else "number"
+    if above:
+        wanted = f"a {noun} above {least:g}"
+    elif math.isinf(most):
+        wanted = f"a {noun} of {least:g} or more"
+    else:
+        wanted = f"a {noun} from {least:g} to {most:g}"
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {wanted}") from None
+        taken = least < value if above else least <= value  # NaN fails every comparison
+        if not (taken and value <= most) or math.isinf(value):
+            raise argparse.ArgumentTypeError(f"{text}: give {wanted}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,23 +65,25 @@ def _parser() -> argparse.ArgumentParser:
         help="enable GET /get-token, which mints a token for anyone (BAT's fallback)",
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8083)
-    serve.add_argument("--gc-period-hours", type=float, default=24.0, help="0 disables GC")
-    serve.add_argument("--gc-max-age-days", type=float, default=31.0)
+    serve.add_argument("--port", type=_number(int, 0, 65535), default=8083)
+    serve.add_argument(
+        "--gc-period-hours", type=_number(float, 0), default=24.0, help="0 disables GC"
+    )
+    serve.add_argument("--gc-max-age-days", type=_number(float, 0), default=31.0)
 
     pack = commands.add_parser("pack", help="upload a directory and create a checkout")
     pack.add_argument("directory")
     pack.add_argument("url", help="Shaman base URL, e.g. http://manager:8080/")
     pack.add_argument("--checkout-id", help="create this checkout when all files are there")
     pack.add_argument("--token", help="JWT (default: $SHAMAN_JWT_TOKEN)")
-    pack.add_argument("--jobs", type=int, default=4, help="concurrent uploads")
+    pack.add_argument("--jobs", type=_number(int, 1), default=4, help="concurrent uploads")
     pack.add_argument("--no-progress", action="store_true")
 
     gc = commands.add_parser("gc", help="delete old blobs no checkout links to")
     gc.add_argument("--store", required=True)
     gc.add_argument("--checkouts", required=True)
     gc.add_argument("--extra-checkouts", nargs="*", default=[])
-    gc.add_argument("--max-age-days", type=float, default=31.0)
+    gc.add_argument("--max-age-days", type=_number(float, 0), default=31.0)
     gc.add_argument("--delete", action="store_true", help="really delete (default: dry run)")
 
     keys = commands.add_parser("keys", help="JWT key pairs")
@@ -66,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     mint = token_commands.add_parser("mint", help="print a token signed with the private key")
     mint.add_argument("--jwt-keys", required=True)
     mint.add_argument("--subject", required=True)
-    mint.add_argument("--hours", type=float, default=24.0)
+    mint.add_argument("--hours", type=_number(float, 0, above=True), default=24.0)
     return parser
 
 

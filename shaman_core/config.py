@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,6 +61,12 @@ class ShamanConfig:
     def __attrs_post_init__(self) -> None:
         if self.jwt_key_dir is None and not self.auth_disabled:
             raise ValueError("set jwt_key_dir, or auth_disabled=True to serve without auth")
+        for name in ("gc_period", "gc_max_age"):
+            seconds = getattr(self, name)
+            if not 0 <= seconds < math.inf:  # NaN fails every comparison
+                raise ValueError(
+                    f"{name} must be a finite number of seconds, 0 or more, not {seconds}"
+                )
 
 
 class Authenticator(Protocol):

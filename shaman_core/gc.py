@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Container, Iterable, Sequence
@@ -57,10 +58,13 @@ def collect_garbage(
 ) -> GCReport:
     """Run one sweep over `store`, keeping every blob linked from `checkout_roots`.
 
-    `max_age` is in seconds. Crash leftovers (unheld upload temp files and build directories)
-    are removed first. Raises `GarbageCollectionError` (deleting no blob) when a checkout root
-    cannot be walked.
+    `max_age` is in seconds, zero or more: a negative age would take blobs being uploaded
+    right now for a checkout not yet made. Crash leftovers (unheld upload temp files and build
+    directories) are removed first. Raises `GarbageCollectionError` (deleting no blob) when a
+    checkout root cannot be walked.
     """
+    if not 0 <= max_age < math.inf:  # NaN fails every comparison
+        raise ValueError(f"max_age must be a finite number of seconds, 0 or more, not {max_age}")
     report = GCReport(dry_run=dry_run)
     report.stale_uploads = store.remove_stale_uploads(dry_run=dry_run)
     stale_builds = {

@@ -269,3 +269,31 @@ def test_pack_waits_for_a_file_someone_else_is_uploading(
     _checkout_matches(
         live.shaman.config.checkout_dir / "ng/waiting", {"shared.bin": shared, "own.bin": b"mine"}
     )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["token", "mint", "--jwt-keys", "k", "--subject", "s", "--hours", "-1"], "above 0"),
+        (["gc", "--store", "s", "--checkouts", "c", "--max-age-days", "-1"], "of 0 or more"),
+        (["gc", "--store", "s", "--checkouts", "c", "--max-age-days", "nan"], "of 0 or more"),
+        (["serve", "--store", "s", "--checkouts", "c", "--no-auth", "--port", "70000"], "65535"),
+        (
+            ["serve", "--store", "s", "--checkouts", "c", "--no-auth", "--gc-max-age-days", "-2"],
+            "of 0 or more",
+        ),
+        (["pack", "d", "http://x/", "--jobs", "0"], "whole number of 1 or more"),
+        (["pack", "d", "http://x/", "--jobs", "two"], "whole number of 1 or more"),
+    ],
+)
+def test_cli_refuses_numbers_out_of_range(
+    capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    # A negative GC age deleted every unlinked blob (uploads under way included); a negative
+    # token lifetime printed an expired token; --jobs 0 never uploaded anything.
+    from shaman_core.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from shaman_core.cdf import CheckoutEntry
 from shaman_core.checkout import CheckoutBuilder
+from shaman_core.config import ShamanConfig
 from shaman_core.errors import GarbageCollectionError
 from shaman_core.gc import collect_garbage
 from shaman_core.store import FileStore
@@ -228,3 +230,18 @@ def test_sweep_removes_upload_leftovers_of_a_process_that_died_meanwhile(
     live.write(b"and")
     assert live.finish().read_bytes() == b"writingand"
     assert (dry.stale_uploads, report.stale_uploads) == (1, 1)
+
+
+@pytest.mark.parametrize("max_age", [-1.0, math.nan, math.inf])
+def test_an_age_below_zero_or_not_finite_is_refused_before_anything_is_deleted(
+    layout: tuple[FileStore, CheckoutBuilder, Path], max_age: float
+) -> None:
+    # A negative age made every unlinked blob "old": the blobs of an upload under way, for a
+    # checkout about to be made, were deleted.
+    store, builder, _ = layout
+    checksum, size = _store_blob(store, b"uploaded, its checkout not made yet", age=60)
+    with pytest.raises(ValueError, match="max_age must be a finite number of seconds"):
+        collect_garbage(store, [builder.root], max_age=max_age)
+    assert store.blob_path(checksum, size).exists()
+    with pytest.raises(ValueError, match="gc_max_age must be"):
+        ShamanConfig(store_dir="s", checkout_dir="c", auth_disabled=True, gc_max_age=max_age)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def collect_everything_unlinked(self) -> None:
-        collect_garbage(self.store, [self.builder.root], max_age=-10)
+        collect_garbage(self.store, [self.builder.root], max_age=0, now=time.time() + 10)
         linked = {
             (sha256(data), len(data)) for files in self.checkouts.values() for _p, data in files
         }
