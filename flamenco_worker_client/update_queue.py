@@ -36,6 +36,7 @@ from .exceptions import (
     FlamencoClientError,
     TaskConflict,
     TaskNotFound,
+    Unauthorized,
     UnexpectedStatus,
 )
 
@@ -132,7 +133,9 @@ class UpdateQueue:
 async def deliver_queued_updates(queue: UpdateQueue, client: AsyncClient) -> bool:
     """Post queued updates in order until the queue is empty or one cannot be delivered.
 
-    Returns whether the queue is empty now. Never raises for what the manager answers.
+    Returns whether the queue is empty now. Raises :class:`Unauthorized` when the manager does
+    not know the client's credentials (nothing can be delivered then); no other answer of the
+    manager raises.
     """
     while batch := queue.peek():
         for row in batch:
@@ -144,6 +147,8 @@ async def deliver_queued_updates(queue: UpdateQueue, client: AsyncClient) -> boo
                 log.error(
                     "discarding update for task %s, manager cannot read it: %s", row.task_id, error
                 )
+            except Unauthorized:
+                raise
             except UnexpectedStatus as error:
                 if error.status_code != 413:
                     log.warning("cannot deliver update for task %s now: %s", row.task_id, error)

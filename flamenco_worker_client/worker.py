@@ -274,6 +274,9 @@ class Worker:
         self._nudge = asyncio.Event()
         self._updates_waiting = asyncio.Event()
         self._delivery_lock = asyncio.Lock()
+        self._registration_lock = asyncio.Lock()
+        self._refused = False
+        """Whether the manager refused a registration after start (a wrong secret)."""
         self._current: _RunningTask | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._last_output = -float("inf")
@@ -350,6 +353,8 @@ class Worker:
         self._nudge = asyncio.Event()
         self._updates_waiting = asyncio.Event()
         self._delivery_lock = asyncio.Lock()
+        self._registration_lock = asyncio.Lock()
+        self._refused = False
         try:
             queue = UpdateQueue(self.data_dir / "task-updates.sqlite")
         except (OSError, sqlite3.Error) as error:
@@ -381,7 +386,7 @@ class Worker:
                 queue.close()
                 if handle_signals:
                     self._remove_signal_handlers()
-        if not signed_on and not self._stop.is_set():
+        if self._refused or (not signed_on and not self._stop.is_set()):
             return EXIT_REFUSED
         return EXIT_OK
 
@@ -441,6 +446,29 @@ class Worker:
         log.info("registered as worker %s", worker.id)
         return credentials
 
+    async def _register_again(self) -> None:
+        """Register under a new identity once the manager no longer knows this one: its
+        database was replaced, or the worker was forgotten after a long absence (its tasks went
+        to other workers then). Refused registration (a wrong registration secret) stops the
+        worker; a manager out of reach is tried again at the next request."""
+        client = self._require_client()
+        forgotten = client.credentials
+        async with self._registration_lock:
+            if client.credentials is not forgotten:
+                return  # the delivery loop and the fetch both met it: registered once already
+            log.warning("the manager no longer knows worker %s; registering again", self.worker_id)
+            try:
+                await self._register(generate_secret())
+                await client.sign_on(self._sign_on_doc())
+            except RegistrationRefused as error:
+                log.error("registration refused, check the registration secret: %s", error)
+                self._refused = True
+                self.request_shutdown()
+            except FlamencoClientError as error:
+                log.warning("cannot register again now: %s", error)
+            else:
+                log.info("worker %s (%s) is known to the manager", self.worker_id, self.nickname)
+
     def _sign_on_doc(self) -> WorkerSignonDoc:
         return WorkerSignonDoc(supported_task_types=self.task_types, nickname=self.nickname)
 
@@ -493,6 +521,9 @@ class Worker:
         except InvalidResponse as error:
             log.error("the manager sent a task this worker cannot read: %s", error)
             self._fail_unreadable_task(error)
+            return self.timings.fetch_after_error
+        except Unauthorized:
+            await self._register_again()
             return self.timings.fetch_after_error
         except FlamencoClientError as error:
             log.warning("unable to fetch a task: %s", error)
@@ -641,6 +672,12 @@ class Worker:
             except TransportError as error:
                 log.debug("may-i-run skipped: %s", error)
                 continue
+            except Unauthorized:
+                # Forgotten by the manager, which has given this task to another worker.
+                log.warning("the manager no longer knows this worker: stopping task %s", task_id)
+                running.abort_reason = running.abort_reason or "manager"
+                running.runner.cancel()
+                return
             except FlamencoClientError as error:
                 # The real worker's poller dies here; one bad answer is no reason to stop asking.
                 log.warning("may-i-run answer not understood: %s", error)
@@ -716,7 +753,14 @@ class Worker:
 
     async def _deliver_once(self) -> bool:
         async with self._delivery_lock:
-            return await deliver_queued_updates(self._require_queue(), self._require_client())
+            try:
+                return await deliver_queued_updates(self._require_queue(), self._require_client())
+            except Unauthorized:
+                # Updates of tasks the manager gave the forgotten identity: under the new one
+                # it refuses them as another worker's (and they are dropped), so the queue
+                # drains instead of holding back every fetch for ever.
+                await self._register_again()
+                return False
 
     def _output_produced(self, paths: list[str]) -> None:
         now = time.monotonic()

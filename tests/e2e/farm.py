@@ -192,6 +192,11 @@ class Farm:
         for child in self.children:
             if child.running():
                 child.kill_group()
+        self.close_services()
+
+    def close_services(self) -> None:
+        """Close this process's services on the manager's data (:attr:`manager` opens them
+        again when next used): before the data directory is replaced, say."""
         if self._manager is not None:
             self._manager.close()
             self._manager = None

@@ -246,3 +246,68 @@ def test_worker_killed_mid_task_its_task_goes_to_the_other(
     survivor.signal(signal.SIGTERM)
     assert survivor.wait_exit(timeout=15) == 0, survivor.text()
     print(f"task re-run by w2, done {recovery:.1f} s after w1 was killed")
+
+
+def test_a_worker_the_manager_forgot_registers_again_and_works_on(farm: Farm) -> None:
+    # A worker the manager no longer knows got 401 for ever: its running task went on (though
+    # the manager had queued it again), its updates waited in its queue, which held back every
+    # fetch, and nothing ever told it to register again.
+    import shutil
+    from datetime import timedelta
+
+    import httpx
+
+    farm.start_manager()
+    job = farm.manager.jobs.create_job(
+        name="forgotten",
+        job_type="e2e",
+        tasks=[
+            TaskSpec(
+                name="long",
+                task_type="sleep",
+                commands=[{"name": "sleep", "settings": {"time_in_seconds": 4}}],
+            )
+        ],
+    )
+    job_id = str(job.id)
+    worker = farm.start_worker("w1", TASK_TYPES)
+
+    # Forgotten while it runs a task (an operator's "forget worker"): the task is queued again,
+    # the worker stops it, registers anew and gets it back.
+    (task,) = wait_for(
+        "the task to run",
+        lambda: [t for t in farm.tasks(job_id) if t.status == TaskStatus.ACTIVE],
+        timeout=30,
+    )
+    first_id = str(task.worker_id)
+    token = farm.manager.mint_user_token("operator", timedelta(hours=1))
+    forgot = httpx.delete(
+        f"{farm.url}api/workers/{first_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert forgot.status_code == 204, forgot.text
+    wait_for("the job to complete", lambda: farm.job_status(job_id) == JobStatus.COMPLETED, 30)
+    (done,) = farm.tasks(job_id)
+    second_id = str(done.worker_id)
+    assert second_id != first_id
+    assert [w.nickname for w in farm.manager.workers.list()] == ["w1"]
+
+    # The manager's database replaced (a new data directory): the worker joins the new one.
+    farm.kill_manager()
+    farm.close_services()
+    shutil.rmtree(farm.data_dir)
+    farm.start_manager()
+    again = farm.manager.jobs.create_job(
+        name="after the new database",
+        job_type="e2e",
+        tasks=[TaskSpec(name="quick", task_type="sleep", commands=[shell("echo again")])],
+    )
+    wait_for(
+        "the job to complete",
+        lambda: farm.job_status(str(again.id)) == JobStatus.COMPLETED,
+        timeout=30,
+    )
+    (third,) = [w for w in farm.manager.workers.list() if w.nickname == "w1"]
+    assert str(third.id) not in (first_id, second_id)
+    assert worker.text().count("registering again") == 2, worker.text()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(timeout=15) == 0, worker.text()

@@ -334,7 +334,7 @@ async def test_05_error_codes(tmp_path: Path) -> None:
         (200, task(TASK_A, ("sleep", {"time_in_seconds": 0.3}))),
     )
     manager.script("update_task", (500, ""), (409, "Task is assigned to another worker."))
-    manager.script("may_i_run", (401, "401 Unauthorized\n"))
+    manager.script("may_i_run", (500, "oops\n"))
     timings = fast_timings(report=ReportIntervals(activity_interval=5, log_interval=5))
     worker = make_worker(manager, tmp_path, timings=timings)
     shutdown_after(manager, worker, "fetch_task", 6)
@@ -358,7 +358,7 @@ async def test_05_error_codes(tmp_path: Path) -> None:
             SIGN_OFF,
         ],
     )
-    assert len(manager.calls("may_i_run")) >= 2, "the poller survived the 401"
+    assert len(manager.calls("may_i_run")) >= 2, "the poller survived the 500"
     new_secret = manager.calls("register_worker")[0].body["secret"]
     assert CredentialStore(tmp_path / "credentials.json").load() == Credentials(
         ObjectId(WORKER_ID), new_secret
@@ -465,3 +465,21 @@ async def test_12_asleep_through_may_i_run_then_signals(tmp_path: Path) -> None:
     assert canceled["task_status"] == "canceled"
     assert canceled["activity"] == "Task was canceled"
     assert all("task_status" not in body for body in updates_of(manager, TASK_A)[1:])
+
+
+@pytest.mark.anyio
+async def test_forgotten_then_refused_registration_stops_the_worker(tmp_path: Path) -> None:
+    # The manager forgot the worker (401 on /task) and no longer takes its registration secret:
+    # the worker stops, saying so, rather than asking for work for ever.
+    manager = FakeManager()
+    manager.script("fetch_task", (401, "Unknown worker\n"))
+    manager.script("register_worker", (403, "Invalid Bearer token for registration\n"))
+    store_credentials(tmp_path)
+    worker = make_worker(manager, tmp_path, registration_secret="changed")
+    assert await run(worker) == EXIT_REFUSED
+    assert [(r.endpoint, r.status) for r in manager.requests] == [
+        ("sign_on", 204),
+        ("fetch_task", 401),
+        ("register_worker", 403),
+        ("sign_off", 204),
+    ]
