@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, runtime_checkable
@@ -13,7 +14,7 @@ import attrs
 from flamenco_manager.services.jobs import TaskSpec
 
 from .errors import JobSettingsError, SettingProblem
-from .frames import FrameRangeError, frame_range_count
+from .frames import MAX_FRAMES, FrameRangeError, frame_range_count
 from .schema import SettingsSchema
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
 
 MAX_TASKS: Final = 100_000
 """The most tasks one job may compile into."""
+
+_LEADING_VARIABLE: Final = re.compile(r"\{[^{}/\\]+\}")
 
 
 def _same_path(path: str) -> str:
@@ -52,6 +55,18 @@ class CompileContext:
     """Every task type some registered worker supports; ``video-encoding`` enables videos."""
     to_variables: Callable[[str], str] = _same_path
     """Makes a submitted path portable (``/render/x`` -> ``{render}/x``); identity by default."""
+
+    def portable(self, path: str) -> str:
+        """``path`` through :attr:`to_variables`; ``\\`` becomes ``/`` after a leading variable.
+
+        ``R:\\shot\\f-###`` from a Windows user becomes ``{render}/shot/f-###``: with its
+        backslashes, a Linux worker would get ``/shared/render\\shot\\f-###``, one file name.
+        Every platform's worker takes ``/``. Paths without a variable keep their separators.
+        """
+        converted = self.to_variables(path)
+        if _LEADING_VARIABLE.match(converted) is None:
+            return converted
+        return converted.replace("\\", "/")
 
 
 @runtime_checkable
@@ -123,6 +138,9 @@ def frame_range_check(value: str) -> str | None:
         return str(error)
     if count == 0:
         return "selects no frames; give frames like 1-250 or 1,5,10-20"
+    if count > MAX_FRAMES:
+        # Checked here, not only when compiling: there it would store a construction-failed job.
+        return f"selects {count} frames; at most {MAX_FRAMES} are allowed"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from datetime import UTC, datetime
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Final
@@ -11,11 +13,14 @@ from .schema import Kind, Setting
 
 __all__ = [
     "BLENDER_CMD",
+    "EXTENSION_PATTERN",
     "FILEPATH",
     "RENDER_OUTPUT",
     "RNA_OVERRIDES",
     "add_rna_overrides_task",
     "blend_stem",
+    "blender_cmd_check",
+    "extension_check",
     "intermediate_dir",
     "output_dir",
     "pure_path",
@@ -73,9 +78,19 @@ def _filepath_check(value: str) -> str | None:
 
 
 def render_output_check(value: str) -> str | None:
-    """Why ``value`` cannot be a render output pattern inside a named directory, or ``None``."""
+    """Why ``value`` cannot be a render output pattern inside a named directory, or ``None``.
+
+    The pattern must end in a file name: the compilers take its parent as the output
+    directory, so ``/render/shot/`` would make ``/render`` the directory a job replaces.
+    """
+    last = re.split(r"[\\/]" if "\\" in value else "/", value)[-1]
+    if last in {"", ".", ".."}:
+        return (
+            "must end in a file name pattern, like /render/shot/frames-######, not in a "
+            f"directory: its parent directory is the output, so {value!r} would use the wrong one"
+        )
     directory = output_dir(value)
-    if not directory.name:
+    if directory.name in {"", ".."}:
         return (
             f"must be a file pattern inside a directory, like /render/shot/frames-######, "
             f"not {value!r}"
@@ -100,13 +115,46 @@ RENDER_OUTPUT: Final = Setting(
     doc="output file pattern, e.g. '{render}/shot/frames-######'; its directory is the output",
     check=render_output_check,
 )
+
+
+EXTENSION_PATTERN: Final = r"^\.[^\s/\\*?\[\]]+$"
+"""A file extension with its dot, without separators, blanks or glob characters."""
+
+
+def extension_check(value: str) -> str | None:
+    """Why ``value`` is not an ``output_file_extension`` like ``.mkv``, or ``None``.
+
+    The extension is appended to file names and globbed (``*<ext>``, ``chunk-*<ext>``), and
+    FFmpeg picks the container from it: ``mkv`` made ``videomkv``, which FFmpeg refuses, and
+    ``""`` made the frames' glob match the video being written.
+    """
+    if re.fullmatch(EXTENSION_PATTERN, value) is None:
+        return f"must be a file extension with its dot, like '.mkv', not {value!r}"
+    return None
+
+
+def blender_cmd_check(value: str) -> str | None:
+    """Why the worker could not split ``value`` into a command line, or ``None``.
+
+    Flamenco Worker 2.x splits ``blender_cmd`` like a shell (``shlex.split``) and runs its first
+    word; an unclosed quote made it fail the task with an uncaught exception.
+    """
+    try:
+        words = shlex.split(value)
+    except ValueError as error:
+        return f"cannot be split into words like a shell would: {error}"
+    if not words:
+        return "must not be empty"
+    return None
+
+
 BLENDER_CMD: Final = Setting(
     name="blender_cmd",
     kind=Kind.STRING,
     default="{blender}",
     max_length=MAX_PATH,
     doc="the Blender command line; '{blender}' is the manager variable for the executable",
-    check=lambda value: None if value.strip() else "must not be empty",
+    check=blender_cmd_check,
 )
 RNA_OVERRIDES: Final = Setting(
     name="rna_overrides",

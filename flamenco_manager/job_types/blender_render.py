@@ -15,11 +15,13 @@ from flamenco_manager.services.jobs import TaskSpec
 from .base import CompileContext, SchemaJobType, TaskListBuilder, command, task_count_problem
 from .blender_common import (
     BLENDER_CMD,
+    EXTENSION_PATTERN,
     FILEPATH,
     RENDER_OUTPUT,
     RNA_OVERRIDES,
     add_rna_overrides_task,
     blend_stem,
+    extension_check,
     intermediate_dir,
     output_dir,
     pure_path,
@@ -77,6 +79,8 @@ class BlenderRenderJobType(SchemaJobType):
                 kind=Kind.STRING,
                 max_length=100,
                 doc="extension of the rendered frames, e.g. '.png'; needed for the video",
+                check=extension_check,
+                json_schema_extra={"pattern": EXTENSION_PATTERN},
             ),
             RNA_OVERRIDES,
         )
@@ -110,8 +114,8 @@ class BlenderRenderJobType(SchemaJobType):
         """rna-overrides?, blender-render-<chunk>..., create-video?, move-to-final."""
         settings = {
             **settings,
-            "filepath": context.to_variables(settings["filepath"]),
-            "render_output": context.to_variables(settings["render_output"]),
+            "filepath": context.portable(settings["filepath"]),
+            "render_output": context.portable(settings["render_output"]),
         }
         render_output = pure_path(settings["render_output"])
         final_dir = output_dir(settings["render_output"])
@@ -143,6 +147,9 @@ class BlenderRenderJobType(SchemaJobType):
         final_parents = tuple(renders)
         if self._makes_video(settings, context):
             ext = settings["output_file_extension"]
+            # The Server's name has the frames verbatim; blanks around them (a line break
+            # from a file) stay out of it.
+            video_name = f"{blend_stem(settings['filepath'])}-{settings['frames'].strip()}.mkv"
             video = tasks.add(
                 "create-video",
                 "video-encoding",
@@ -150,10 +157,7 @@ class BlenderRenderJobType(SchemaJobType):
                     command(
                         "create_video",
                         input_files=str(render_dir / f"*{ext}"),
-                        output_file=str(
-                            render_dir
-                            / f"{blend_stem(settings['filepath'])}-{settings['frames']}.mkv"
-                        ),
+                        output_file=str(render_dir / video_name),
                         fps=settings["fps"],
                         ffmpeg_cmd="{ffmpeg}",
                     )

@@ -3,7 +3,8 @@
 These follow the Flamenco 2 Server's helpers (spec/jobs.md §2.0) for every range it accepted and
 used correctly:
 
-- the parsed list is sorted and keeps duplicates; ``"1-30, 40-44"`` (spaces) is fine;
+- the parsed list is sorted and keeps duplicates; ``"1-30, 40-44"`` (spaces, tabs, line breaks)
+  is fine;
 - chunks are consecutive slices of the sorted list, so a chunk may span a gap (``[4, 5, 8]``);
 - a chunk is written back with runs of three or more frames as ``A-B`` (``A..B`` in Blender
   style), runs of two as ``A,B`` and single frames as ``A``.
@@ -34,7 +35,9 @@ __all__ = [
 MAX_FRAMES: Final = 1_000_000
 """The most frames one range may select."""
 
-_PART: Final = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:-[ \t]*([0-9]+)[ \t]*)?")
+# Blanks as int() strips them (ASCII only): "1-10\n" from a file worked on the Server.
+_BLANK: Final = r"[ \t\r\n\f\v]*"
+_PART: Final = re.compile(f"{_BLANK}([0-9]+){_BLANK}(?:-{_BLANK}([0-9]+){_BLANK})?")
 # Frame numbers longer than this are refused before int() sees them: no render has them, and
 # int() on thousands of digits is slow.
 _MAX_DIGITS: Final = 9

@@ -28,6 +28,7 @@ from .blender_common import (
     MAX_PATH,
     RNA_OVERRIDES,
     add_rna_overrides_task,
+    blender_cmd_check,
     intermediate_dir,
     output_dir,
     pure_path,
@@ -50,6 +51,8 @@ UNCAPPED_CHUNKS: Final = 4
 """Sample chunks that follow the curve before the cap takes over (the Server's value)."""
 MAX_SAMPLE_CHUNKS: Final = 1000
 MAX_SAMPLES: Final = 1_000_000
+MAX_PUBLISHED_FRAMES: Final = 10_000
+"""The most frames a job may have: each publish task copies every frame, one command each."""
 
 
 @attrs.frozen
@@ -127,6 +130,9 @@ def _six_hashes_check(value: str) -> str | None:
             "must end in exactly six '#' (the frame number), e.g. /render/shot/frames-######, "
             f"not {value!r}"
         )
+    if '"' in value:
+        # The worker's EXR merge puts the paths in a Python string and refuses double quotes.
+        return f"must not contain double quotes (the EXR merge refuses them), not {value!r}"
     return render_output_check(value)
 
 
@@ -150,7 +156,7 @@ class BlenderRenderProgressiveJobType(SchemaJobType):
                 required=True,
                 max_length=MAX_PATH,
                 doc="the Blender command line, e.g. '{blender}'",
-                check=lambda value: None if value.strip() else "must not be empty",
+                check=blender_cmd_check,
             ),
             Setting(
                 name="render_output",
@@ -243,10 +249,24 @@ class BlenderRenderProgressiveJobType(SchemaJobType):
             total = frame_range_count(frames)
         except FrameRangeError:
             return []
-        tasks = 0
-        for first, last in chunks:
+        if total > MAX_PUBLISHED_FRAMES:
+            # The Server made publish tasks of any size: a million frames meant tasks of a
+            # million copy_file commands (over 100 MB each) and a minute of compiling.
+            return [
+                SettingProblem(
+                    "frames",
+                    f"selects {total} frames; a progressive job publishes every frame in one "
+                    f"task, so at most {MAX_PUBLISHED_FRAMES} are allowed",
+                )
+            ]
+        # Exactly what _ProgressiveBuild makes, so that no accepted job fails to compile.
+        videos = 1 if total > 1 else 0
+        # destroy, move-outdir, publish exr and jpeg (and video), rna-overrides if any
+        tasks = 4 + videos + (1 if settings.get("rna_overrides") else 0)
+        for index, (first, last) in enumerate(chunks):
             size = frame_chunk_size(chunk_size * cap, total, last - first + 1)
-            tasks += math.ceil(total / size) + 3
+            merge = 1 if index > 0 else 0
+            tasks += math.ceil(total / size) + merge + 1 + videos  # renders, merge, previews
         if tasks > MAX_TASKS:
             return [
                 SettingProblem(
@@ -260,8 +280,8 @@ class BlenderRenderProgressiveJobType(SchemaJobType):
         """The task graph of spec/jobs.md §2.4, in the Server's creation order."""
         settings = {
             **settings,
-            "filepath": context.to_variables(settings["filepath"]),
-            "render_output": context.to_variables(settings["render_output"]),
+            "filepath": context.portable(settings["filepath"]),
+            "render_output": context.portable(settings["render_output"]),
         }
         chunks = sample_chunks(
             settings["cycles_sample_count"], settings["cycles_sample_cap"], self.uncapped_chunks

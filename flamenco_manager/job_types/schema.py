@@ -82,9 +82,16 @@ def check_type(kind: Kind, value: Any) -> str | None:
         ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
     else:
         ok = isinstance(value, list)
-    if ok:
-        return None
-    return f"must be {_TYPE_WORDS[kind]}, not {_describe(value)}"
+    if not ok:
+        return f"must be {_TYPE_WORDS[kind]}, not {_describe(value)}"
+    if kind in (Kind.STRING, Kind.STRING_LIST) and any("\x00" in text for text in _texts(value)):
+        # No path, command line or Python line can hold one; the worker would crash on it.
+        return "must not contain NUL characters (\\u0000)"
+    return None
+
+
+def _texts(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
 
 
 Check = Callable[[Any], "str | list[SettingProblem] | None"]

@@ -14,15 +14,22 @@ from flamenco_manager.services.jobs import TaskSpec
 from .base import CompileContext, SchemaJobType, TaskListBuilder, command, task_count_problem
 from .blender_common import (
     BLENDER_CMD,
+    EXTENSION_PATTERN,
     FILEPATH,
     RENDER_OUTPUT,
     RNA_OVERRIDES,
     add_rna_overrides_task,
     blend_stem,
+    extension_check,
     output_dir,
+    render_output_check,
 )
 from .errors import SettingProblem
-from .frames import frame_range_merge, frame_range_parse, iter_frame_range
+from .frames import (
+    frame_range_merge,
+    frame_range_start_end,
+    iter_frame_range,
+)
 from .schema import Kind, Setting, SettingsSchema
 from .simple import CHUNK_SIZE, FRAMES
 
@@ -47,6 +54,7 @@ class BlenderVideoChunksJobType(SchemaJobType):
                 required=True,
                 max_length=RENDER_OUTPUT.max_length,
                 doc="output path; only its directory is used, e.g. '{render}/edit/video'",
+                check=render_output_check,
             ),
             FRAMES,
             CHUNK_SIZE,
@@ -56,7 +64,8 @@ class BlenderVideoChunksJobType(SchemaJobType):
                 required=True,
                 max_length=100,
                 doc="container of the video, e.g. '.mkv'",
-                check=lambda value: None if value.strip() else "must not be empty",
+                check=extension_check,
+                json_schema_extra={"pattern": EXTENSION_PATTERN},
             ),
             Setting(
                 name="images_or_video",
@@ -92,8 +101,8 @@ class BlenderVideoChunksJobType(SchemaJobType):
         """move-out-of-way, rna-overrides?, frame/video chunk pairs, audio?, concat, mux?, move."""
         settings = {
             **settings,
-            "filepath": context.to_variables(settings["filepath"]),
-            "render_output": context.to_variables(settings["render_output"]),
+            "filepath": context.portable(settings["filepath"]),
+            "render_output": context.portable(settings["render_output"]),
         }
         ext: str = settings["output_file_extension"]
         out = output_dir(settings["render_output"])
@@ -114,10 +123,14 @@ class BlenderVideoChunksJobType(SchemaJobType):
         overrides = add_rna_overrides_task(tasks, settings, (out_of_way,))
         render_parent = out_of_way if overrides is None else overrides
 
+        # The worker concatenates chunk-*<ext> in name order, so every number needs the same
+        # width: the Server's five digits put chunk-100000-... before chunk-99990-....
+        first_last = frame_range_start_end(settings["frames"])
+        width = max(5, len(str(first_last[1] if first_last else 0)))
         video_chunks: list[int] = []
         for chunk in iter_frame_range(settings["frames"], settings["chunk_size"]):
             name = frame_range_merge(chunk)
-            chunk_dir = f"chunk-{chunk[0]:05d}-{chunk[-1]:05d}"
+            chunk_dir = f"chunk-{chunk[0]:0{width}d}-{chunk[-1]:0{width}d}"
             frame_chunk = tasks.add(
                 f"frame-chunk-{name}",
                 "blender-render",
@@ -152,7 +165,7 @@ class BlenderVideoChunksJobType(SchemaJobType):
 
         encode_audio: int | None = None
         if settings["extract_audio"]:
-            frames = frame_range_parse(settings["frames"])
+            assert first_last is not None  # validation refuses ranges without frames
             flac = frames_dir / "audio.flac"
             render_audio = tasks.add(
                 "render-audio",
@@ -163,8 +176,8 @@ class BlenderVideoChunksJobType(SchemaJobType):
                         blender_cmd=settings["blender_cmd"],
                         filepath=settings["filepath"],
                         render_output=str(flac),
-                        frame_start=frames[0],
-                        frame_end=frames[-1],
+                        frame_start=first_last[0],
+                        frame_end=first_last[1],
                     )
                 ],
                 parents=(out_of_way,),

@@ -197,6 +197,36 @@ def test_windows_paths_keep_their_directories() -> None:
     }
 
 
+@pytest.mark.parametrize("job_type", ["blender-render", "blender-video-chunks"])
+def test_windows_paths_made_portable_use_forward_slashes(job_type: str) -> None:
+    # R:\shot\f-### became {render}\shot\f-###, which a Linux worker expands to
+    # /shared/render\shot\... : one odd file name in /shared instead of a directory tree.
+    settings = {
+        **(SHOT if job_type == "blender-render" else CHUNKS),
+        "filepath": "R:\\proj\\shot.flamenco.blend",
+        "render_output": "R:\\shot\\frames-######",
+        "rna_overrides": ["a = 1"],
+    }
+
+    def to_variables(path: str) -> str:
+        return "{render}" + path[2:] if path.startswith("R:") else path
+
+    tasks = compile_job(job_type, settings, to_variables=to_variables)
+    paths = [
+        value
+        for task in tasks
+        for cmd in task.commands
+        for key, value in cmd["settings"].items()
+        if key in {"filepath", "render_output", "src", "dest", "input_files", "output_file"}
+    ]
+    assert "{render}/proj/shot.flamenco-overrides.py" in paths
+    assert all(path.startswith("{render}/") and "\\" not in path for path in paths), paths
+    # Without a variable, a Windows path stays as it was (only Windows workers can use it).
+    unmapped = compile_job(job_type, settings)
+    render = next(t for t in unmapped if t.task_type == "blender-render")
+    assert render.commands[0]["settings"]["filepath"] == "R:\\proj\\shot.flamenco.blend"
+
+
 def test_sleep() -> None:
     tasks = compile_job(
         "sleep", {"frames": "1-13,27-30,40-44", "chunk_size": 13, "time_in_seconds": 2.5}
@@ -541,6 +571,33 @@ def test_progressive_refuses_sample_counts_the_curve_cannot_split() -> None:
         REGISTRY.validate("blender-render-progressive", {**PROGRESSIVE, "cycles_sample_count": 1})
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"frames": "7"},
+        {"rna_overrides": ["a = 1"]},
+        {"cycles_sample_count": 4000, "cycles_sample_cap": 100, "frames": "1-40", "chunk_size": 1},
+        {"cycles_sample_count": 900, "cycles_sample_cap": 70, "frames": "3,8-30", "chunk_size": 4},
+    ],
+)
+def test_progressive_task_limit_counts_every_task(
+    overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check left out the fixed tasks (destroy, move, publish...): 4000 samples capped at 100
+    # over 2497 frames passed it with "100000 tasks", then made 100004 and construction failed.
+    from flamenco_manager.job_types import progressive
+
+    settings = {**PROGRESSIVE, **overrides}
+    made = len(compile_job("blender-render-progressive", settings))
+    job_type = progressive.BlenderRenderProgressiveJobType()
+    monkeypatch.setattr(progressive, "MAX_TASKS", made)
+    assert job_type.validate(settings)
+    monkeypatch.setattr(progressive, "MAX_TASKS", made - 1)
+    with pytest.raises(JobSettingsError, match=f"{made} tasks"):
+        job_type.validate(settings)
+
+
 def test_custom_tasks_compile_with_parent_indices() -> None:
     settings = {
         "tasks": [
@@ -594,3 +651,27 @@ def test_custom_tasks_compile_with_parent_indices() -> None:
     # The compiled commands do not share objects with the submitted settings.
     tasks[0].commands[0]["settings"]["src"] = "/changed"
     assert settings["tasks"][0]["commands"][0]["settings"]["src"] == "/a"  # type: ignore[index]
+
+
+def test_blender_render_video_name_leaves_out_blanks_around_the_frames() -> None:
+    settings = {**SHOT, "images_or_video": "images", "fps": 24, "output_file_extension": ".png"}
+    tasks = compile_job("blender-render", {**settings, "frames": "1-10\n"}, VIDEO_FARM)
+    video = next(t for t in tasks if t.name == "create-video").commands[0]["settings"]
+    assert video["output_file"] == f"{INTERMEDIATE}/shot-1-10.mkv"
+
+
+def test_video_chunk_names_sort_in_frame_order_past_99999() -> None:
+    # The worker concatenates chunk-*<ext> in name order; five digits put 100000 before 99990.
+    tasks = compile_job(
+        "blender-video-chunks", {**CHUNKS, "frames": "99990-100009", "chunk_size": 10}
+    )
+    chunks = [
+        t.commands[0]["settings"]["output_file"] for t in tasks if t.name.startswith("video-")
+    ]
+    assert chunks == [f"{FR}/chunk-099990-099999.mkv", f"{FR}/chunk-100000-100009.mkv"]
+    assert chunks == sorted(chunks)
+    audio = next(t for t in tasks if t.name == "render-audio").commands[0]["settings"]
+    assert (audio["frame_start"], audio["frame_end"]) == (99990, 100009)
+    # Below 100000 the names are the Server's.
+    small = compile_job("blender-video-chunks", CHUNKS)
+    assert small[2].commands[0]["settings"]["output_file"] == f"{FR}/chunk-00001-00003.mkv"

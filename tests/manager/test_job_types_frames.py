@@ -26,6 +26,9 @@ frame_lists = st.lists(st.integers(0, 5000), max_size=60)
         ("10,1-3", [1, 2, 3, 10]),
         ("2,2,1", [1, 2, 2]),
         (" 7 ", [7]),
+        # int() strips line breaks and tabs too, so the Server took these.
+        ("1-3\n", [1, 2, 3]),
+        ("1 -\r\n3,\t7", [1, 2, 3, 7]),
         ("", []),
         ("0-0", [0]),
     ],
@@ -70,6 +73,7 @@ def test_chunks_are_slices_of_the_sorted_list_and_may_span_gaps() -> None:
         ("-5", "'-5'"),
         ("\u0661", "'\u0661'"),
         ("1234567890", "at most 9 digits"),
+        ("1\u00a0-3", r"'1\xa0-3'"),  # only ASCII blanks
     ],
 )
 def test_bad_ranges_are_refused_naming_the_part(text: str, fragment: str) -> None:

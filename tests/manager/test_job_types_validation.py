@@ -369,3 +369,120 @@ custom_tasks = st.lists(
 @given(custom_tasks)
 def test_fuzz_custom_tasks(tasks: Any) -> None:
     compile_or_refuse("custom", {"tasks": tasks}, CompileContext())
+
+
+VIDEO_EDIT = {
+    **SHOT,
+    "render_output": "/render/edit/video",
+    "output_file_extension": ".mkv",
+    "images_or_video": "video",
+    "fps": 24,
+    "extract_audio": False,
+}
+PROGRESSIVE_SHOT = {
+    **SHOT,
+    "blender_cmd": "{blender}",
+    "format": "OPEN_EXR",
+    "cycles_sample_count": 400,
+    "cycles_sample_cap": 100,
+    "fps": 24,
+}
+
+
+@pytest.mark.parametrize(
+    "job_type",
+    ["sleep", "blender-render", "blender-video-chunks", "blender-render-progressive"],
+)
+def test_more_frames_than_allowed_are_refused_before_compiling(job_type: str) -> None:
+    # Validation used to pass them and compiling failed, storing a construction-failed job.
+    settings = {
+        "sleep": {"time_in_seconds": 1},
+        "blender-render": SHOT,
+        "blender-video-chunks": VIDEO_EDIT,
+        "blender-render-progressive": PROGRESSIVE_SHOT,
+    }[job_type]
+    too_many = {**settings, "frames": "1-2000000", "chunk_size": 1000}
+    found = problems(job_type, too_many)
+    assert "2000000 frames" in found["frames"]
+    with pytest.raises(JobSettingsError):
+        REGISTRY.compile(job_type, too_many, CompileContext())
+
+
+@pytest.mark.parametrize(
+    "render_output",
+    ["/render/shot/", "/render/shot/.", "/render/shot/..", "R:\\render\\shot\\", "/r/f-###/"],
+)
+@pytest.mark.parametrize("job_type", ["blender-render", "blender-video-chunks"])
+def test_render_output_must_end_in_a_file_name(job_type: str, render_output: str) -> None:
+    # '/render/shot/' made '/render' the output directory: move-to-final moved it all aside.
+    settings = SHOT if job_type == "blender-render" else VIDEO_EDIT
+    found = problems(job_type, {**settings, "render_output": render_output})
+    assert "file name" in found["render_output"]
+
+
+@pytest.mark.parametrize("render_output", ["video", "/video"])
+def test_video_chunks_render_output_needs_a_directory(render_output: str) -> None:
+    # 'video' put the frames in 'frames/', relative to wherever the worker runs.
+    found = problems("blender-video-chunks", {**VIDEO_EDIT, "render_output": render_output})
+    assert "inside a directory" in found["render_output"]
+
+
+@pytest.mark.parametrize("extension", ["mkv", ".", "/x.mkv", ".m kv", ".mkv*", ""])
+def test_video_chunks_extension_needs_its_dot(extension: str) -> None:
+    # 'mkv' made frames/videomkv, a name from which FFmpeg cannot pick a container.
+    found = problems("blender-video-chunks", {**VIDEO_EDIT, "output_file_extension": extension})
+    assert "'.mkv'" in found["output_file_extension"]
+
+
+@pytest.mark.parametrize("extension", ["", "png", "/x.png", ".p*g"])
+def test_blender_render_extension_needs_its_dot(extension: str) -> None:
+    # '' made create-video read <intermediate>/*, the video it writes included.
+    settings = {**SHOT, "images_or_video": "images", "format": "PNG", "fps": 24}
+    found = problems("blender-render", {**settings, "output_file_extension": extension})
+    assert "'.mkv'" in found["output_file_extension"]
+    REGISTRY.validate("blender-render", {**settings, "output_file_extension": ".png"})
+
+
+@pytest.mark.parametrize(
+    ("job_type", "settings"),
+    [
+        ("blender-render", SHOT),
+        ("blender-video-chunks", VIDEO_EDIT),
+        ("blender-render-progressive", PROGRESSIVE_SHOT),
+    ],
+)
+def test_blender_cmd_must_split_like_a_shell(job_type: str, settings: dict[str, Any]) -> None:
+    # The worker's shlex.split raised on it: an uncaught exception instead of a clear refusal.
+    found = problems(job_type, {**settings, "blender_cmd": '"/opt/blender/blender'})
+    assert "shell" in found["blender_cmd"]
+    quoted = "'/opt/my blender/blender' --factory-startup"
+    assert REGISTRY.validate(job_type, {**settings, "blender_cmd": quoted})["blender_cmd"] == quoted
+
+
+def test_progressive_refuses_more_frames_than_one_publish_task_can_copy() -> None:
+    # 1-1000000 compiled for a minute into publish tasks of a million copy_file commands.
+    found = problems("blender-render-progressive", {**PROGRESSIVE_SHOT, "frames": "1-10001"})
+    assert "10001 frames" in found["frames"]
+    REGISTRY.validate("blender-render-progressive", {**PROGRESSIVE_SHOT, "frames": "1-10000"})
+
+
+def test_progressive_render_output_without_double_quotes() -> None:
+    # The worker's EXR merge refuses paths with '"': every merge task would fail.
+    found = problems(
+        "blender-render-progressive", {**PROGRESSIVE_SHOT, "render_output": '/r/"s"/f-######'}
+    )
+    assert "double quotes" in found["render_output"]
+
+
+@pytest.mark.parametrize(
+    ("job_type", "settings", "setting"),
+    [
+        ("exec-command", {"cmd": "echo \x00"}, "cmd"),
+        ("blender-render", {**SHOT, "filepath": "/p/s\x00.blend"}, "filepath"),
+        ("blender-render", {**SHOT, "rna_overrides": ["a = 1", "b\x00"]}, "rna_overrides"),
+    ],
+)
+def test_strings_with_nul_are_refused(
+    job_type: str, settings: dict[str, Any], setting: str
+) -> None:
+    assert "NUL" in problems(job_type, settings)[setting]
