@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -42,19 +42,30 @@ def _object_id(value: str) -> str:
     return value.lower()
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
-    """``key=value`` from ``--set``: the value as JSON when it is JSON, else as a string.
+def parse_setting(text: str, strings: Container[str] = ()) -> tuple[str, Any]:
+    """``key=value`` from ``--set``: the value as JSON when it is JSON, else as a string;
+    always the string as given for a key in ``strings`` (the job type's text settings).
 
-    ``chunk_size=3`` gives 3, ``render=true`` True, ``frames=1-10`` the string ``"1-10"``.
+    ``chunk_size=3`` gives 3, ``render=true`` True, ``frames=1-10`` the string ``"1-10"``, and
+    ``frames=5`` the string ``"5"`` when ``frames`` is one of ``strings``.
     """
     key, separator, raw = text.partition("=")
     if not separator or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key = key.strip()
+    if key in strings:
+        return key, raw
     try:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
-    return key.strip(), value
+    return key, value
+
+
+def _setting_text(text: str) -> str:
+    """A ``--set`` argument, checked for its form now and read once the job type is known."""
+    parse_setting(text)
+    return text
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +98,11 @@ def add_commands(commands: Any) -> None:
         "--set",
         dest="settings",
         action="append",
-        type=parse_setting,
+        type=_setting_text,
         default=[],
         metavar="KEY=VALUE",
-        help="a setting; the value is read as JSON when it is JSON (repeat for more)",
+        help="a setting (repeat for more); the value is taken as text for the job type's text "
+        "settings, and read as JSON when it is JSON for the others",
     )
     _common(submit)
     listing = job.add_parser("list", help="jobs, newest first")
@@ -270,7 +282,19 @@ _JOB_STATUS: Final = {
 _WORKER_STATUS: Final = {"sleep": "asleep", "wake": "awake", "shutdown": "shutdown"}
 
 
-def _submission(args: argparse.Namespace) -> dict[str, Any]:
+def _text_settings(client: Client, job_type: object) -> frozenset[str]:
+    """The settings of ``job_type`` whose values are text, from the manager's job types (none
+    when it has no such type: the submission's answer then says what is wrong)."""
+    for item in client.call("GET", "/api/job-types")["job_types"]:
+        if item["name"] == job_type:
+            properties = item["settings_schema"].get("properties", {})
+            return frozenset(
+                name for name, schema in properties.items() if schema.get("type") == "string"
+            )
+    return frozenset()
+
+
+def _submission(args: argparse.Namespace, strings: Container[str] = ()) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if args.file is not None:
         try:
@@ -290,7 +314,7 @@ def _submission(args: argparse.Namespace) -> dict[str, Any]:
         body["start_paused"] = True
     if args.settings:
         settings = dict(body.get("settings") or {})
-        settings.update(dict(args.settings))
+        settings.update(parse_setting(text, strings) for text in args.settings)
         body["settings"] = settings
     if not body.get("name") and (body.get("type") or body.get("job_type")):
         body["name"] = f"{body.get('type') or body.get('job_type')} job"
@@ -300,7 +324,14 @@ def _submission(args: argparse.Namespace) -> dict[str, Any]:
 def _job_command(client: Client, args: argparse.Namespace, out: TextIO) -> Any:
     action = args.action
     if action == "submit":
-        job = client.call("POST", "/api/jobs", json=_submission(args))
+        body = _submission(args)
+        if args.settings:
+            # `--set frames=5` means the frame "5", not the number 5, which the type refuses.
+            job_type = body.get("type") or body.get("job_type")
+            body = _submission(args, _text_settings(client, job_type))
+        job = client.call("POST", "/api/jobs", json=body)
+        if job["status"] == "construction-failed":
+            raise ApiFailure(f"job {job['_id']} could not be built: {job.get('activity', '')}")
         if not args.json:
             print(f"Submitted job {job['_id']} ({job['status']}): {job['name']}", file=out)
         return job

@@ -31,6 +31,12 @@ def test_settings_from_flags_are_json_when_they_can_be() -> None:
         parse_setting("nothing")
 
 
+def test_settings_of_text_stay_text() -> None:
+    assert parse_setting("frames=5", strings={"frames"}) == ("frames", "5")
+    assert parse_setting("frames=[1]", strings={"frames"}) == ("frames", "[1]")
+    assert parse_setting("chunk_size=5", strings={"frames"}) == ("chunk_size", 5)
+
+
 def test_flags_override_the_file(tmp_path: Path) -> None:
     job = tmp_path / "job.json"
     job.write_text(
@@ -42,7 +48,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         name=None,
         priority=80,
         paused=True,
-        settings=[("frames", "2-3")],
+        settings=["frames=2-3"],
     )
     assert _submission(args) == {
         "name": "a",
@@ -57,25 +63,30 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
-    """A manager under uvicorn on loopback, on each backend: its URL and the login token
-    ``serve`` printed."""
+    """A manager under uvicorn on loopback, on each backend: its URL and a user token made
+    with ``token create`` before it started."""
     with fresh_database(database_server(request.param)) as database:
         yield from _serve(tmp_path_factory.mktemp("served") / "data", database)
 
 
+_MANAGER_CLI = (sys.executable, "-m", "flamenco_manager.cli")
+
+
 def _serve(data: Path, database: str) -> Iterator[tuple[str, str]]:
     port = free_port()
+    created = subprocess.run(
+        [*_MANAGER_CLI, "token", "create", "--data-dir", str(data), "--name", "operator"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = created.stdout.splitlines()[-1]
     process = subprocess.Popen(
         serve_command(data, port, *(["--database", database] if database else [])),
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        text=True,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"(http://\S+)/login\?token=(\S+)", line)
-    assert match, line
-    url, token = match[1], match[2]
+    url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
             httpx.get(f"{url}/api/openapi.json", timeout=1)
@@ -315,3 +326,30 @@ def test_a_token_that_is_not_one_is_refused_without_being_shown(
     assert "take only its last line" in said
     assert "eyJ" not in said
     assert "Traceback" not in said
+
+
+@pytest.mark.slow
+def test_a_single_frame_from_the_command_line_is_a_frame_range(
+    served: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--set frames=5` was sent as the number 5, and the manager answered "frames: must be a
+    # string, not 5": the user had to know to write '"5"'.
+    status, out, err = _cli(
+        served,
+        "job",
+        "submit",
+        "--type",
+        "sleep",
+        "--set",
+        "frames=5",
+        "--set",
+        "chunk_size=1",
+        "--set",
+        "time_in_seconds=1",
+        "--json",
+        capsys=capsys,
+    )
+    assert status == 0, err
+    job = json.loads(out)
+    assert job["settings"]["frames"] == "5"
+    assert job["settings"]["chunk_size"] == 1
