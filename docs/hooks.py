@@ -19,7 +19,7 @@ import attrs
 
 def settings_table() -> str:
     """A table of every manager setting: name, flag, environment variable, default, meaning."""
-    from flamenco_manager.config import ENV_PREFIX, Settings
+    from flamenco_manager.config import ENV_PREFIX, Settings, format_duration
 
     rows = [
         "| setting (TOML) | flag | environment | default | meaning |",
@@ -30,7 +30,7 @@ def settings_table() -> str:
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             shown = "(empty)"
         elif isinstance(default, timedelta):
-            shown = f"{default.total_seconds():g} s"
+            shown = format_duration(default)
         elif isinstance(default, tuple):
             shown = ", ".join(default) or "(empty)"
         elif default in ("", None):

@@ -26,7 +26,7 @@ import attrs
 
 from flamenco_protocol.statuses import WorkerStatus
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
+__all__ = ["ConfigError", "Settings", "format_duration", "load_settings", "parse_duration"]
 
 CONFIG_FILE_NAME: Final = "flamenco-manager.toml"
 ENV_PREFIX: Final = "FLAMENCO_"
@@ -46,6 +46,23 @@ _UNIT_SECONDS: Final = {
     "m": 60.0,
     "h": 3600.0,
 }
+
+
+def format_duration(duration: timedelta) -> str:
+    """``duration`` as :func:`parse_duration` reads it, Go style: ``10m``, ``1h30m``, ``744h``
+    (31 days), ``500ms``, ``0s``."""
+    micros = round(duration / timedelta(microseconds=1))
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    seconds, fraction = divmod(micros, 1_000_000)
+    if not seconds:
+        return f"{sign}{fraction / 1000:g}ms" if fraction else "0s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}h" if hours else ""
+    text += f"{minutes}m" if minutes else ""
+    if seconds or fraction:
+        text += f"{seconds}.{fraction:06d}".rstrip("0").rstrip(".") + "s"
+    return sign + text
 
 
 def parse_duration(value: str | float | timedelta) -> timedelta:
@@ -470,7 +487,13 @@ def add_setting_flags(add_argument: Callable[..., Any], skip: Sequence[str] = ()
         if field.name in skip or field.name == "variables":
             continue
         default = field.default
-        shown = ", ".join(default) if isinstance(default, tuple) else default
+        shown: object
+        if isinstance(default, tuple):
+            shown = ", ".join(default)
+        elif isinstance(default, timedelta):
+            shown = format_duration(default)
+        else:
+            shown = default
         # A boolean flag alone means true: `--no-auth`; `--no-auth false` also works.
         boolean = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         add_argument(

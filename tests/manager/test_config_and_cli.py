@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -10,9 +11,17 @@ from pathlib import Path
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flamenco_manager.cli import shown_database, url_host
-from flamenco_manager.config import ConfigError, Settings, load_settings, parse_duration
+from flamenco_manager.config import (
+    ConfigError,
+    Settings,
+    format_duration,
+    load_settings,
+    parse_duration,
+)
 from flamenco_manager.log_format import StructuredFormatter
 
 
@@ -170,6 +179,18 @@ def test_serve_help_documents_every_setting(tmp_path: Path) -> None:
         "FLAMENCO_LISTEN",
     ):
         assert flag in result.stdout
+
+
+def test_help_shows_default_durations_as_they_are_written(tmp_path: Path) -> None:
+    # Python's "31 days, 0:00:00" is not a duration the settings take.
+    help_text = " ".join(_cli("serve", "--help", cwd=tmp_path).stdout.split())
+    assert re.search(r"\d:\d\d:\d\d", help_text) is None
+    assert "(default: 10m; env FLAMENCO_ACTIVE_TASK_TIMEOUT_INTERVAL)" in help_text
+
+
+@given(st.timedeltas(min_value=-timedelta(days=1000), max_value=timedelta(days=1000)))
+def test_a_formatted_duration_reads_back_as_itself(duration: timedelta) -> None:
+    assert parse_duration(format_duration(duration)) == duration
 
 
 def test_token_create_prints_a_token_as_the_last_line(tmp_path: Path) -> None:
