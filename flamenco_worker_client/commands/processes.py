@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 from flamenco_worker_client.reporter import MAX_LINE_BYTES, cut_marker
 
@@ -30,6 +31,9 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 # Longest output line kept; below the reporter's cap, leaving room for the "pid=N > " prefix
 # and the marker, so the reporter does not cut the line again.
 _MAX_OUTPUT_LINE = MAX_LINE_BYTES - 4096
+
+_LAST_OUTPUT_WAIT: Final = 1.0
+"""Seconds to read what a stopped subprocess left in its pipe."""
 
 LineHandler = Callable[[str], str | None]
 """Called with each output line; returns the text to log (after ``pid=<pid> >``), or ``None``."""
@@ -88,11 +92,18 @@ async def run_process(
     assert process.stdout is not None
     pid = process.pid
     context.log(f"{context.command_name}: started {command_line} (pid={pid})")
-    try:
-        async for line in _output_lines(process.stdout, context.limits.line_timeout):
+
+    async def log_output(stream: asyncio.StreamReader) -> None:
+        async for line in _output_lines(stream, context.limits.line_timeout):
             text = on_line(line) if on_line is not None else line
             if text is not None:
                 context.log(f"pid={pid} > {text}")
+
+    # A task of its own, so that it goes on reading while a cancelled command stops the
+    # subprocess: what a program says as it is stopped ("Blender quit", an error) is logged.
+    reader = asyncio.ensure_future(log_output(process.stdout))
+    try:
+        await asyncio.shield(reader)
         status = await process.wait()
     except _Silent:
         raise CommandFailed(
@@ -101,10 +112,24 @@ async def run_process(
         ) from None
     finally:
         # Cancelled, timed out or failed while reading: the subprocess must not outlive us.
-        await asyncio.shield(stop_process(process, context.limits.terminate_grace))
+        await asyncio.shield(_stop(process, reader, context.limits.terminate_grace))
     if status != 0:
         how = f"was killed by signal {-status}" if status < 0 else f"failed with status {status}"
         raise CommandFailed(f"Command {command_line} (pid={pid}) {how}")
+
+
+async def _stop(
+    process: asyncio.subprocess.Process, reader: asyncio.Future[None], grace: float
+) -> None:
+    """Stop ``process`` (:func:`stop_process`) while ``reader`` logs its last output; then give
+    the reader a moment for what is still in the pipe, and no more: a process started in a
+    session of its own elsewhere may hold the pipe open for ever."""
+    await stop_process(process, grace)
+    done, _ = await asyncio.wait({reader}, timeout=_LAST_OUTPUT_WAIT)
+    if not done:
+        reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError, _Silent):
+        await reader
 
 
 async def _output_lines(stream: asyncio.StreamReader, timeout: float) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -576,3 +577,18 @@ def test_a_command_must_be_async_and_take_the_context() -> None:
 
     with pytest.raises(TypeError, match="TaskContext"):
         registry.add("bad", no_context)
+
+
+@pytest.mark.anyio
+async def test_what_a_subprocess_says_as_it_is_stopped_is_logged(tmp_path: Path) -> None:
+    # Blender, stopped, says why and quits; those last lines were never read.
+    pid_file = tmp_path / "child.pid"
+    run = Run("exec")
+    script = (
+        "trap 'echo saving what I have; echo stopped cleanly; exit 1' TERM; "
+        f"echo rendering; echo $$ > {pid_file}; while true; do sleep 0.05; done"
+    )
+    await _start_and_cancel(run, f"/bin/sh -c {shlex.quote(script)}", pid_file)
+    said = [line.partition(" > ")[2] for line in run.reporter.lines if line.startswith("pid=")]
+    assert said[:1] == ["rendering"], run.reporter.lines
+    assert said[-2:] == ["saving what I have", "stopped cleanly"]  # after the shell's "Terminated"
