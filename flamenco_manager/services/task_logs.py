@@ -25,7 +25,10 @@ The slow disk work is left to threads of the store's own, one for gzips and one 
 so that the caller (a claim or a deletion on the event loop) does not wait for it. Rotation
 renames on the caller's thread and gzips a large run on the gzip thread
 (:data:`BACKGROUND_GZIP_BYTES`). A second rotation of the same task
-waits for its first one's gzip, since it renames the files being compressed. Deleting a job's
+waits for its first one's gzip, since it renames the files being compressed. A rotation in
+another process does not: there a gzip replaces its run only if the run still has the name it
+had, under a ``flock`` on the job's log directory that every rotation holds while it renames
+(otherwise the run stays plain). Deleting a job's
 logs moves its directory into ``<root>/.deleted`` (one rename, whatever the number of files)
 and removes the files there: 10,000 logs take 0.11 s. :meth:`TaskLogStore.flush` and
 :meth:`TaskLogStore.close` wait for what is queued; :meth:`TaskLogStore.remove_deleted`
@@ -62,6 +65,7 @@ __all__ = [
     "HEAD_BYTES",
     "MISSING_LOG_TEXT",
     "TAIL_BYTES",
+    "TAIL_MAX_BYTES",
     "FileRange",
     "LogView",
     "TaskLogError",
@@ -77,6 +81,10 @@ TAIL_BYTES: Final = 10 * 1024
 """Bytes of a large log's end that ``/logfile`` shows (less the first partial line)."""
 LOG_TAIL_LINES: Final = 10
 """Lines of a task update's log kept in its ``log_tail``."""
+TAIL_MAX_BYTES: Final = 1024 * 1024
+"""At most this much of a log's end makes the tail a task's details show
+(:meth:`TaskLogStore.tail`): a worker may log a line of many megabytes (FFmpeg's progress
+ends its lines with a lone carriage return)."""
 MISSING_LOG_TEXT: Final = "log file does not exist on Flamenco Manager"
 """What :meth:`TaskLogStore.compress` compresses when a task has no log at all."""
 GZIP_LEVEL: Final = 9
@@ -104,6 +112,7 @@ _WHOLE_FILE_AGENTS: Final = ("Wget/", "curl/")
 _OBJECT_ID: Final = re.compile(r"[0-9a-fA-F]{24}")
 _ROTATED: Final = re.compile(r"\.(\d+)(\.gz)?")
 _CHUNK: Final = 64 * 1024
+_TAIL_STEP: Final = 8192
 
 _log = logging.getLogger("flamenco_manager.task_logs")
 
@@ -208,6 +217,11 @@ class LogView:
 
     When no line starts in them, they are sent as they are.
     """
+    file: io.BufferedReader | None = attrs.field(default=None, eq=False, repr=False)
+    """The log, opened when the view was made (:meth:`TaskLogStore.serve` does): the body is
+    read from it even when the log is rotated meanwhile, and a new run's file is never sent
+    with the sizes of the previous one's. :meth:`iter_bytes` closes it; without it, the file
+    at ``path`` is opened."""
 
     @property
     def content_length(self) -> int:
@@ -219,9 +233,13 @@ class LogView:
         return head + len(self.skipped_text) + tail
 
     def iter_bytes(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
-        """The body in chunks of at most ``chunk_size`` bytes, read lazily from the file."""
+        """The body in chunks of at most ``chunk_size`` bytes, read lazily from the file.
+
+        A view holding its log open (:attr:`file`) gives its body once: the file is closed
+        when the body ends, or when the iterator is closed or collected.
+        """
         ranges = [FileRange(0, self.size)] if self.whole else [self.head, None, self.tail]
-        with self.path.open("rb") as file:
+        with self.file if self.file is not None else self.path.open("rb") as file:
             for part in ranges:
                 if part is None:
                     if self.skipped_text:
@@ -235,6 +253,11 @@ class LogView:
                         break  # The file shrank under us; send what there is.
                     remaining -= len(chunk)
                     yield chunk
+
+    def close(self) -> None:
+        """Close the log the view holds open, for a view whose body is not wanted."""
+        if self.file is not None:
+            self.file.close()
 
 
 class _OpenLogs:
@@ -460,16 +483,19 @@ class TaskLogStore:
             pending.result()  # its gzip reads and removes files this rotation renames
         current = Path(file)
         try:
-            if self.keep_rotated == 0:
-                current.unlink()  # no older run is kept
-            else:
-                if self.keep_rotated is None:
-                    self._shift_numbered(current)
+            # Another process's gzip of an older run publishes under the same lock (see
+            # _gzip_quietly): it never renames or removes a file while this shifts them.
+            with _locked_directory(current.parent):
+                if self.keep_rotated == 0:
+                    current.unlink()  # no older run is kept
                 else:
-                    self._shift_kept(file, self.keep_rotated)
-                os.replace(current, _with_suffix(current, ".1"))
-            with contextlib.suppress(FileNotFoundError):
-                _with_suffix(current, ".gz").unlink()
+                    if self.keep_rotated is None:
+                        self._shift_numbered(current)
+                    else:
+                        self._shift_kept(file, self.keep_rotated)
+                    os.replace(current, _with_suffix(current, ".1"))
+                with contextlib.suppress(FileNotFoundError):
+                    _with_suffix(current, ".gz").unlink()
             if not self.compress_rotated:
                 return
             if self.keep_rotated is None:
@@ -615,7 +641,9 @@ class TaskLogStore:
     def tail(self, job_id: str, task_id: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the current log, read from the end of the file.
 
-        ``""`` when the task has no log. Undecodable bytes are replaced, not fatal.
+        At most the last :data:`TAIL_MAX_BYTES` of the log are read: lines that do not fit
+        are left out, and a line longer than that is cut at its start. ``""`` when the task
+        has no log. Undecodable bytes are replaced, not fatal.
         """
         if lines <= 0:
             return ""
@@ -624,15 +652,25 @@ class TaskLogStore:
         except FileNotFoundError:
             return ""
         with file:
-            end = file.seek(0, os.SEEK_END)
-            data = b""
-            position = end
+            position = file.seek(0, os.SEEK_END)
+            start = max(0, position - TAIL_MAX_BYTES)
+            chunks: list[bytes] = []  # from the end backwards: joined once, not per chunk
+            newlines = 0
             # lines+1 newlines guarantee the first kept line is complete.
-            while position > 0 and data.count(b"\n") <= lines:
-                step = min(8192, position)
+            while position > start and newlines <= lines:
+                step = min(_TAIL_STEP, position - start)
                 position -= step
                 file.seek(position)
-                data = file.read(step) + data
+                chunk = file.read(step)
+                chunks.append(chunk)
+                newlines += chunk.count(b"\n")
+            data = b"".join(reversed(chunks))
+            if newlines <= lines and position > 0:
+                # Too few lines fit: the first one read is cut, unless it starts right there.
+                file.seek(position - 1)
+                first_end = data.find(b"\n") if file.read(1) != b"\n" else -1
+                if 0 <= first_end < len(data) - 1:
+                    data = data[first_end + 1 :]  # left out, since whole lines follow it
         return trim_log_tail(data.decode("utf-8", errors="replace"), lines)
 
     # Serving
@@ -648,8 +686,9 @@ class TaskLogStore:
         """
         current = self.path(job_id, task_id)
         try:
-            stat = _stat_or_none(current)
-            if stat is None:
+            try:
+                file = current.open("rb")
+            except FileNotFoundError:
                 packed = _with_suffix(current, ".gz")
                 packed_stat = _stat_or_none(packed)
                 if packed_stat is None:
@@ -661,14 +700,23 @@ class TaskLogStore:
                     whole=True,
                     gzip=True,
                 )
-            size = stat.st_size
-            if whole or size < HEAD_BYTES + TAIL_BYTES or user_agent.startswith(_WHOLE_FILE_AGENTS):
-                return LogView(path=current, filename=current.name, size=size, whole=True)
-            tail_start = size - TAIL_BYTES
-            with current.open("rb") as file:
+            try:
+                size = os.fstat(file.fileno()).st_size
+                if (
+                    whole
+                    or size < HEAD_BYTES + TAIL_BYTES
+                    or user_agent.startswith(_WHOLE_FILE_AGENTS)
+                ):
+                    return LogView(
+                        path=current, filename=current.name, size=size, whole=True, file=file
+                    )
+                tail_start = size - TAIL_BYTES
                 # One byte early, to see whether the tail already starts on a line boundary.
                 file.seek(tail_start - 1)
                 window = file.read(TAIL_BYTES + 1)
+            except BaseException:
+                file.close()
+                raise
         except OSError as exc:
             raise TaskLogError(f"cannot access task log {current}", _reason(exc)) from exc
         line_start = tail_start + window.find(b"\n")
@@ -687,6 +735,7 @@ class TaskLogStore:
             head=FileRange(0, HEAD_BYTES),
             skipped_text=skipped.encode(),
             tail=FileRange(line_start, size),
+            file=file,
         )
 
     # Removal
@@ -730,14 +779,36 @@ class TaskLogStore:
 
 def _gzip_quietly(current: Path, number: int) -> None:
     """Gzip run ``number`` of a log. When that fails, the plain file stays, which loses nothing:
-    out of space, or the job deleted meanwhile (its directory moved away). Never raises."""
+    out of space, or the job deleted meanwhile (its directory moved away). Never raises.
+
+    Where several processes write the logs, another one may rotate them while this gzips: the
+    run it read may then be ``X.<number + 1>``, and ``X.<number>`` the next run. So the gzip is
+    published, and the plain file removed, only while ``X.<number>`` is still the file it read,
+    under the directory lock that rotations hold; otherwise the plain file stays as it is.
+    """
     path = _rotated_path(current, number, compressed=False)
     target = _rotated_path(current, number, compressed=True)
     try:
-        if target.exists() or not path.exists():
-            return  # Nothing to do, or a copy from an interrupted run: keep the plain file.
-        _gzip_atomically(path, target, ROTATED_GZIP_LEVEL)
-        path.unlink()
+        if target.exists():
+            return  # A copy from an interrupted run: keep the plain file.
+        try:
+            held = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # the file, whatever its name
+        except FileNotFoundError:
+            return  # Nothing to do.
+        staged = current.parent / f".{target.name}.{secrets.token_hex(4)}"
+        published = False
+        try:
+            _gzip_atomically(path, staged, ROTATED_GZIP_LEVEL)
+            with _locked_directory(current.parent):
+                if _names(path, held) and not target.exists():
+                    os.replace(staged, target)
+                    published = True
+                    path.unlink()
+        finally:
+            os.close(held)
+            if not published:
+                with contextlib.suppress(OSError):
+                    staged.unlink()
     except OSError as exc:
         _log.warning(
             "cannot gzip an older run of a task log", extra={"path": str(path), "error": str(exc)}
@@ -926,6 +997,35 @@ def _gzip_atomically(source: Path, target: Path, level: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is (still) the name of the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+@contextlib.contextmanager
+def _locked_directory(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on a job's log directory (see :func:`_lock`), held meanwhile.
+
+    Rotations rename a task's runs under it, and a gzipped run replaces its plain file under
+    it, in whatever store and process: neither sees the other half done. Without ``flock``
+    (Windows, where a directory cannot be opened either) nothing is locked.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    try:
+        _lock(fd, exclusive=True)
+        yield
+    finally:
+        os.close(fd)  # which releases the lock
 
 
 def _stat_or_none(path: Path) -> os.stat_result | None:

@@ -2,6 +2,10 @@
 
 ``?download=1`` (the dashboard's "Download full log") sends the whole log as an attachment,
 whatever the client; without it a large log is trimmed for all but ``curl`` and ``Wget``.
+
+A log is sent as it was when the request came: the bytes it held then, however much a worker
+appends while they are being sent, and from that run's file even when a new run of the task
+rotates it meanwhile. ``Range`` requests are answered too.
 """
 
 from __future__ import annotations
@@ -50,9 +54,20 @@ def log_routes(manager: Manager) -> list[Route]:
                 },
                 media_type=TEXT,
             )
-        if view.whole:
+        if view.whole and "range" in request.headers:
+            # A file response sends the ranges asked for, and never more than they hold.
+            view.close()
             filename = view.filename if download else None
             return FileResponse(view.path, media_type=TEXT, filename=filename)
+        if view.whole:
+            # Not a file response: that reads to the end of the file, which an update may have
+            # moved on meanwhile, and sends more than its Content-Length (the connection breaks).
+            headers = {"Content-Length": str(view.content_length), "Accept-Ranges": "bytes"}
+            if download:
+                headers["Content-Disposition"] = f'attachment; filename="{view.filename}"'
+            return StreamingResponse(
+                iterate_in_threadpool(view.iter_bytes()), media_type=TEXT, headers=headers
+            )
         return StreamingResponse(
             iterate_in_threadpool(view.iter_bytes()),
             media_type=TEXT,

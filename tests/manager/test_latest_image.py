@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import warnings
 from pathlib import Path
 
 import anyio
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+from flamenco_manager.services import latest_image
 from flamenco_manager.services.latest_image import (
     IMAGE_EVENT,
     LatestImage,
     convert_image,
     exr_supported,
 )
+
+from .harness import Farm
 
 
 @pytest.fixture
@@ -157,3 +166,201 @@ async def test_the_loop_converts_notifies_and_skips_broken_files(
     with Image.open(latest.output_path) as result:
         assert result.size == (1080, 1080)
     assert any("cannot convert" in record.getMessage() for record in caplog.records)
+
+
+def test_a_path_with_a_nul_byte_is_refused_not_raised(
+    latest: LatestImage, renders: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No file can have this name; resolving it raised ValueError, a 500 on /output-produced.
+    caplog.set_level(logging.WARNING)
+    assert latest.offer([f"{renders}/frame\x00.png", renders / "next.png"]) == 1
+    assert latest.pending() == [renders / "next.png"]
+    assert any("cannot resolve" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_output_produced_with_a_nul_byte_is_not_a_server_error(
+    farm: Farm, tmp_path: Path
+) -> None:
+    worker = await farm.register()
+    body = {"paths": [f"{tmp_path}/frame\x00.png"]}
+    response = await farm.call(worker, "POST", "/output-produced", json=body)
+    assert response.status_code == 204
+    assert farm.manager.latest_image.pending() == []
+
+
+def test_a_full_queue_drops_paths_without_resolving_them(
+    latest: LatestImage, renders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [renders / f"frame-{n:04d}.png" for n in range(1000)]
+    resolved: list[Path] = []
+    real_resolve = Path.resolve
+
+    def counting_resolve(self: Path, strict: bool = False) -> Path:
+        resolved.append(self)
+        return real_resolve(self, strict)
+
+    monkeypatch.setattr(Path, "resolve", counting_resolve)
+    assert latest.offer(paths) == 3
+    assert resolved == paths[:3]
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: the converter stopped for good.
+    pipe = tmp_path / "frame.png"
+    os.mkfifo(pipe)
+    outcome: list[BaseException | None] = []
+
+    def convert() -> None:
+        try:
+            convert_image(pipe, tmp_path / "latest-image.jpg")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=convert, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # free the blocked thread before failing
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ValueError)
+    assert "not a regular file" in str(outcome[0])
+
+
+def test_a_directory_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "frame.png").mkdir()
+    with pytest.raises((OSError, ValueError)):
+        convert_image(tmp_path / "frame.png", tmp_path / "latest-image.jpg")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _png(tmp_path / "big.png", (200, 100))
+    monkeypatch.setattr(latest_image, "MAX_PIXELS", 200 * 100 - 1)
+    with pytest.raises(ValueError, match=re.escape(f"{source} is too large: 200 x 100")):
+        convert_image(source, tmp_path / "latest-image.jpg")
+    assert not (tmp_path / "latest-image.jpg").exists()
+
+
+@pytest.mark.skipif(not exr_supported(), reason="the OpenEXR package is not installed")
+def test_an_exr_over_the_pixel_limit_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _exr(tmp_path / "big.exr", {"R": 0.5, "G": 0.5, "B": 0.5}, (200, 100))
+    monkeypatch.setattr(latest_image, "MAX_PIXELS", 200 * 100 - 1)
+    with pytest.raises(ValueError, match="too large"):
+        convert_image(source, tmp_path / "latest-image.jpg")
+
+
+_PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+from flamenco_manager.services.latest_image import convert_image
+convert_image(Path(sys.argv[1]), Path(sys.argv[2]))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+"""
+
+
+def _peak_rss_mib(source: Path, target: Path) -> float:
+    """Convert in a process of its own and return its peak memory, in MiB."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _PEAK_RSS, str(source), str(target)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return int(done.stdout.split()[-1]) / 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+def test_a_large_png_is_reduced_before_it_is_converted(tmp_path: Path) -> None:
+    # 6000 x 6000 RGBA is 137 MiB decoded; converted to RGB on black at full size before
+    # shrinking, it took five times that (and a 0.5 MB, 12,000 x 12,000 PNG 3.4 GB).
+    source = _png(tmp_path / "big.png", (6000, 6000), "RGBA", (255, 0, 0, 128))
+    target = tmp_path / "latest-image.jpg"
+    assert _peak_rss_mib(source, target) < 400
+    with Image.open(target) as result:
+        assert result.size == (1080, 1080)
+        red, green, blue = result.getpixel((500, 500))  # type: ignore[misc]
+        assert 120 < red < 136  # half-transparent red on black
+        assert max(green, blue) < 8
+
+
+@pytest.mark.skipif(not exr_supported(), reason="the OpenEXR package is not installed")
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+def test_a_large_exr_is_read_in_strips(tmp_path: Path) -> None:
+    # 4000 x 4000 RGBA half floats: 122 MiB of channels, about 1.5 GiB when read whole and
+    # converted in float32 (a 1.2 MB, 12,000 x 12,000 one took 8.3 GB).
+    source = _exr(tmp_path / "big.exr", {"R": 1.0, "G": 0.0, "B": 0.0, "A": 1.0}, (4000, 4000))
+    target = tmp_path / "latest-image.jpg"
+    assert _peak_rss_mib(source, target) < 400
+    with Image.open(target) as result:
+        assert result.size == (1080, 1080)
+        assert result.getpixel((500, 500))[0] > 245  # type: ignore[index]
+
+
+@pytest.mark.skipif(not exr_supported(), reason="the OpenEXR package is not installed")
+@pytest.mark.parametrize(
+    ("channels", "expected"),
+    [
+        # Blender's multilayer files: the Combined pass, R G and B of one layer.
+        (
+            {
+                "ViewLayer.AO.R": 0.0,
+                "ViewLayer.AO.G": 0.0,
+                "ViewLayer.AO.B": 0.0,
+                "ViewLayer.Combined.R": 1.0,
+                "ViewLayer.Combined.G": 1.0,
+                "ViewLayer.Combined.B": 1.0,
+                "ViewLayer.Depth.Z": 0.0,
+            },
+            255,
+        ),
+        ({"Y": 1.0, "A": 0.0}, 255),  # luminance
+        ({"Z": 1.0}, 255),  # no colour: the first channel
+        ({"R": float("nan"), "G": float("inf"), "B": float("-inf")}, (0, 255, 0)),
+    ],
+)
+def test_exr_channels(tmp_path: Path, channels: dict[str, float], expected: object) -> None:
+    source = _exr(tmp_path / "frame.exr", channels, (32, 16))
+    target = tmp_path / "latest-image.jpg"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN cast to bytes warned, and its value was undefined
+        convert_image(source, target)
+    with Image.open(target) as result:
+        assert result.size == (32, 16)
+        pixel = result.getpixel((8, 8))
+        if isinstance(expected, int):
+            assert pixel == (expected,) * 3
+        else:
+            assert all(abs(a - b) <= 2 for a, b in zip(pixel, expected, strict=True))  # type: ignore[arg-type]
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    source = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise
+    Image.new("RGB", (400, 100), (0, 128, 255)).save(source, exif=exif)
+    target = tmp_path / "latest-image.jpg"
+    convert_image(source, target)
+    with Image.open(target) as result:
+        assert result.size == (100, 400)
+
+
+def _exr(path: Path, channels: dict[str, float], size: tuple[int, int]) -> Path:
+    """A half-float EXR of ``size`` with every channel at one value (ZIP: a small file)."""
+    import numpy as np
+    import OpenEXR  # type: ignore[import-not-found, unused-ignore]
+
+    width, height = size
+    pixels = {
+        name: np.full((height, width), value, dtype=np.float16 if value == value else np.float32)
+        for name, value in channels.items()
+    }
+    header = {"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION}
+    OpenEXR.File(header, pixels).write(str(path))
+    return path

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Any, cast
 
+import httpx
 import pytest
 
 from .harness import Farm, spec
@@ -131,3 +133,70 @@ async def test_shaman_is_served_at_the_root_with_the_same_tokens(farm: Farm) -> 
     # Without a token Shaman refuses, like the rest of the user surface.
     response = await farm.client.post("/checkout/requirements", content=definition)
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "query"), [("curl/8.5.0", ""), ("Mozilla/5.0", "?download=1"), ("Wget/1.21", "")]
+)
+async def test_a_log_appended_while_it_is_sent_whole_keeps_its_length(
+    farm: Farm, user_agent: str, query: str
+) -> None:
+    # A worker's update appending to the log while it was being sent made the answer run past
+    # its Content-Length: uvicorn broke the connection ("Response content longer than
+    # Content-Length") and curl exited with 18.
+    lines = "".join(f"line {index:06d} of a long render log\n" for index in range(10_000))
+    job_id, task_id = await _task_with_log(farm, lines)
+    log = farm.manager.logs.path(job_id, task_id)
+    sent = log.read_bytes()
+    assert len(sent) > 4 * 64 * 1024  # more than one chunk
+    token = farm.manager.mint_user_token("alice", timedelta(hours=1))
+    path = f"/logfile/{job_id}/{task_id}"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.removeprefix("?").encode(),
+        "root_path": "",
+        "headers": [
+            (b"host", b"manager"),
+            (b"user-agent", user_agent.encode()),
+            (b"authorization", f"Bearer {token}".encode()),
+        ],
+        "client": ("10.0.0.5", 53211),
+        "server": ("manager", 80),
+    }
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+        if message["type"] == "http.response.body" and len(messages) == 2:
+            farm.manager.logs.append(job_id, task_id, "appended while the log is sent")
+
+    app = cast(httpx.ASGITransport, farm.client._transport).app
+    await app(scope, receive, send)
+    start, *bodies = messages
+    assert start["status"] == 200
+    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    body = b"".join(message.get("body", b"") for message in bodies)
+    assert int(headers["content-length"]) == len(body)
+    assert body == sent
+    assert log.read_bytes().endswith(b"appended while the log is sent\n")
+    if query:
+        assert headers["content-disposition"] == f'attachment; filename="task-{task_id}.txt"'
+
+
+async def test_a_range_of_a_log_is_sent(farm: Farm) -> None:
+    lines = "".join(f"line {index:06d} of a long render log\n" for index in range(2000))
+    job_id, task_id = await _task_with_log(farm, lines)
+    last = "line 001999 of a long render log\n"
+    headers = {**_bearer(farm), "User-Agent": "curl/8.5.0", "Range": f"bytes=-{len(last)}"}
+    response = await farm.client.get(f"/logfile/{job_id}/{task_id}", headers=headers)
+    assert response.status_code == 206
+    assert response.text == last

@@ -136,6 +136,27 @@ def test_tail_reads_the_last_lines_from_the_end(store: TaskLogStore) -> None:
     assert store.tail(JOB, TASK) == trim_log_tail(store.path(JOB, TASK).read_text())
 
 
+def test_the_tail_of_a_log_ending_in_a_huge_line_is_its_end(store: TaskLogStore) -> None:
+    # FFmpeg progress (lines ending in a lone \r) can make one line of many megabytes. The tail
+    # was read 8 KiB at a time, each time copying all it had read: 16 MiB took 5 s, on the
+    # event loop of GET /api/tasks/{id}, and the whole line was answered.
+    huge = "".join(f"frame={n:07d}\r" for n in range(300_000))  # 4.3 MB, no newline
+    store.append(JOB, TASK, "first line\nsecond line\n" + huge)
+    tail = store.tail(JOB, TASK)
+    assert len(tail.encode()) == task_logs.TAIL_MAX_BYTES
+    assert tail.endswith("frame=0299999\r\n")
+    assert "second line" not in tail
+
+
+def test_a_tail_leaves_out_the_lines_that_do_not_fit(store: TaskLogStore) -> None:
+    long_line = "x" * (task_logs.TAIL_MAX_BYTES - 100)
+    store.append(JOB, TASK, f"first\n{'y' * 200}\n{long_line}\nlast")
+    assert store.tail(JOB, TASK) == f"{long_line}\nlast\n"
+    assert store.tail(JOB, TASK, 1) == "last\n"
+    store.append(JOB, TASK, "z" * (task_logs.TAIL_MAX_BYTES - 6))  # the last two lines just fit
+    assert store.tail(JOB, TASK) == f"last\n{'z' * (task_logs.TAIL_MAX_BYTES - 6)}\n"
+
+
 def test_delete_job_removes_its_logs_only(store: TaskLogStore) -> None:
     other_job = JOB[:-1] + "f"
     store.append(JOB, TASK, "mine")
@@ -1043,3 +1064,66 @@ def test_a_full_disk_never_cuts_a_line_another_process_appended(
     monkeypatch.undo()
     # The other line is whole; the half line before it stays, since cutting it would cut that.
     assert shared_store.path(JOB, TASK).read_text() == "first line\nsecofrom elsewhere\n"
+
+
+@pytest.mark.parametrize("keep_rotated", [None, 20])
+def test_a_gzip_overtaken_by_another_process_rotation_loses_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_rotated: int | None
+) -> None:
+    # Two manager processes (PostgreSQL) each have a store on the same logs. A rotation in
+    # process A gzips the run that became X.2 on its own thread; before that gzip is done,
+    # process B claims the task again and shifts X.2 to X.3 and X.1 (the next run) to X.2.
+    # A's gzip must not then publish its run as X.2.gz, nor remove the run now named X.2.
+    first = TaskLogStore(tmp_path, keep_rotated=keep_rotated)
+    second = TaskLogStore(tmp_path, keep_rotated=keep_rotated)
+    started, release = threading.Event(), threading.Event()
+    real_copy = task_logs.shutil.copyfileobj
+
+    def copy_held_once(*args: object, **kwargs: object) -> None:
+        if not started.is_set():
+            started.set()
+            assert release.wait(10)
+        real_copy(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(task_logs.shutil, "copyfileobj", copy_held_once)
+    lines = task_logs.BACKGROUND_GZIP_BYTES // 20 + 1  # runs large enough for the thread
+
+    def run(number: int) -> str:
+        return "".join(f"run {number} line {n:09d}\n" for n in range(lines))
+
+    try:
+        for number in (1, 2, 3):
+            first.start_run(JOB, TASK, run(number))
+        assert started.wait(10)  # A's gzip of run 1 (X.2) is under way
+        second.start_run(JOB, TASK, run(4))
+        second.flush()
+    finally:
+        release.set()
+        first.close()
+        second.close()
+    assert first.read_whole(JOB, TASK).decode() == run(4)
+    assert [first.read_whole(JOB, TASK, n).decode() for n in (1, 2, 3)] == [
+        run(3),
+        run(2),
+        run(1),
+    ]
+    assert [path.name for path in tmp_path.rglob(".*")] == []  # no temporary file left
+
+
+@pytest.mark.parametrize("user_agent", ["Mozilla/5.0", "curl/8.5.0"])
+def test_a_log_rotated_while_it_is_served_is_sent_as_it_was(
+    store: TaskLogStore, user_agent: str
+) -> None:
+    # The view was read from the file by name when the body was sent: a claim rotating the
+    # log in between sent the new run's first bytes with the previous run's sizes (a body
+    # shorter than its Content-Length: the connection broke).
+    text = "".join(f"line {n:05d} of the first run\n" for n in range(2000))
+    store.start_run(JOB, TASK, text)
+    view = store.serve(JOB, TASK, user_agent)
+    assert view is not None
+    store.start_run(JOB, TASK, "the second run")
+    body = b"".join(view.iter_bytes())
+    assert len(body) == view.content_length
+    assert body.startswith(b"line 00000 of the first run\n")
+    assert body.endswith(b"line 01999 of the first run\n")
+    assert view.file is None or view.file.closed
