@@ -28,7 +28,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, override
 
-from .documents import TimeOfDay, field_key, is_document, is_omitempty
+from .documents import TimeOfDay, field_key, has_strict_keys, is_document, is_omitempty
 from .errors import DecodeError, InvalidObjectId
 from .ids import ObjectId
 from .statuses import (
@@ -285,17 +285,24 @@ def _make_document_hook(cls: Any) -> Callable[[Any, Any], Any]:
         **overrides,  # type: ignore[arg-type]
     )
 
+    strict = has_strict_keys(cls)
+
     def structure(value: Any, _: Any) -> Any:
         if value is None:
             return cls()
         if not isinstance(value, dict):
             raise _expected("an object", value)
         normalised = {}
+        unknown = set()
         for key, item in value.items():
             if key in keys:
                 normalised[key] = item
             elif (canonical := by_folded_key.get(key.casefold())) is not None:
                 normalised[canonical] = item
+            elif strict:
+                unknown.add(key)
+        if unknown:
+            raise ForbiddenExtraKeysError(None, cls, unknown)
         return build(normalised, cls)
 
     return structure
@@ -392,7 +399,8 @@ def _paths(exc: BaseException, path: str) -> list[str]:
     if isinstance(exc, IterableValidationError):
         return _group_paths(exc, path, None)
     if isinstance(exc, ForbiddenExtraKeysError):
-        return [f"{path}: unknown keys {sorted(exc.extra_fields)}"]
+        known = sorted(field_key(field) for field in attrs.fields(exc.cl))
+        return [f"{path}: unknown keys {sorted(exc.extra_fields)} (known: {', '.join(known)})"]
     if isinstance(exc, _FieldError):
         return [f"{path}: {exc}"]
     if isinstance(exc, KeyError):
@@ -431,7 +439,12 @@ def decode(document: type[D], data: Any) -> D:
     """Build ``document`` from already-parsed JSON (a dict); raise :class:`DecodeError`."""
     try:
         return converter.structure(data, document)
-    except (ClassValidationError, IterableValidationError, _FieldError) as exc:
+    except (
+        ClassValidationError,
+        IterableValidationError,
+        ForbiddenExtraKeysError,
+        _FieldError,
+    ) as exc:
         raise DecodeError(document.__name__, _paths(exc, "$")) from None
 
 

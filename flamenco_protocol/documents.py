@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -44,8 +44,10 @@ __all__ = [
     "WorkerSignonDoc",
     "WorkerStatusRequest",
     "field_key",
+    "has_strict_keys",
     "is_document",
     "is_omitempty",
+    "strict_keys",
     "wire_field",
 ]
 
@@ -81,6 +83,26 @@ def field_key(field: attrs.Attribute[Any]) -> str:
 def is_omitempty(field: attrs.Attribute[Any]) -> bool:
     """Whether a document field is left out of the JSON when empty."""
     return bool(field.metadata.get(_OMITEMPTY, False))
+
+
+_STRICT: Final = "__flamenco_strict_keys__"
+
+T = TypeVar("T", bound=type)
+
+
+def strict_keys(cls: T) -> T:
+    """Class decorator: decoding this document refuses keys it does not know.
+
+    The worker protocol's documents ignore unknown keys, as Go does; an API of one's own may
+    rather tell a client that ``"priorty"`` is no field than drop it without a word.
+    """
+    setattr(cls, _STRICT, True)
+    return cls
+
+
+def has_strict_keys(cls: type) -> bool:
+    """Whether :func:`strict_keys` marked this document."""
+    return bool(getattr(cls, _STRICT, False))
 
 
 def is_document(cls: Any) -> bool:

@@ -19,6 +19,7 @@ from flamenco_protocol.documents import (
     Worker,
     WorkerBlacklistEntry,
     WorkerRef,
+    strict_keys,
     wire_field,
 )
 from flamenco_protocol.ids import ObjectId
@@ -64,6 +65,7 @@ class ApiError:
     """One entry per bad field, as ``<field>: <problem>``."""
 
 
+@strict_keys
 @attrs.frozen(kw_only=True)
 class JobSubmissionDoc:
     """Body of ``POST /api/jobs``.
@@ -132,6 +134,7 @@ class JobList:
     """Pass as ``cursor`` for the next page; empty on the last page."""
 
 
+@strict_keys
 @attrs.frozen(kw_only=True)
 class JobStatusChange:
     """Body of ``POST /api/jobs/{job_id}/status``."""
@@ -142,14 +145,16 @@ class JobStatusChange:
     """Why, kept as the job's ``status_reason``."""
 
 
+@strict_keys
 @attrs.frozen(kw_only=True)
 class JobPriorityChange:
     """Body of ``POST /api/jobs/{job_id}/priority``."""
 
-    priority: int = wire_field(0)
-    """1 to 100."""
+    priority: int = wire_field()
+    """1 to 100; required."""
 
 
+@strict_keys
 @attrs.frozen(kw_only=True)
 class TaskAction:
     """Body of the task actions (optional)."""
@@ -220,6 +225,7 @@ class WorkerList:
     """The workers."""
 
 
+@strict_keys
 @attrs.frozen(kw_only=True)
 class WorkerStatusChange:
     """Body of ``POST /api/workers/{worker_id}/status``."""

@@ -24,7 +24,13 @@ from typing import Any, Final
 
 import attrs
 
-from flamenco_protocol.documents import TimeOfDay, field_key, is_document, is_omitempty
+from flamenco_protocol.documents import (
+    TimeOfDay,
+    field_key,
+    has_strict_keys,
+    is_document,
+    is_omitempty,
+)
 from flamenco_protocol.endpoints import ENDPOINTS, Auth, Body, Endpoint
 from flamenco_protocol.ids import ObjectId
 from flamenco_protocol.statuses import JobStatus, TaskStatus, WorkerStatus
@@ -103,6 +109,8 @@ def document_schema(cls: type, registry: SchemaRegistry) -> dict[str, Any]:
     result: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         result["required"] = required
+    if has_strict_keys(cls):
+        result["additionalProperties"] = False
     if cls.__doc__:
         result["description"] = cls.__doc__.strip().split("\n\n")[0]
     return result

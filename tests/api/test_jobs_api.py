@@ -114,6 +114,27 @@ async def test_lone_surrogates_and_deep_nesting_are_400_saying_so(user: User) ->
     assert (await user.get("/api/jobs")).json()["jobs"] == []
 
 
+async def test_a_misspelt_or_missing_field_is_400_naming_it(user: User) -> None:
+    # A misspelt field was dropped without a word ("priorty": 90 gave a job of priority 50),
+    # and `{}` as a priority change said "not 0".
+    typo = {"name": "shot", "type": "sleep", "priorty": 90, "settings": {}}
+    response = await user.post("/api/jobs", json=typo)
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert "unknown keys ['priorty']" in error
+    assert "priority" in error.partition("known:")[2]
+    assert (await user.get("/api/jobs")).json()["jobs"] == []
+    job = await user.submit(frames="1")
+    for body, wrong in (({}, "priority: missing"), ({"priority": 5, "why": "x"}, "['why']")):
+        response = await user.post(f"/api/jobs/{job['_id']}/priority", json=body)
+        assert response.status_code == 400
+        assert any(wrong in error for error in response.json()["errors"]), response.json()
+    status = {"status": "cancel-requested", "reasn": "x"}
+    response = await user.post(f"/api/jobs/{job['_id']}/status", json=status)
+    assert response.status_code == 400
+    assert (await user.get(f"/api/jobs/{job['_id']}")).json()["status"] == "queued"
+
+
 async def test_listing_filters_searches_and_pages(user: User) -> None:
     ids = [(await user.submit(name=f"shot {index:02d}"))["_id"] for index in range(5)]
     await user.post(f"/api/jobs/{ids[0]}/status", json={"status": "cancel-requested"})

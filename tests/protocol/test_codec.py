@@ -229,6 +229,23 @@ def test_unknown_keys_are_ignored() -> None:
     assert update == d.TaskUpdate(task_status=TaskStatus.ACTIVE)
 
 
+@d.strict_keys
+@attrs.frozen(kw_only=True)
+class _Strict:
+    name: str = d.wire_field("")
+    inner: d.TaskUpdate = d.wire_field(factory=d.TaskUpdate)
+
+
+def test_a_strict_document_refuses_keys_it_does_not_know_wherever_they_are() -> None:
+    assert d.has_strict_keys(_Strict)
+    assert not d.has_strict_keys(d.TaskUpdate)
+    assert codec.loads(_Strict, b'{"NAME": "a"}') == _Strict(name="a")  # case still folds
+    with pytest.raises(DecodeError, match=r"\$: unknown keys \['nmae'\] \(known: inner, name\)"):
+        codec.loads(_Strict, b'{"nmae": "a"}')
+    # Its lenient parts stay lenient: the worker protocol's documents ignore unknown keys.
+    assert codec.loads(_Strict, b'{"inner": {"colour": "blue"}}') == _Strict()
+
+
 def test_keys_match_case_insensitively() -> None:
     update = codec.loads(d.TaskUpdate, b'{"Activity": "rendering", "TASK_STATUS": "active"}')
     assert update.activity == "rendering"
