@@ -48,7 +48,7 @@ from flamenco_protocol.documents import (
 )
 from flamenco_protocol.errors import DecodeError, InvalidTransition
 from flamenco_protocol.ids import ObjectId
-from flamenco_protocol.statuses import JobStatus
+from flamenco_protocol.statuses import JobStatus, TaskStatus
 from shaman_core.errors import TokenError
 
 from .api_documents import (
@@ -91,6 +91,8 @@ HEARTBEAT_SECONDS: Final = 15.0
 ENCODED_EVENTS_KEPT: Final = 2 * DEFAULT_BACKLOG
 """Events kept encoded for the event streams: more than a stream may fall behind."""
 MAX_PAGE: Final = 500
+MAX_TASK_PAGE: Final = 1000
+"""Tasks one page of ``/api/jobs/{job_id}/tasks?limit=…`` may hold."""
 MAX_IDS: Final = 200
 """IDs one ``?id=…`` of a job's tasks or of the workers may name (about 5 KiB of query string)."""
 EVENT_STREAM: Final = "text/event-stream"
@@ -321,8 +323,26 @@ def _task(details: TaskDetails) -> ApiTask:
     )
 
 
-def _task_list(manager: Manager, job_id: str, task_ids: list[str] | None = None) -> TaskList:
-    return TaskList(tasks=tuple(_task(task) for task in manager.jobs.tasks(job_id, task_ids)))
+def _task_list(
+    manager: Manager,
+    job_id: str,
+    task_ids: list[str] | None = None,
+    *,
+    statuses: Sequence[str] = (),
+    offset: int = 0,
+    limit: int | None = None,
+) -> TaskList:
+    """The tasks of a job (of ``task_ids``, of ``statuses``), ``limit`` of them from ``offset``.
+
+    Only the page is turned into documents and encoded: for a whole job of 100,000 tasks that
+    was 3.3 s of the 7.6 s it took. Reading them (3.2 s) the service does whole.
+    """
+    tasks = manager.jobs.tasks(job_id, task_ids)
+    if statuses:
+        wanted = set(statuses)
+        tasks = [details for details in tasks if details.task.status in wanted]
+    end = None if limit is None else offset + limit
+    return TaskList(tasks=tuple(_task(task) for task in tasks[offset:end]))
 
 
 def _workers(
@@ -454,11 +474,28 @@ def user_api_routes(
     async def job_tasks(request: Request, user: str) -> Response:
         job_id = _path_id(request, "job_id")
         task_ids = _query_ids(request, "task")
+        statuses = _query_list(request, "status")
+        unknown = [status for status in statuses if status not in set(TaskStatus)]
+        if unknown:
+            raise _BadRequest(400, f"status: unknown task status(es) {', '.join(unknown)}")
+        offset = _query_int(request, "offset", 0, 0, 2**31)
+        limit = (
+            _query_int(request, "limit", MAX_TASK_PAGE, 1, MAX_TASK_PAGE)
+            if "limit" in request.query_params
+            else None
+        )
+
+        def answer() -> Response:
+            tasks = _task_list(
+                manager, job_id, task_ids, statuses=statuses, offset=offset, limit=limit
+            )
+            return json_document(tasks)
+
         if task_ids is not None:
-            return json_document(_task_list(manager, job_id, task_ids))
+            return answer()
         # A whole job: 0.75 s of reading and encoding for 10,000 tasks, on a thread so that the
         # event loop goes on answering workers meanwhile.
-        return await run_in_threadpool(lambda: json_document(_task_list(manager, job_id)))
+        return await run_in_threadpool(answer)
 
     async def set_job_status(request: Request, user: str) -> Response:
         job_id = _path_id(request, "job_id")
@@ -679,10 +716,26 @@ def user_api_routes(
             "job_tasks",
             "GET",
             "/api/jobs/{job_id}/tasks",
-            "The tasks of a job, in creation order; with `id`, only those of them.",
+            "The tasks of a job, in creation order; with `id`, only those of them; with "
+            "`status`, only those in these statuses; with `limit`, one page of them.",
             job_tasks,
             (ApiReply(200, "the tasks", TaskList), _E400, *job_id_404),
-            query=(_ids_parameter("tasks", "task of the job"),),
+            query=(
+                _ids_parameter("tasks", "task of the job"),
+                QueryParameter(
+                    "status", "only tasks in these statuses (comma-separated)", {"type": "string"}
+                ),
+                QueryParameter(
+                    "limit",
+                    "tasks per page (default: every task)",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_TASK_PAGE},
+                ),
+                QueryParameter(
+                    "offset",
+                    "tasks to skip before the page (default 0)",
+                    {"type": "integer", "minimum": 0},
+                ),
+            ),
         ),
         ApiRoute(
             "set_job_status",

@@ -332,6 +332,50 @@ async def test_asking_for_tasks_by_malformed_or_too_many_ids_is_400(user: User) 
     assert "id: at most 200 task IDs, not 201" in refused.text
 
 
+async def test_a_jobs_tasks_come_a_page_at_a_time_and_by_status(user: User) -> None:
+    # The dashboard shows a job of 100,000 tasks a page at a time: all of them were 49 MB of
+    # JSON, 7.6 s of the manager's time and 16 s of the browser's.
+    job = await user.submit(frames="1-7")
+    path = f"/api/jobs/{job['_id']}/tasks"
+    every = (await user.get(path)).json()["tasks"]
+    assert len(every) == 7
+
+    first = await user.get(path, params={"limit": 3})
+    assert first.status_code == 200
+    assert first.json()["tasks"] == every[:3]
+    last = await user.get(path, params={"limit": 3, "offset": 6})
+    assert last.json()["tasks"] == every[6:]
+    assert (await user.get(path, params={"offset": 5})).json()["tasks"] == every[5:]
+    beyond = await user.get(path, params={"limit": 3, "offset": 70})
+    assert beyond.json()["tasks"] == []
+
+    canceled = [every[2]["_id"], every[5]["_id"]]
+    for task_id in canceled:
+        answer = await user.post(f"/api/tasks/{task_id}/cancel", json={})
+        assert answer.status_code == 200, answer.text
+    only = await user.get(path, params={"status": "canceled,failed", "limit": 1, "offset": 1})
+    assert [task["_id"] for task in only.json()["tasks"]] == canceled[1:]
+    both = await user.get(path, params={"status": "canceled", "id": ",".join(canceled)})
+    assert [task["_id"] for task in both.json()["tasks"]] == canceled
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"limit": "0"}, "limit: must be between 1 and 1000, not 0"),
+        ({"limit": "1001"}, "limit: must be between 1 and 1000, not 1001"),
+        ({"offset": "-1"}, "offset: must be between 0"),
+        ({"offset": "x"}, "offset: expected an integer, got 'x'"),
+        ({"status": "done"}, "status: unknown task status(es) done"),
+    ],
+)
+async def test_a_bad_page_of_tasks_is_400(user: User, query: dict[str, str], message: str) -> None:
+    job = await user.submit(frames="1-2")
+    refused = await user.get(f"/api/jobs/{job['_id']}/tasks", params=query)
+    assert refused.status_code == 400
+    assert message in refused.json()["message"]
+
+
 async def test_workers_are_answered_while_a_big_jobs_tasks_are_listed(user: User) -> None:
     # A job of 10,000 tasks takes 0.75 s to list; on the event loop no worker would be answered
     # meanwhile.

@@ -8,6 +8,7 @@ page over the event stream. ``no_reload`` checks that with a marker set on ``win
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -396,16 +397,113 @@ def test_a_busy_jobs_page_fetches_only_the_tasks_that_changed(
     expect()(page.locator("#job-detail .badge").first).to_have_text("active")
 
     tasks_path = f"/api/jobs/{job['_id']}/tasks"
-    whole = [url for url in listed if url.endswith(tasks_path)]
-    by_id = [url for url in listed if tasks_path + "?" in url]
-    # The whole list: when the page opened the job, and once more when the job became active
-    # (a change of the job's); each change of the task fetched that task alone. The four
+    whole = [url for url in listed if tasks_path + "?limit=" in url]
+    by_id = [url for url in listed if tasks_path + "?id=" in url]
+    # The whole page of tasks: when the page opened the job, and perhaps once more when its
+    # event stream connected; each change of the task fetched that task alone. The four
     # changes after the claim each waited for the page to show the one before, so each took a
     # fetch of its own, by ID or (one of them, once seen on a busy machine) the job's whole list.
     assert len(whole) <= 2, whole
     assert len(whole) - 1 + len(by_id) >= 4, listed
     assert len(by_id) >= 3, listed
     assert all(url.endswith(f"{tasks_path}?id={task['_id']}") for url in by_id), by_id
+    no_reload(page)
+
+
+def test_a_big_jobs_tasks_are_shown_a_page_at_a_time(
+    browser: Browser, served: ServedManager
+) -> None:
+    # All of a job of 100,000 tasks in one table was 49 MB of JSON, 16 s to show and, once its
+    # tasks changed, a page that answered nothing for minutes.
+    job = served.submit_sleep_job("Long shot 030", frames="1-1234")
+    canceled = served.tasks(job["_id"])[700]
+    served.api.post(f"/api/tasks/{canceled['_id']}/cancel", json={}).raise_for_status()
+    page = log_in(browser, served, f"#/jobs/{job['_id']}")
+    rows = page.locator("#tasks-table tbody tr")
+    expect()(page.locator("#task-range")).to_have_text("1\N{EN DASH}500 of 1234")
+    expect()(rows).to_have_count(500)
+    expect()(rows.first).to_contain_text("sleep-1")
+    previous = page.get_by_role("button", name="Previous tasks")
+    following = page.get_by_role("button", name="Next tasks")
+    expect()(previous).to_be_disabled()
+
+    following.click()
+    expect()(page.locator("#task-range")).to_have_text("501\N{EN DASH}1000 of 1234")
+    expect()(rows.first).to_contain_text("sleep-501")
+    following.click()
+    expect()(page.locator("#task-range")).to_have_text("1001\N{EN DASH}1234 of 1234")
+    expect()(rows).to_have_count(234)
+    expect()(following).to_be_disabled()
+
+    # The filter finds a task wherever it is, and a task that joins it appears live.
+    page.get_by_label("Task status").select_option(label="Canceled")
+    expect()(page.locator("#task-range")).to_have_text("1 shown")
+    expect()(rows).to_have_count(1)
+    expect()(rows.first).to_contain_text(canceled["name"])
+    page.get_by_label("Task status").select_option(label="Running")
+    expect()(rows).to_have_count(0)
+    worker = SimulatedWorker(served.url, "render-03")
+    task = worker.fetch_task()
+    expect()(rows).to_have_count(1)
+    worker.update(task["_id"], task_status="active", activity="Sample 1/10")
+    expect()(rows.first).to_contain_text("Sample 1/10")
+    no_reload(page)
+
+
+def test_a_worker_with_a_long_name_leaves_the_other_columns_in_view(
+    browser: Browser, served: ServedManager
+) -> None:
+    long_name = "render-" + "x" * 300
+    SimulatedWorker(served.url, long_name)
+    SimulatedWorker(served.url, "render-04")
+    page = log_in(browser, served, "#/workers")
+    row = page.locator("#workers-table tbody tr", has_text="render-04")
+    expect()(row.locator(".badge")).to_be_visible()
+    wrap = page.locator("#workers-table").locator("xpath=..").bounding_box()
+    badge = row.locator(".badge").bounding_box()
+    assert wrap is not None
+    assert badge is not None
+    # The name is cut, whole in its title; the status is in view without scrolling sideways.
+    assert badge["x"] + badge["width"] <= wrap["x"] + wrap["width"], (badge, wrap)
+    cell = page.locator("#workers-table td.name", has_text="render-xxx")
+    expect()(cell).to_have_attribute("title", long_name)
+    no_reload(page)
+
+
+def test_a_quiet_page_whose_token_expires_asks_for_a_new_one(
+    browser: Browser, served: ServedManager
+) -> None:
+    # Nothing happens on the farm, so no event makes the page read the API: it said "live"
+    # with an expired token for as long as it stayed open.
+    token = served.manager.mint_user_token("operator", timedelta(seconds=3))
+    page = browser.page
+    page.goto(f"{served.url}/login?token={token}")
+    expect()(page.locator("#live")).to_have_attribute("data-live", "live")
+    expect()(page.get_by_text("Your token has expired.")).to_be_visible(timeout=25_000)
+    expect()(page.get_by_label("Token")).to_be_visible()
+    # The 498 that told the page so is what the browser logs for it, not a fault of the page.
+    browser.problems[:] = [problem for problem in browser.problems if "498" not in problem]
+
+
+def test_the_job_list_says_when_it_shows_all_it_may(
+    browser: Browser, served: ServedManager
+) -> None:
+    # At 500 jobs, "Show more jobs" stayed, and a click on it did nothing.
+    for number in range(501):
+        served.submit_sleep_job(f"Shot {number:03d}", frames="1")
+    page = log_in(browser, served)
+    rows = page.locator("#jobs-table tbody tr")
+    more = page.get_by_role("button", name="Show more jobs")
+    for shown in range(100, 550, 50):
+        more.click()
+        expect()(rows).to_have_count(shown)
+    expect()(more).to_be_hidden()
+    expect()(page.locator("#jobs-capped")).to_have_text(
+        "The newest 500 jobs are shown: filter or search to find older ones."
+    )
+    page.get_by_label("Search", exact=True).fill("Shot 000")
+    expect()(rows).to_have_count(1)
+    expect()(page.locator("#jobs-capped")).to_be_hidden()
     no_reload(page)
 
 

@@ -107,10 +107,13 @@ function syncRows(tbody, items, key, create, update) {
   for (const row of existing.values()) row.remove();
 }
 
+// No forced layout to restart a running flash (reading offsetWidth did that, for each changed
+// row: on a long table that kept the page busy for minutes); a row still flashing stays so.
 function flash(row) {
-  row.classList.remove("row-flash");
-  void row.offsetWidth; // Restart the animation.
+  if (row.classList.contains("row-flash")) return;
   row.classList.add("row-flash");
+  row.addEventListener("animationend", () => row.classList.remove("row-flash"), { once: true });
+  row.addEventListener("animationcancel", () => row.classList.remove("row-flash"), { once: true });
 }
 
 /** Run `fn` at most once per `ms`, never twice at once, and always once more after a request. */
@@ -226,6 +229,7 @@ const state = {
   nextCursor: "",
   pageSize: 50,
   tasks: [],
+  taskOffset: 0,
   workers: [],
   worker: null,
   follow: true,
@@ -275,6 +279,10 @@ function applyRoute() {
     markSelected(jobsView.tbody, state.jobId);
     if (jobChanged || viewChanged) {
       state.tasks = [];
+      if (jobChanged) {
+        state.taskOffset = 0;
+        jobDetail.filter.value = "";
+      }
       renderJobDetail();
       if (state.jobId) loadJob();
     }
@@ -341,6 +349,22 @@ const JOB_FILTERS = [
   ["canceled", "Canceled"],
 ];
 
+// A job's tasks are shown a page at a time: a job of 100,000 tasks in one table was 49 MB of JSON
+// and 100,000 rows, which kept the browser busy for minutes once its tasks started changing.
+const TASK_PAGE = 500;
+
+const TASK_FILTERS = [
+  ["", "All statuses"],
+  ["failed,soft-failed", "Failed"],
+  ["active,cancel-requested", "Running"],
+  ["queued,claimed-by-manager,paused", "Waiting"],
+  ["completed", "Completed"],
+  ["canceled", "Canceled"],
+];
+
+/** As many jobs as one page of GET /api/jobs may hold. */
+const MAX_JOBS_SHOWN = 500;
+
 const jobsView = buildJobsView();
 const jobDetail = buildJobDetail();
 const taskDetail = buildTaskDetail();
@@ -391,9 +415,15 @@ function buildJobsView() {
     text: "Show more jobs",
     hidden: true,
     onclick: () => {
-      state.pageSize = Math.min(state.pageSize + 50, 500);
+      state.pageSize = Math.min(state.pageSize + 50, MAX_JOBS_SHOWN);
       loadJobs();
     },
+  });
+  const capped = h("p", {
+    class: "muted",
+    id: "jobs-capped",
+    hidden: true,
+    text: `The newest ${MAX_JOBS_SHOWN} jobs are shown: filter or search to find older ones.`,
   });
   const listPanel = h(
     "div",
@@ -408,10 +438,11 @@ function buildJobsView() {
     h("div", { class: "table-wrap" }, table),
     empty,
     more,
+    capped,
   );
   const detail = h("div", { class: "job-side" });
   section.append(listPanel, detail);
-  return { status, search, tbody, count, empty, more, detail };
+  return { status, search, tbody, count, empty, more, capped, detail };
 }
 
 function jobProgress(job) {
@@ -439,7 +470,11 @@ function renderJobs() {
   jobsView.empty.hidden = jobs.length > 0;
   jobsView.empty.textContent =
     jobsView.status.value || jobsView.search.value ? "No jobs match." : "No jobs yet.";
-  jobsView.more.hidden = !state.nextCursor;
+  // At the most one page may hold, more jobs cannot be shown: say so, not a button that does
+  // nothing.
+  const full = state.pageSize >= MAX_JOBS_SHOWN;
+  jobsView.more.hidden = !state.nextCursor || full;
+  jobsView.capped.hidden = !state.nextCursor || !full;
   setText(jobsView.count, `${jobs.length}${state.nextCursor ? "+" : ""} shown`);
 }
 
@@ -563,16 +598,43 @@ function buildJobDetail() {
     ),
     tbody,
   );
+  const filter = h(
+    "select",
+    {
+      id: "task-filter-status",
+      onchange: () => {
+        state.taskOffset = 0;
+        loadJob();
+      },
+    },
+    TASK_FILTERS.map(([value, label]) => h("option", { value, text: label })),
+  );
+  const range = h("span", { class: "count", id: "task-range", "aria-live": "polite" });
+  const turnPage = (step) => {
+    state.taskOffset = Math.max(0, state.taskOffset + step * TASK_PAGE);
+    loadJob();
+  };
+  const previous = h("button", { type: "button", class: "button subtle", text: "Previous", "aria-label": "Previous tasks", onclick: () => turnPage(-1) });
+  const next = h("button", { type: "button", class: "button subtle", text: "Next", "aria-label": "Next tasks", onclick: () => turnPage(1) });
   panel.append(
     h("div", { class: "panel-head" }, title, status),
     h("div", { class: "job-progress" }, bar, progressText),
     facts,
     actions,
     h("h3", { text: "Tasks" }),
+    h(
+      "div",
+      { class: "toolbar task-toolbar" },
+      h("div", { class: "field inline" }, h("label", { for: "task-filter-status", text: "Task status" }), filter),
+      range,
+      h("span", { class: "spacer" }),
+      previous,
+      next,
+    ),
     h("div", { class: "table-wrap tasks-wrap" }, table),
   );
   jobsView.detail.append(placeholder, panel);
-  return { panel, placeholder, title, status, bar, progressText, facts, buttons, priority, remove, tbody, job: null };
+  return { panel, placeholder, title, status, bar, progressText, facts, buttons, priority, remove, tbody, filter, range, previous, next, job: null };
 }
 
 async function jobStatusAction(button, requested, label, done) {
@@ -644,20 +706,64 @@ function showJob(job) {
   if (!previous || previous._id !== job._id || document.activeElement !== jobDetail.priority) {
     jobDetail.priority.value = job.priority;
   }
+  renderTaskRange();
 }
+
+/** How many tasks the filter selects, by the job's counts. */
+function filteredTaskCount(job) {
+  const counts = job.task_counts || {};
+  const statuses = jobDetail.filter.value ? jobDetail.filter.value.split(",") : Object.keys(counts);
+  return statuses.reduce((sum, status) => sum + (counts[status] || 0), 0);
+}
+
+function renderTaskRange() {
+  const job = jobDetail.job;
+  if (!job) return;
+  const total = filteredTaskCount(job);
+  const first = state.tasks.length ? state.taskOffset + 1 : 0;
+  const last = state.taskOffset + state.tasks.length;
+  const paged = total > TASK_PAGE || state.taskOffset > 0;
+  setText(jobDetail.range, paged ? `${first}–${last} of ${total}` : `${state.tasks.length} shown`);
+  // One page: no buttons to turn it.
+  jobDetail.previous.hidden = !paged;
+  jobDetail.next.hidden = !paged;
+  allow(jobDetail.previous, state.taskOffset > 0, jobDetail.title);
+  allow(jobDetail.next, state.tasks.length === TASK_PAGE && last < total, jobDetail.title);
+}
+
+// Tasks of the open job that changed while its page of tasks was on its way: the page may have
+// been read before the change, so they are read again once it is shown.
+const changedWhileLoading = new Set();
+let tasksLoading = false;
 
 const loadJob = throttled(async () => {
   const id = state.jobId;
   if (!id) return;
+  const offset = state.taskOffset;
+  const filter = jobDetail.filter.value;
+  tasksLoading = true;
+  changedWhileLoading.clear();
   try {
+    const params = new URLSearchParams({ limit: String(TASK_PAGE), offset: String(offset) });
+    if (filter) params.set("status", filter);
     const [job, tasks] = await Promise.all([
       api("GET", `/api/jobs/${id}`),
-      api("GET", `/api/jobs/${id}/tasks`),
+      api("GET", `/api/jobs/${id}/tasks?${params}`),
     ]);
-    if (id !== state.jobId) return;
-    showJob(job);
+    // Another job, page or filter was asked for meanwhile: its own load follows.
+    if (id !== state.jobId || offset !== state.taskOffset || filter !== jobDetail.filter.value) return;
+    if (tasks.tasks.length === 0 && offset > 0) {
+      // The page emptied (tasks left the filter): go back to the first.
+      state.taskOffset = 0;
+      loadJob();
+      return;
+    }
     state.tasks = tasks.tasks;
+    showJob(job);
     renderTasks();
+    const shown = new Set(state.tasks.map((task) => task._id));
+    for (const taskId of changedWhileLoading) if (shown.has(taskId)) dirtyTasks.add(taskId);
+    if (dirtyTasks.size) refreshDirtyTasks();
   } catch (error) {
     if (error.status === 404) {
       // Gone while the page looked elsewhere: nothing to say about it.
@@ -667,6 +773,9 @@ const loadJob = throttled(async () => {
       return;
     }
     throw error;
+  } finally {
+    tasksLoading = false;
+    changedWhileLoading.clear();
   }
 }, 700);
 
@@ -923,6 +1032,7 @@ function renderWorkers() {
     (row, worker) => {
       const [name, status, task, seen, address, platform, types] = row.cells;
       setText(name.firstChild, worker.nickname || worker._id);
+      name.title = worker.nickname || worker._id;
       const badgeElement = status.firstChild;
       if (badgeElement.dataset.status !== (worker.status || "new")) {
         flash(row);
@@ -1232,9 +1342,8 @@ const refreshDirtyTasks = throttled(async () => {
   const ids = [...dirtyTasks];
   dirtyTasks.clear();
   if (!id || ids.length === 0) return;
-  const shown = new Set(state.tasks.map((task) => task._id));
-  if (ids.length > MAX_IDS || !ids.every((taskId) => shown.has(taskId))) {
-    loadJob(); // many changes, or a task the page has not loaded yet: the whole list
+  if (ids.length > MAX_IDS) {
+    loadJob(); // many changes: the whole page
     return;
   }
   let job, changed;
@@ -1276,6 +1385,21 @@ const refreshDirtyWorkers = throttled(async () => {
   renderWorkers();
 }, 700);
 
+// The open job's own document (status, counts): its tasks come with their own events.
+const refreshOpenJob = throttled(async () => {
+  const id = state.jobId;
+  if (!id) return;
+  let job;
+  try {
+    job = await api("GET", `/api/jobs/${id}`);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    loadJob(); // the job is gone: loadJob says so and leaves
+    return;
+  }
+  if (id === state.jobId) showJob(job);
+}, 700);
+
 const refreshDirtyJobs = throttled(async () => {
   const ids = [...dirtyJobs].filter((id) => state.jobs.has(id));
   dirtyJobs.clear();
@@ -1306,17 +1430,14 @@ function onEvent(kind, data) {
       dirtyJobs.add(data.id);
       refreshDirtyJobs();
     }
-    if (data.id === state.jobId) loadJob();
+    if (data.id === state.jobId) refreshOpenJob();
   } else if (kind === "task") {
     if (state.view === "jobs") {
       if (data.job) {
         dirtyJobs.add(data.job);
         refreshDirtyJobs();
       }
-      if (data.job === state.jobId) {
-        dirtyTasks.add(data.id);
-        refreshDirtyTasks();
-      }
+      if (data.job === state.jobId) openJobTaskChanged(data);
       if (data.id === state.taskId) loadTask();
     } else if (state.view === "workers" && data.worker) {
       dirtyWorkers.add(data.worker);
@@ -1334,6 +1455,41 @@ function onEvent(kind, data) {
     }
     if (data.id === state.workerId) loadWorker();
   }
+}
+
+/**
+ * A task of the open job changed. One on the page shown is read again; one on another page
+ * only changes the job's counts, unless the page is filtered and the task may now belong to it.
+ */
+function openJobTaskChanged(data) {
+  if (tasksLoading) changedWhileLoading.add(data.id);
+  const filter = jobDetail.filter.value ? jobDetail.filter.value.split(",") : null;
+  const shown = state.tasks.some((task) => task._id === data.id);
+  const fits = !filter || !data.status || filter.includes(data.status);
+  if (shown && fits) {
+    dirtyTasks.add(data.id);
+    refreshDirtyTasks();
+  } else if (filter && (shown || fits)) {
+    reloadFilteredPage(); // it joins or leaves the filtered page
+  } else {
+    refreshOpenJob();
+  }
+}
+
+let filteredReload = null;
+
+/**
+ * Read the filtered page of tasks again, soon. The manager reads the whole job for it (3 s for
+ * 100,000 tasks; read back to back, that cost a busy farm 40 % of its task updates), so the
+ * bigger the job the longer changes gather first: 0.1 s per 1,000 tasks, at most 10 s.
+ */
+function reloadFilteredPage() {
+  if (filteredReload !== null) return;
+  const total = jobDetail.job ? jobProgress(jobDetail.job).total : 0;
+  filteredReload = setTimeout(() => {
+    filteredReload = null;
+    loadJob();
+  }, Math.min(10000, total / 10));
 }
 
 /** After a user action, read back what it changed even if no event says so. */
@@ -1367,8 +1523,11 @@ listen({
 });
 
 // Relative times ("2 minutes ago") age without events; a followed log is polled as a backstop.
+// The farm status is read again too: an event stream stays open past its token's expiry, so on
+// a quiet farm nothing else would find out and the page would go on saying "live".
 setInterval(() => {
   for (const element of document.querySelectorAll("time[data-rel]")) setText(element, ago(element.dateTime));
+  if (!document.hidden) loadFarm();
 }, 15000);
 setInterval(() => {
   if (document.hidden) return;
