@@ -126,10 +126,18 @@ def _page(body: str, status_code: int = 200) -> HTMLResponse:
 
 
 def login_page(
-    manager: Manager, *, expired: bool = False, had_token: bool = False, status_code: int = 200
+    manager: Manager,
+    *,
+    expired: bool = False,
+    had_token: bool = False,
+    status_code: int = 200,
+    next_page: str = "/",
 ) -> HTMLResponse:
-    """The login page, saying why when a token was refused."""
-    page = _login_page(manager.settings.manager_name, expired=expired, had_token=had_token)
+    """The login page, saying why when a token was refused; logging in there goes on to
+    ``next_page`` (a local path, checked by the caller), or to the view the browser shows."""
+    page = _login_page(
+        manager.settings.manager_name, expired=expired, had_token=had_token, next_page=next_page
+    )
     return _page(page, status_code)
 
 
@@ -199,7 +207,7 @@ def _shell(name: str, user: str, config_json: str, *, auth: bool) -> str:
 """
 
 
-def _login_page(name: str, *, expired: bool, had_token: bool) -> str:
+def _login_page(name: str, *, expired: bool, had_token: bool, next_page: str) -> str:
     if expired:
         problem = '<p class="notice warn" role="alert">Your token has expired.</p>'
     elif had_token:
@@ -211,15 +219,17 @@ def _login_page(name: str, *, expired: bool, had_token: bool) -> str:
 <main id="main" class="login">
   <h1><img src="/static/favicon.svg" alt="" width="32" height="32"> {html.escape(name)}</h1>
   {problem}
-  <p>Open the link that <code>flamenco-manager serve</code> printed when it started, or paste a
+  <p>Open the link that <code>flamenco-manager serve</code> printed on its terminal, or paste a
   token made with <code>flamenco-manager token create --name you</code>.</p>
   <form method="get" action="/login" class="login-form">
+    <input type="hidden" id="next" name="next" value="{html.escape(next_page)}">
     <label for="token">Token</label>
     <input id="token" name="token" type="password" autocomplete="off" required
       spellcheck="false">
     <button type="submit" class="button primary">Log in</button>
   </form>
 </main>
+<script src="/static/login.js"></script>
 </body>
 </html>
 """

@@ -42,7 +42,11 @@ def login_routes(manager: Manager) -> list[Route]:
         except TokenError as exc:
             # Someone at a browser: the login page again, saying why, not the API's JSON.
             return login_page(
-                manager, expired=exc.status == 498, had_token=bool(token), status_code=401
+                manager,
+                expired=exc.status == 498,
+                had_token=bool(token),
+                status_code=401,
+                next_page=_next_page(request),
             )
         response = RedirectResponse(_next_page(request), status_code=303)
         response.set_cookie(

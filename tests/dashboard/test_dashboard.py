@@ -46,6 +46,18 @@ def task_row(page: Any, name: str) -> Any:
     return page.locator("#tasks-table tbody tr", has=page.locator("td.name", has_text=name))
 
 
+def test_logging_in_on_the_login_page_goes_on_to_the_view_asked_for(
+    browser: Browser, served: ServedManager
+) -> None:
+    # A token expired on a worker's page: after a new one is pasted, that view, not the jobs.
+    page = browser.page
+    page.goto(served.url + "/#/workers")
+    page.get_by_label("Token").fill(served.login_url.partition("token=")[2])
+    page.get_by_role("button", name="Log in").click()
+    expect()(page.get_by_role("link", name="Workers")).to_have_attribute("aria-current", "page")
+    assert page.url == served.url + "/#/workers"
+
+
 def test_log_in_through_the_token_link_and_out(browser: Browser, served: ServedManager) -> None:
     page = browser.page
     page.goto(served.url + "/")

@@ -164,6 +164,10 @@ async def test_a_refused_token_at_login_shows_the_login_page_again(
     assert 'action="/login"' in response.text
     assert "Your token was not accepted." in response.text
     assert "jwtToken" not in response.headers.get("set-cookie", "")
+    # Where the refused link was going, the form goes on to (it was dropped), local paths only.
+    for asked, kept in (("/#/workers", "/#/workers"), ("https://evil.example/", "/")):
+        response = await client.get("/login", params={"token": "bad", "next": asked})
+        assert f'name="next" value="{kept}"' in response.text
 
     assert manager.keys is not None
     expired = mint_token(manager.keys, "carol", lifetime=timedelta(seconds=-10))
