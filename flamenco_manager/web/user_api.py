@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -626,8 +627,16 @@ def user_api_routes(
             raise _BadRequest(
                 400, f"types: unknown event type(s) {', '.join(unknown)}; use job, task, worker"
             )
+
+        def still_allowed() -> bool:
+            try:
+                manager.user_auth.authenticate(request.headers, request.cookies)
+            except TokenError:
+                return False
+            return True
+
         return StreamingResponse(
-            _event_stream(manager, kinds, heartbeat, encoded),
+            _event_stream(manager, kinds, heartbeat, encoded, still_allowed),
             media_type=EVENT_STREAM,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -939,17 +948,29 @@ def user_api_routes(
 
 
 async def _event_stream(
-    manager: Manager, kinds: Sequence[str], heartbeat: float, encoded: _EncodedEvents
+    manager: Manager,
+    kinds: Sequence[str],
+    heartbeat: float,
+    encoded: _EncodedEvents,
+    still_allowed: Callable[[], bool],
 ) -> AsyncIterator[bytes]:
     """The SSE body: a comment at once and every ``heartbeat`` seconds, events as they come.
 
     The subscription is made when the body starts and closed however it ends (the client went
-    away, the server stops, the subscriber fell too far behind).
+    away, the server stops, the subscriber fell too far behind, or its token expired or was
+    revoked: ``still_allowed`` is asked every ``heartbeat`` seconds, busy or not, and the stream
+    ends with an ``unauthorized`` event when it says no).
     """
     subscription = manager.events.subscribe(kinds)
+    next_check = time.monotonic() + heartbeat
     try:
         yield b": flamenco events\nretry: 3000\n\n"
         while True:
+            if time.monotonic() >= next_check:
+                if not still_allowed():
+                    yield b'event: unauthorized\ndata: {"message": "token expired or revoked"}\n\n'
+                    return
+                next_check = time.monotonic() + heartbeat
             try:
                 events = await asyncio.wait_for(subscription.get_waiting(), heartbeat)
             except TimeoutError:

@@ -480,6 +480,34 @@ async def test_the_stream_filters_by_type_and_sends_heartbeats(farm: Farm, user:
     await _streaming(farm, user, "/api/events?types=job", body, event_heartbeat=0.05)
 
 
+async def test_a_stream_ends_once_its_token_is_revoked_even_on_a_busy_farm(
+    farm: Farm, user: User
+) -> None:
+    # The stream went on for ever after its token was revoked or had expired: whoever held the
+    # connection kept hearing of every job, task and worker.
+    app = create_app(farm.manager, run_loops=False, event_heartbeat=0.2)
+    stream = Stream(app, "/api/events?types=job", user.headers)
+    run = asyncio.create_task(stream.run())
+
+    async def busy() -> None:  # events all along: the check must not wait for a quiet spell
+        for index in range(400):
+            farm.manager.events.publish([Event("job", f"busy-{index}")])
+            await asyncio.sleep(0.01)
+
+    await stream.next_message()
+    farm.manager.revocations.revoke(user.token)
+    publishing = asyncio.create_task(busy())
+    try:
+        while "event: unauthorized" not in (message := await stream.next_message()):
+            assert "event: job" in message
+        await asyncio.wait_for(run, 2)  # the stream ended by itself
+    finally:
+        publishing.cancel()
+        stream.disconnected.set()
+        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), 5)
+    assert farm.manager.events.subscriber_count == 0
+
+
 async def test_the_stream_needs_a_token_and_known_types(farm: Farm, user: User) -> None:
     assert (await farm.client.get("/api/events")).status_code == 401
     response = await user.get("/api/events", params={"types": "job,nonsense"})

@@ -76,6 +76,11 @@ export function listen({ onEvent, onState, onResync }) {
       // We fell behind: the server closed our stream. Reconnect and reload everything.
       reconnect();
     });
+    source.addEventListener("unauthorized", () => {
+      // The token expired or was revoked: the server ended the stream; the login page.
+      source.close();
+      window.location.assign("/");
+    });
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) {
         reconnect();
