@@ -75,10 +75,11 @@ async def test_with_a_token_the_root_is_the_dashboard(
 @pytest.mark.anyio
 async def test_static_files_are_served_from_the_package(client: httpx.AsyncClient) -> None:
     names = sorted(path.name for path in STATIC_DIR.iterdir())
-    assert names == ["api.js", "dashboard.css", "dashboard.js", "favicon.svg"]
+    assert names == ["api.js", "dashboard.css", "dashboard.js", "favicon.svg", "login.js"]
     for name, media_type in (
         ("dashboard.js", "javascript"),
         ("api.js", "javascript"),
+        ("login.js", "javascript"),
         ("dashboard.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
     ):
