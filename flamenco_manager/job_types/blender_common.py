@@ -9,6 +9,7 @@ from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Final
 
 from .base import TaskListBuilder, command
+from .errors import SettingProblem
 from .schema import Kind, Setting
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "output_dir",
     "pure_path",
     "render_output_check",
+    "video_glob_problem",
 ]
 
 MAX_PATH: Final = 4096
@@ -96,6 +98,33 @@ def render_output_check(value: str) -> str | None:
             f"not {value!r}"
         )
     return None
+
+
+_GLOB_WILDCARDS: Final = re.compile(r"[*?\[\]]")
+
+
+def video_glob_problem(
+    settings: dict[str, Any], task: str, alternative: str = ""
+) -> SettingProblem | None:
+    """A problem if the directory of ``render_output`` would break ``task``'s FFmpeg glob.
+
+    ``create_video`` hands FFmpeg ``<directory>/*<ext>`` with ``-pattern_type glob``, which
+    takes ``*``, ``?`` and ``[...]`` in the directory as wildcards too: ``/render/shot[v2]``
+    matched nothing and the video task failed on the worker after all frames were rendered.
+    """
+    render_output = settings.get("render_output")
+    if not isinstance(render_output, str):
+        return None
+    directory = str(output_dir(render_output))
+    found = "".join(sorted(set(_GLOB_WILDCARDS.findall(directory))))
+    if not found:
+        return None
+    return SettingProblem(
+        "render_output",
+        f"its directory {directory!r} contains {found!r}: {task} gives FFmpeg a glob pattern "
+        "in that directory, where these are wildcards, so it would find no frames; use a "
+        f"directory name without * ? [ ]{alternative}",
+    )
 
 
 FILEPATH: Final = Setting(

@@ -25,6 +25,7 @@ from .blender_common import (
     intermediate_dir,
     output_dir,
     pure_path,
+    video_glob_problem,
 )
 from .errors import SettingProblem
 from .frames import frame_range_count, frame_range_merge, iter_frame_range
@@ -105,6 +106,12 @@ class BlenderRenderJobType(SchemaJobType):
                     "frames (it decides whether a video can be made)",
                 )
             )
+        if self._may_make_video(settings):
+            glob = video_glob_problem(
+                settings, "the create-video task", ", or leave out fps to make no video"
+            )
+            if glob is not None:
+                problems.append(glob)
         count = task_count_problem(settings, extra=3)
         if count is not None:
             problems.append(count)
@@ -174,12 +181,18 @@ class BlenderRenderJobType(SchemaJobType):
         return tasks.tasks
 
     @staticmethod
-    def _makes_video(settings: dict[str, Any], context: CompileContext) -> bool:
+    def _may_make_video(settings: dict[str, Any]) -> bool:
+        """Whether a farm with a ``video-encoding`` worker gets a create-video task."""
+        frames = settings.get("frames")
         return (
             settings.get("images_or_video") == "images"
-            and frame_range_count(settings["frames"]) >= 2
+            and isinstance(frames, str)
+            and frame_range_count(frames) >= 2
             and settings.get("format") not in FFMPEG_INCOMPATIBLE_FORMATS
             and "fps" in settings
             and "output_file_extension" in settings
-            and "video-encoding" in context.worker_task_types
         )
+
+    @classmethod
+    def _makes_video(cls, settings: dict[str, Any], context: CompileContext) -> bool:
+        return cls._may_make_video(settings) and "video-encoding" in context.worker_task_types

@@ -33,6 +33,7 @@ from .blender_common import (
     output_dir,
     pure_path,
     render_output_check,
+    video_glob_problem,
 )
 from .errors import SettingProblem
 from .frames import (
@@ -261,6 +262,9 @@ class BlenderRenderProgressiveJobType(SchemaJobType):
             ]
         # Exactly what _ProgressiveBuild makes, so that no accepted job fails to compile.
         videos = 1 if total > 1 else 0
+        glob = video_glob_problem(settings, "the create-preview-video tasks") if videos else None
+        if glob is not None:
+            return [glob]
         # destroy, move-outdir, publish exr and jpeg (and video), rna-overrides if any
         tasks = 4 + videos + (1 if settings.get("rna_overrides") else 0)
         for index, (first, last) in enumerate(chunks):
@@ -343,7 +347,10 @@ class _ProgressiveBuild:
                             "blender_render_progressive",
                             blender_cmd=self.blender_cmd,
                             filepath=settings["filepath"],
-                            format=settings["format"],
+                            # Blender's --render-format only knows upper case ('exr' is
+                            # ignored and the blend file's own format used), and the worker
+                            # maps only 'OPEN_EXR' to 'EXR'.
+                            format=settings["format"].upper(),
                             render_output=self._render_output(first, last),
                             frames=frame_range_merge(chunk, blender_style=True),
                             # One Cycles chunk per sample, so the chunk numbers are samples.

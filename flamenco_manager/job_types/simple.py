@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -90,9 +91,25 @@ def _command_line_check(value: str) -> str | None:
     return None
 
 
+_WHOLE_PLACEHOLDER = re.compile(r"\{[^{}\s'\"\\]+\}")
+
+
+def _requote(word: str) -> str:
+    # A word that is one {variable} stays bare, as in blender_cmd's '{blender}': the value is
+    # a command-line fragment the worker splits itself ('"C:/Program Files/.../blender.exe"',
+    # '/opt/blender --factory-startup'); quoted, it would reach the worker as one literal word.
+    if _WHOLE_PLACEHOLDER.fullmatch(word):
+        return word
+    return shlex.quote(word)
+
+
 def normalise_command_line(cmd: str) -> str:
-    """``cmd`` split like a shell would, each word re-quoted, joined by single spaces."""
-    return " ".join(shlex.quote(word) for word in shlex.split(cmd))
+    """``cmd`` split like a shell would, each word re-quoted, joined by single spaces.
+
+    Words that are exactly one ``{variable}`` are left unquoted, so the variable's value is
+    split by the worker like ``blender_cmd``'s.
+    """
+    return " ".join(_requote(word) for word in shlex.split(cmd))
 
 
 class ExecCommandJobType(SchemaJobType):

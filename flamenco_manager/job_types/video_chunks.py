@@ -23,6 +23,7 @@ from .blender_common import (
     extension_check,
     output_dir,
     render_output_check,
+    video_glob_problem,
 )
 from .errors import SettingProblem
 from .frames import (
@@ -93,9 +94,12 @@ class BlenderVideoChunksJobType(SchemaJobType):
     )
 
     def check(self, settings: dict[str, Any]) -> list[SettingProblem]:
-        """Refuse frame ranges that would make too many tasks."""
-        problem = task_count_problem(settings, per_chunk=2, extra=7)
-        return [] if problem is None else [problem]
+        """Refuse frame ranges that would make too many tasks, and unglobbable directories."""
+        problems = [
+            task_count_problem(settings, per_chunk=2, extra=7),
+            video_glob_problem(settings, "each video-chunk task"),
+        ]
+        return [problem for problem in problems if problem is not None]
 
     def build(self, settings: dict[str, Any], context: CompileContext) -> list[TaskSpec]:
         """move-out-of-way, rna-overrides?, frame/video chunk pairs, audio?, concat, mux?, move."""

@@ -253,6 +253,16 @@ def test_exec_command_is_one_debug_task_with_a_normalised_command_line() -> None
     ]
 
 
+def test_exec_command_leaves_a_whole_variable_word_for_the_worker_to_split() -> None:
+    # A one-way variable holds a command line the worker splits itself, e.g. on Windows
+    # '"C:/Program Files/Blender/blender.exe"'; quoted here, it reached the worker's exec as one
+    # word with literal quotes ("No such file or directory"), unlike blender_cmd's '{blender}'.
+    [task] = compile_job("exec-command", {"cmd": "{blender} --version '{render}/a b' {}"})
+    assert task.commands == [
+        {"name": "exec", "settings": {"cmd": "{blender} --version '{render}/a b' '{}'"}}
+    ]
+
+
 def test_exec_command_task_type_extension() -> None:
     [task] = compile_job("exec-command", {"cmd": "true", "task_type": "sleep"})
     assert task.task_type == "sleep"
@@ -548,6 +558,20 @@ def test_blender_render_progressive_single_frame_has_no_videos() -> None:
     assert "create-preview-video" not in names
     assert "publish-video-to-output" not in names
     assert names[1] == "render-s_1-1-f_5"
+
+
+@pytest.mark.parametrize(("submitted", "sent"), [("open_exr", "OPEN_EXR"), ("Exr", "EXR")])
+def test_progressive_format_reaches_blender_in_upper_case(submitted: str, sent: str) -> None:
+    # The format is accepted in any case, but Blender's -F is case-sensitive: with 'exr' a real
+    # worker rendered the blend file's own format (PNG), and every merge found no input EXR.
+    tasks = compile_job("blender-render-progressive", {**PROGRESSIVE, "format": submitted})
+    formats = {
+        command["settings"]["format"]
+        for task in tasks
+        for command in task.commands
+        if command["name"] == "blender_render_progressive"
+    }
+    assert formats == {sent}
 
 
 @pytest.mark.parametrize(

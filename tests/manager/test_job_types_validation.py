@@ -466,6 +466,47 @@ def test_progressive_refuses_more_frames_than_one_publish_task_can_copy() -> Non
     REGISTRY.validate("blender-render-progressive", {**PROGRESSIVE_SHOT, "frames": "1-10000"})
 
 
+VIDEO_SHOT = {
+    **SHOT,
+    "format": "PNG",
+    "images_or_video": "images",
+    "fps": 24,
+    "output_file_extension": ".png",
+}
+
+
+@pytest.mark.parametrize(
+    ("job_type", "settings"),
+    [
+        ("blender-render", VIDEO_SHOT),
+        ("blender-video-chunks", VIDEO_EDIT),
+        ("blender-render-progressive", PROGRESSIVE_SHOT),
+    ],
+)
+@pytest.mark.parametrize("directory", ["/render/shot[v2]", "/render/take*", "/r?/shot"])
+def test_video_tasks_need_a_directory_ffmpeg_can_glob(
+    job_type: str, settings: dict[str, Any], directory: str
+) -> None:
+    # create_video gives FFmpeg '<dir>/*.png' with -pattern_type glob: a real worker rendered
+    # every frame of /render/shot[v2]/f-#### and then failed create-video ("No such file").
+    render_output = f"{directory}/f-######"
+    found = problems(job_type, {**settings, "render_output": render_output})
+    assert "wildcards" in found["render_output"]
+    assert directory in found["render_output"]
+
+
+def test_glob_characters_are_fine_when_no_video_is_made() -> None:
+    output = "/render/shot[v2]/f-######"
+    REGISTRY.validate("blender-render", {**SHOT, "render_output": output})
+    REGISTRY.validate("blender-render", {**VIDEO_SHOT, "render_output": output, "frames": "1"})
+    REGISTRY.validate(
+        "blender-render", {**VIDEO_SHOT, "render_output": output, "format": "OPEN_EXR"}
+    )
+    REGISTRY.validate(
+        "blender-render-progressive", {**PROGRESSIVE_SHOT, "render_output": output, "frames": "1"}
+    )
+
+
 def test_progressive_render_output_without_double_quotes() -> None:
     # The worker's EXR merge refuses paths with '"': every merge task would fail.
     found = problems(
