@@ -142,7 +142,9 @@ class BlenderRenderJobType(SchemaJobType):
                             "blender_render",
                             blender_cmd=settings["blender_cmd"],
                             filepath=settings["filepath"],
-                            format=settings.get("format"),
+                            # Blender's --render-format takes upper case only (the add-on
+                            # sends it so; typed by hand, 'png' rendered the file's format).
+                            format=_format(settings),
                             render_output=str(render_dir / render_output.name),
                             frames=frame_range_merge(chunk, blender_style=True),
                         )
@@ -188,7 +190,7 @@ class BlenderRenderJobType(SchemaJobType):
             settings.get("images_or_video") == "images"
             and isinstance(frames, str)
             and frame_range_count(frames) >= 2
-            and settings.get("format") not in FFMPEG_INCOMPATIBLE_FORMATS
+            and _format(settings) not in FFMPEG_INCOMPATIBLE_FORMATS
             and "fps" in settings
             and "output_file_extension" in settings
         )
@@ -196,3 +198,9 @@ class BlenderRenderJobType(SchemaJobType):
     @classmethod
     def _makes_video(cls, settings: dict[str, Any], context: CompileContext) -> bool:
         return cls._may_make_video(settings) and "video-encoding" in context.worker_task_types
+
+
+def _format(settings: dict[str, Any]) -> str | None:
+    """The Blender image format asked for, as Blender spells it (upper case), or ``None``."""
+    value = settings.get("format")
+    return value.upper() if isinstance(value, str) else None

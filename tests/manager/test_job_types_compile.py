@@ -92,6 +92,15 @@ def test_blender_render_without_format_sends_null_format() -> None:
 VIDEO = {**SHOT, "images_or_video": "images", "fps": 24, "output_file_extension": ".png"}
 
 
+def test_blender_render_format_reaches_blender_in_upper_case() -> None:
+    # Blender's -F is case-sensitive: 'png' typed by hand rendered the blend file's own format,
+    # and 'open_exr' was taken for a format FFmpeg reads, making a video task that failed.
+    tasks = compile_job("blender-render", {**SHOT, "format": "png"})
+    assert {task.commands[0]["settings"]["format"] for task in tasks[:-1]} == {"PNG"}
+    tasks = compile_job("blender-render", {**VIDEO, "format": "open_exr"}, VIDEO_FARM)
+    assert "create-video" not in [t.name for t in tasks]
+
+
 def test_blender_render_video_variant() -> None:
     tasks = compile_job("blender-render", VIDEO, VIDEO_FARM)
 
