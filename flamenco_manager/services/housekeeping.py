@@ -146,11 +146,15 @@ class Housekeeping:
 
     def remove_abandoned_builds(self) -> int:
         """Delete the jobs a stopped process left under construction (no build step for
-        :data:`ABANDONED_BUILD`); how many."""
+        :data:`ABANDONED_BUILD`), and the logs it left of deleted jobs
+        (:meth:`.JobService.remove_orphan_logs`); how many jobs."""
         before = self.context.clock() - ABANDONED_BUILD
         removed = self.jobs.remove_abandoned_builds(before)
         if removed:
             log.warning("removed jobs left half built", extra={"count": removed})
+        orphans = self.jobs.remove_orphan_logs()
+        if orphans:
+            log.warning("removed the task logs of deleted jobs", extra={"count": orphans})
         return removed
 
     def expire_blocklist(self) -> int:

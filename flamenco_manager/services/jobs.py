@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from flamenco_manager.storage import jobs as job_store
 from flamenco_manager.storage import tasks as task_store
+from flamenco_manager.storage.database import AFTER_COMMIT
 from flamenco_manager.storage.jobs import JobRecord
 from flamenco_manager.storage.tasks import TaskRecord
 from flamenco_protocol.documents import Command, WorkerRef
@@ -285,6 +287,25 @@ class JobService:
         with self.context.database.reading() as connection:
             abandoned = job_store.changed_before(connection, statuses, before)
         return sum(self._delete_unbuilt(job_id, before) for job_id in abandoned)
+
+    def remove_orphan_logs(self) -> int:
+        """Remove the logs of the jobs that are gone (a process stopped between committing a
+        job's deletion and removing its logs, or a worker's update wrote to a job another
+        process was deleting); for how many jobs."""
+        root = self.context.settings.logs_dir
+        # Listed before the jobs are read: a job created meanwhile is not listed.
+        on_disk = [
+            directory.name
+            for directory in root.glob("job-*/*")
+            if ObjectId.is_valid(directory.name) and directory.is_dir()
+        ]
+        if not on_disk:
+            return 0
+        with self.context.database.reading() as connection:
+            orphans = set(on_disk) - job_store.existing(connection, on_disk)
+        for job_id in sorted(orphans):
+            self.context.logs.delete_job(job_id)
+        return len(orphans)
 
     def _new_job(
         self,
@@ -643,7 +664,13 @@ class JobService:
             job_store.delete(connection, job_id)
             self.context.announce(connection, "job", job_id, deleted=True)
             log_change(connection, "job deleted", job=job_id, job_name=job.name)
-        self.context.logs.delete_job(job_id)
+            # The logs go once the deletion is committed, not before: inside a commit group the
+            # block above is only a savepoint, and a process killed (or a commit failing) before
+            # the commit would leave the job without its logs. A process killed between the
+            # commit and this leaves them to remove_orphan_logs.
+            connection.info[AFTER_COMMIT].append(
+                functools.partial(self.context.logs.delete_job, job_id)
+            )
         return True
 
     def requeue_task(self, task_id: str, reason: str = "") -> TaskRecord:

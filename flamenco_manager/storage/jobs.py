@@ -95,6 +95,16 @@ def delete(connection: Connection, job_id: str) -> bool:
     return connection.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount > 0
 
 
+def existing(connection: Connection, job_ids: Collection[str]) -> set[str]:
+    """Those of ``job_ids`` that are jobs, asked 500 at a time."""
+    wanted = list(job_ids)
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        query = sa.select(jobs.c.id).where(jobs.c.id.in_(wanted[start : start + 500]))
+        found.update(str(job_id) for job_id in connection.execute(query).scalars())
+    return found
+
+
 def changed_before(
     connection: Connection, statuses: Collection[str], before: datetime
 ) -> list[str]:
