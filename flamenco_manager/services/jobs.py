@@ -554,18 +554,32 @@ class JobService:
                 raise NotFound(f"Job {job_id} is unknown.")
             return JobSummary(job, task_store.status_counts(connection, job_id))
 
-    def tasks(self, job_id: str, task_ids: Collection[str] | None = None) -> list[TaskDetails]:
+    def tasks(
+        self,
+        job_id: str,
+        task_ids: Collection[str] | None = None,
+        *,
+        statuses: Collection[str] = (),
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[TaskDetails]:
         """Every task of a job, in creation order; :class:`NotFound` for an unknown job.
 
         With ``task_ids``, only those of them that are tasks of the job: what a page showing a
-        busy job asks for when its tasks change (a job of 10,000 tasks is 5 MB of JSON).
+        busy job asks for when its tasks change (a job of 10,000 tasks is 5 MB of JSON). With
+        ``statuses``, only those in one of them; with ``limit``, that many after the first
+        ``offset``: one page of a big job is read, not the job.
 
         It only reads, without the write lock: callers may run it on a thread of their own.
         """
         with self.context.database.reading() as connection:
             if job_store.get(connection, job_id) is None:
                 raise NotFound(f"Job {job_id} is unknown.")
-            records = task_store.list_of_job(connection, job_id, task_ids)
+            records = task_store.list_of_job(
+                connection, job_id, task_ids, statuses=statuses, offset=offset, limit=limit
+            )
+            if statuses or limit is not None:
+                task_ids = [str(task.id) for task in records]  # the parents of the page only
             parents = task_store.parents_in_job(connection, job_id, task_ids)
             failures = task_store.failures_in_job(connection, job_id, task_ids)
         return [

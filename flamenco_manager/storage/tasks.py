@@ -540,14 +540,23 @@ def unpinged_since(connection: Connection, since: datetime) -> list[TaskRecord]:
 
 
 def list_of_job(
-    connection: Connection, job_id: str, task_ids: Collection[str] | None = None
+    connection: Connection,
+    job_id: str,
+    task_ids: Collection[str] | None = None,
+    *,
+    statuses: Collection[str] = (),
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[TaskRecord]:
-    """Every task of a job (only those of ``task_ids``, when given), in creation order."""
+    """Every task of a job (only those of ``task_ids``, when given; only those in
+    ``statuses``, when any), in creation order; ``limit`` of them after the first ``offset``."""
     query = sa.select(tasks).where(tasks.c.job_id == job_id)
     if task_ids is not None:
         query = query.where(tasks.c.id.in_(list(task_ids)))
-    rows = connection.execute(query.order_by(tasks.c.id))
-    return [_record(row_dict(row)) for row in rows]
+    if statuses:
+        query = query.where(tasks.c.status.in_(list(statuses)))
+    query = query.order_by(tasks.c.id).offset(offset or None).limit(limit)
+    return [_record(row_dict(row)) for row in connection.execute(query)]
 
 
 def names_and_jobs(connection: Connection, task_ids: Collection[str]) -> dict[str, tuple[str, str]]:

@@ -1479,17 +1479,15 @@ function openJobTaskChanged(data) {
 let filteredReload = null;
 
 /**
- * Read the filtered page of tasks again, soon. The manager reads the whole job for it (3 s for
- * 100,000 tasks; read back to back, that cost a busy farm 40 % of its task updates), so the
- * bigger the job the longer changes gather first: 0.1 s per 1,000 tasks, at most 10 s.
+ * Read the filtered page of tasks again, once the changes of the next second have gathered:
+ * on a busy farm a filtered page would otherwise be read again for every task that moves.
  */
 function reloadFilteredPage() {
   if (filteredReload !== null) return;
-  const total = jobDetail.job ? jobProgress(jobDetail.job).total : 0;
   filteredReload = setTimeout(() => {
     filteredReload = null;
     loadJob();
-  }, Math.min(10000, total / 10));
+  }, 1000);
 }
 
 /** After a user action, read back what it changed even if no event says so. */
