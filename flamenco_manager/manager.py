@@ -155,6 +155,10 @@ class Manager:
             ("abandoned job builds", housekeeping.remove_abandoned_builds, 2 * minute, 10 * minute),
             ("blocklist expiry", housekeeping.expire_blocklist, minute, 60 * minute),
         ]
+        if self.database.is_sqlite:
+            # The only process: a job under construction now was left by a stopped one, and
+            # would be listed with part of its tasks until the chore's first run found it old.
+            housekeeping.remove_abandoned_builds(only_process=True)
         if self.shaman is not None and settings.shaman_garbage_collect_period.total_seconds() > 0:
             chores.append(
                 (

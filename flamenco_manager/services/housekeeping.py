@@ -144,11 +144,15 @@ class Housekeeping:
             )
         return deleted
 
-    def remove_abandoned_builds(self) -> int:
+    def remove_abandoned_builds(self, *, only_process: bool = False) -> int:
         """Delete the jobs a stopped process left under construction (no build step for
         :data:`ABANDONED_BUILD`), and the logs it left of deleted jobs
-        (:meth:`.JobService.remove_orphan_logs`); how many jobs."""
-        before = self.context.clock() - ABANDONED_BUILD
+        (:meth:`.JobService.remove_orphan_logs`); how many jobs.
+
+        ``only_process``: called as the only process that builds jobs starts (SQLite), when
+        every job under construction was left by a stopped one, whatever its age.
+        """
+        before = None if only_process else self.context.clock() - ABANDONED_BUILD
         removed = self.jobs.remove_abandoned_builds(before)
         if removed:
             log.warning("removed jobs left half built", extra={"count": removed})

@@ -280,9 +280,10 @@ class JobService:
                 self._delete_unbuilt(job_id)
             raise
 
-    def remove_abandoned_builds(self, before: datetime) -> int:
-        """Delete the jobs still under construction with no step since before ``before``: a
-        process stopped while building them (see :meth:`build_job`); how many."""
+    def remove_abandoned_builds(self, before: datetime | None) -> int:
+        """Delete the jobs still under construction with no step since before ``before`` (all
+        of them, when ``None``): a process stopped while building them (see
+        :meth:`build_job`); how many."""
         statuses = [JobStatus.UNDER_CONSTRUCTION.value]
         with self.context.database.reading() as connection:
             abandoned = job_store.changed_before(connection, statuses, before)

@@ -106,15 +106,14 @@ def existing(connection: Connection, job_ids: Collection[str]) -> set[str]:
 
 
 def changed_before(
-    connection: Connection, statuses: Collection[str], before: datetime
+    connection: Connection, statuses: Collection[str], before: datetime | None
 ) -> list[str]:
-    """IDs of the jobs in one of ``statuses`` whose last change came before ``before``, the
-    longest unchanged first."""
-    query = (
-        sa.select(jobs.c.id)
-        .where(jobs.c.status.in_(list(statuses)), jobs.c.updated < before)
-        .order_by(jobs.c.updated, jobs.c.id)
-    )
+    """IDs of the jobs in one of ``statuses`` whose last change came before ``before`` (any
+    time, when ``None``), the longest unchanged first."""
+    query = sa.select(jobs.c.id).where(jobs.c.status.in_(list(statuses)))
+    if before is not None:
+        query = query.where(jobs.c.updated < before)
+    query = query.order_by(jobs.c.updated, jobs.c.id)
     return [str(job_id) for job_id in connection.execute(query).scalars()]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -550,6 +551,19 @@ async def test_a_build_left_by_a_stopped_process_is_removed(
     assert sum(left.task_counts.values()) == 20
 
     assert farm.manager.housekeeping.remove_abandoned_builds() == 0  # it may still go on
-    farm.clock.advance(minutes=11)
-    assert farm.manager.housekeeping.remove_abandoned_builds() == 1
+    if farm.manager.database.is_sqlite:
+        # The only process, as it starts: whatever is under construction is left over. It was
+        # listed with part of its tasks until the chore's first run, up to 12 minutes later.
+        loops = asyncio.ensure_future(farm.manager.run_loops())
+        try:
+            for _ in range(200):
+                if not farm.manager.jobs.page(limit=5).jobs:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loops.cancel()
+            await asyncio.gather(loops, return_exceptions=True)
+    else:
+        farm.clock.advance(minutes=11)
+        assert farm.manager.housekeeping.remove_abandoned_builds() == 1
     assert farm.manager.jobs.page(limit=5).jobs == []
