@@ -68,7 +68,12 @@ class Manager:
             # log under an open descriptor (with PostgreSQL, several may).
             keep_open=_logs_kept_open() if self.database.is_sqlite else 0,
         )
-        self.logs.remove_deleted()  # what a stopped manager had still to remove
+        left = self.logs.remove_deleted()  # what a stopped manager had still to remove
+        if left:
+            self.log.info(
+                "removing the task logs a stopped manager left of deleted jobs",
+                extra={"count": left},
+            )
         self.context = ServiceContext(settings, self.database, self.logs, clock)
         self.variables = (
             Variables.from_config(settings.variables)

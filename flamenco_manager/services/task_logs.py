@@ -764,14 +764,16 @@ class TaskLogStore:
             os.rmdir(os.path.dirname(directory))  # only once no other job shares the prefix
         self._remove(target)
 
-    def remove_deleted(self) -> None:
-        """Remove the logs of deleted jobs that a process stopped before removing."""
+    def remove_deleted(self) -> int:
+        """Remove (on the store's thread) the logs of deleted jobs that a process stopped before
+        removing; for how many jobs."""
         try:
             names = os.listdir(self._deleted)
         except OSError:
-            return  # none left (another process may be removing them too)
+            return 0  # none left (another process may be removing them too)
         for name in names:
             self._remove(f"{self._deleted}/{name}")
+        return len(names)
 
     def _remove(self, path: str) -> None:
         self._background(_REMOVAL, _remove_tree, path, self._deleted)

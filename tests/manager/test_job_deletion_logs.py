@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from flamenco_manager.config import Settings
+from flamenco_manager.manager import Manager
 from flamenco_manager.storage import jobs as job_store
 
 from .harness import Farm, interrupt_next_commit, spec
@@ -61,3 +64,19 @@ async def test_logs_of_a_job_deleted_just_before_a_crash_are_removed_later(
         for record in caplog.records
     )
     assert farm.manager.housekeeping.remove_abandoned_builds() == 0  # nothing left to remove
+
+
+def test_logs_a_stopped_removal_left_are_removed_at_start_saying_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A job's logs are moved into .deleted, then removed on a thread: a manager stopped between
+    # the two left them there, and the next start removed them without a word.
+    left = tmp_path / "task-logs" / ".deleted" / "job-0123"
+    left.mkdir(parents=True)
+    (left / "task-0123.txt").write_text("rendered\n")
+    caplog.set_level(logging.INFO, logger="flamenco_manager")
+    manager = Manager(Settings(data_dir=tmp_path, log_level="warning"))
+    manager.close()  # waits for the removal
+    assert not left.exists()
+    (record,) = [r for r in caplog.records if "stopped manager left" in r.getMessage()]
+    assert record.count == 1  # type: ignore[attr-defined]
