@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import math
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, runtime_checkable
@@ -24,6 +25,7 @@ __all__ = [
     "SchemaJobType",
     "TaskListBuilder",
     "command",
+    "command_line_check",
     "frame_range_check",
     "task_count_problem",
 ]
@@ -128,6 +130,22 @@ class TaskListBuilder:
             )
         )
         return len(self.tasks) - 1
+
+
+def command_line_check(value: str) -> str | None:
+    """Why the worker could not run ``value`` as a command line, or ``None``.
+
+    Flamenco Worker 2.x splits ``exec``'s ``cmd`` and ``blender_cmd`` like a shell
+    (``shlex.split``) and runs the first word: an unclosed quote failed the task with an
+    uncaught exception, and nothing at all had nothing to run.
+    """
+    try:
+        words = shlex.split(value)
+    except ValueError as error:
+        return f"cannot be split into words like a shell would: {error}"
+    if not words:
+        return "is empty; give a command line, e.g. 'echo hello' or '{blender}'"
+    return None
 
 
 def frame_range_check(value: str) -> str | None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import shlex
 from datetime import UTC, datetime
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Final
 
-from .base import TaskListBuilder, command
+from .base import TaskListBuilder, command, command_line_check
 from .errors import SettingProblem
 from .schema import Kind, Setting
 
@@ -20,7 +19,6 @@ __all__ = [
     "RNA_OVERRIDES",
     "add_rna_overrides_task",
     "blend_stem",
-    "blender_cmd_check",
     "extension_check",
     "intermediate_dir",
     "output_dir",
@@ -162,28 +160,13 @@ def extension_check(value: str) -> str | None:
     return None
 
 
-def blender_cmd_check(value: str) -> str | None:
-    """Why the worker could not split ``value`` into a command line, or ``None``.
-
-    Flamenco Worker 2.x splits ``blender_cmd`` like a shell (``shlex.split``) and runs its first
-    word; an unclosed quote made it fail the task with an uncaught exception.
-    """
-    try:
-        words = shlex.split(value)
-    except ValueError as error:
-        return f"cannot be split into words like a shell would: {error}"
-    if not words:
-        return "must not be empty"
-    return None
-
-
 BLENDER_CMD: Final = Setting(
     name="blender_cmd",
     kind=Kind.STRING,
     default="{blender}",
     max_length=MAX_PATH,
     doc="the Blender command line; '{blender}' is the manager variable for the executable",
-    check=blender_cmd_check,
+    check=command_line_check,
 )
 RNA_OVERRIDES: Final = Setting(
     name="rna_overrides",

@@ -22,13 +22,19 @@ import attrs
 
 from flamenco_manager.services.jobs import TaskSpec
 
-from .base import MAX_TASKS, CompileContext, SchemaJobType, TaskListBuilder, command
+from .base import (
+    MAX_TASKS,
+    CompileContext,
+    SchemaJobType,
+    TaskListBuilder,
+    command,
+    command_line_check,
+)
 from .blender_common import (
     FILEPATH,
     MAX_PATH,
     RNA_OVERRIDES,
     add_rna_overrides_task,
-    blender_cmd_check,
     intermediate_dir,
     output_dir,
     pure_path,
@@ -157,7 +163,7 @@ class BlenderRenderProgressiveJobType(SchemaJobType):
                 required=True,
                 max_length=MAX_PATH,
                 doc="the Blender command line, e.g. '{blender}'",
-                check=blender_cmd_check,
+                check=command_line_check,
             ),
             Setting(
                 name="render_output",

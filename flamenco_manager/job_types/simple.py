@@ -13,6 +13,7 @@ from .base import (
     SchemaJobType,
     TaskListBuilder,
     command,
+    command_line_check,
     frame_range_check,
     task_count_problem,
 )
@@ -81,16 +82,6 @@ class SleepJobType(SchemaJobType):
         return tasks.tasks
 
 
-def _command_line_check(value: str) -> str | None:
-    try:
-        words = shlex.split(value)
-    except ValueError as error:
-        return f"cannot be split into words like a shell would: {error}"
-    if not words:
-        return "is empty; give the command to run, e.g. 'echo hello'"
-    return None
-
-
 _WHOLE_PLACEHOLDER = re.compile(r"\{[^{}\s'\"\\]+\}")
 
 
@@ -130,7 +121,7 @@ class ExecCommandJobType(SchemaJobType):
                 required=True,
                 max_length=100_000,
                 doc='the command line, e.g. "blender --version"',
-                check=_command_line_check,
+                check=command_line_check,
             ),
             Setting(
                 name="task_type",
