@@ -113,9 +113,10 @@ def load(args: argparse.Namespace) -> Settings:
 
 def create_token(settings: Settings, name: str, expires: str) -> None:
     """Print a user token signed with the manager's key pair (made if it does not exist)."""
-    from flamenco_manager.services.users import ensure_key_pair, issue_token
+    from flamenco_manager.services.users import check_token_request, ensure_key_pair, issue_token
 
     lifetime = parse_duration(expires)
+    check_token_request(name, lifetime)  # before a key pair is made for nothing
     if not settings.jwt_key_dir.is_dir():
         # Right before a first serve; otherwise a mistyped data directory: say which.
         print(

@@ -9,7 +9,7 @@ from pathlib import Path
 from flamenco_protocol.ids import ObjectId
 from shaman_core.jwt import PRIVATE_KEY_NAME, KeyStore, generate_key_pair, mint_token
 
-__all__ = ["ensure_key_pair", "issue_token"]
+__all__ = ["check_token_request", "ensure_key_pair", "issue_token"]
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,17 @@ def ensure_key_pair(key_dir: Path) -> KeyStore:
     return KeyStore(key_dir)
 
 
-def issue_token(keys: KeyStore, name: str, lifetime: timedelta) -> str:
-    """A token naming ``name`` (a person or a pipeline), valid for ``lifetime``."""
+def check_token_request(name: str, lifetime: timedelta) -> None:
+    """Raise :class:`ValueError` unless a token can be made for ``name`` and ``lifetime``."""
     if not name.strip():
         raise ValueError("a token needs a name")
     if lifetime <= timedelta(0):
         raise ValueError("a token's lifetime must be positive")
+
+
+def issue_token(keys: KeyStore, name: str, lifetime: timedelta) -> str:
+    """A token naming ``name`` (a person or a pipeline), valid for ``lifetime``."""
+    check_token_request(name, lifetime)
     # A token ID, so that the token can be revoked (flamenco-manager token revoke).
     return mint_token(
         keys, name.strip(), lifetime=lifetime, extra_claims={"jti": str(ObjectId.new())}

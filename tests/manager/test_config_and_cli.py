@@ -181,6 +181,26 @@ def test_serve_help_documents_every_setting(tmp_path: Path) -> None:
         assert flag in result.stdout
 
 
+@pytest.mark.parametrize("arguments", [["--expires=-1h"], ["--expires=0s"], ["--name", " "]])
+def test_a_token_that_cannot_be_made_is_refused_before_keys_are(
+    tmp_path: Path, arguments: list[str]
+) -> None:
+    # A mistyped lifetime made a new key pair in the data directory, then was refused.
+    result = _cli(
+        "token",
+        "create",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--name",
+        "alice",
+        *arguments,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "token" in result.stderr
+    assert not (tmp_path / "data" / "jwt-keys").exists()
+
+
 def test_help_shows_default_durations_as_they_are_written(tmp_path: Path) -> None:
     # Python's "31 days, 0:00:00" is not a duration the settings take.
     help_text = " ".join(_cli("serve", "--help", cwd=tmp_path).stdout.split())
