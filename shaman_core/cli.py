@@ -135,6 +135,7 @@ def _pack(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("SHAMAN_JWT_TOKEN") or None
     progress = Progress() if args.no_progress else ProgressBar()
     cache = ChecksumCache()
+    report = None
     try:
         report = pack(
             args.directory,
@@ -148,7 +149,7 @@ def _pack(args: argparse.Namespace) -> int:
     finally:
         cache.close()
         if isinstance(progress, ProgressBar):
-            progress.close()
+            progress.close(stopped=report is None)
     print(
         f"{report.files} files ({format_bytes(report.bytes)}): uploaded {report.uploaded_files} "
         f"({format_bytes(report.uploaded_bytes)}), {report.already_stored} already stored, "

@@ -25,15 +25,23 @@ def _format_duration(seconds: float) -> str:
 
 
 def render_progress(
-    done_bytes: int, total_bytes: int, done_files: int, total_files: int, elapsed: float
+    done_bytes: int,
+    total_bytes: int,
+    done_files: int,
+    total_files: int,
+    elapsed: float,
+    *,
+    stopped: bool = False,
 ) -> str:
     """The progress line, e.g. ``[#####-----]  50%  5.0 MiB/10.0 MiB  1/2 files
-    2.5 MiB/s  ETA 0:00:02``."""
+    2.5 MiB/s  ETA 0:00:02``; ``stopped`` ends it in "stopped" (an upload that failed)."""
     fraction = done_bytes / total_bytes if total_bytes else 1.0
     width = 20
     filled = int(fraction * width)
     rate = done_bytes / elapsed if elapsed > 0 else 0.0
-    if fraction >= 1.0:
+    if stopped:
+        eta = "stopped"
+    elif fraction >= 1.0:
         eta = "done"
     elif rate > 0:
         eta = "ETA " + _format_duration((total_bytes - done_bytes) / rate)
@@ -84,8 +92,8 @@ class Progress:
             self.done_files += 1
         self.on_change()
 
-    def line(self) -> str:
-        """The current progress line."""
+    def line(self, *, stopped: bool = False) -> str:
+        """The current progress line (see :func:`render_progress`)."""
         with self._lock:
             return render_progress(
                 self.done_bytes,
@@ -93,6 +101,7 @@ class Progress:
                 self.done_files,
                 self.total_files,
                 time.monotonic() - self.started,
+                stopped=stopped,
             )
 
     def on_change(self) -> None:
@@ -115,13 +124,14 @@ class ProgressBar(Progress):
             self._last_draw = now
             self.draw()
 
-    def draw(self) -> None:
+    def draw(self, *, stopped: bool = False) -> None:
         """Write the line now (carriage return, no newline)."""
-        self.stream.write("\r" + self.line())
+        self.stream.write("\r" + self.line(stopped=stopped))
         self.stream.flush()
 
-    def close(self) -> None:
-        """Draw the final state and end the line."""
-        self.draw()
+    def close(self, *, stopped: bool = False) -> None:
+        """Draw the final state and end the line; ``stopped`` when the upload failed, so that
+        the line does not say "done"."""
+        self.draw(stopped=stopped)
         self.stream.write("\n")
         self.stream.flush()

@@ -195,6 +195,13 @@ def test_cli_keys_token_pack_and_gc(tmp_path: Path, live: LiveShaman, key_dir: P
     failed = shaman("pack", str(source), live.url, "--checkout-id", "cli_job", "--token", token)
     assert failed.returncode == 1
     assert "409" in failed.stderr
+    # A failed upload's progress line says so; it said "done".
+    (bar,) = [line for line in failed.stderr.splitlines() if line.startswith("[")]
+    assert bar.endswith("stopped"), failed.stderr
+    refused = shaman("pack", str(source), live.url, "--checkout-id", "other")  # no token
+    assert refused.returncode == 1
+    assert "401" in refused.stderr
+    assert "done" not in refused.stderr
 
 
 @pytest.mark.slow
