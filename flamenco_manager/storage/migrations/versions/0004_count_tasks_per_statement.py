@@ -57,7 +57,7 @@ _UPGRADE = [
     END $$
     """,
     # No join of the two tables (they have no index, and a plan cached for one-row updates
-    # made a join of 20,000 rows take minutes): the rows before count down, the rows after
+    # made a join of 20,000 rows take more than 30 s): the rows before count down, the rows after
     # count up, and only what does not cancel out is written (a progress update writes nothing).
     f"""
     CREATE FUNCTION flamenco_count_updated_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
