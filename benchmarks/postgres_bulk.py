@@ -44,7 +44,7 @@ def run_actions(database: str, tasks: int, revision: str = "head") -> dict[str, 
                     command.downgrade(config, revision)
             sleep = [{"name": "sleep", "settings": {"time_in_seconds": 1}}]
             # A farm changes single tasks all day first: database sessions whose cached plans
-            # were made for one-row changes (a join in such a plan took more than 30 s for 20,000 rows).
+            # were made for one-row changes (a join in such a plan took over 30 s for 20,000).
             few = [TaskSpec(name=f"w{n}", task_type="t", commands=sleep) for n in range(10)]
             warm = manager.jobs.create_job(name="warm-up", job_type="bench", tasks=few)
             for task in manager.jobs.tasks(str(warm.id)) * 3:
